@@ -1,1 +1,1 @@
-"""data"""
+"""Kaldi data dirs, lhotse manifests, corpus preparation and synthesis, feature/alignment datasets."""

@@ -1,1 +1,1 @@
-"""decode"""
+"""Hybrid decoding (posteriors / priors), lattice decoding and WER scoring."""

@@ -1,1 +1,1 @@
-"""gmm"""
+"""GMM-HMM training and alignment on kaldi-hmm-gmm; decision-tree state tying."""

@@ -1,1 +1,1 @@
-"""models"""
+"""Acoustic and language models as plain nn.Modules."""

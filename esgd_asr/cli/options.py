@@ -1,0 +1,77 @@
+"""Kaldi-style option handling: `--config FILE` holding `--name=value` lines, overridden by the command line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from esgd_asr.errors import EsgdError
+
+
+def read_config(path: str) -> list[str]:
+    """Options of a Kaldi config file: one `--name=value` per line, `#` starts a comment."""
+    if not Path(path).is_file():
+        raise EsgdError(f"{path}: config file not found")
+    options = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            raise EsgdError(f"{path}:{lineno}: expected --name=value, got '{line}'")
+        options.append(line)
+    return options
+
+
+class KaldiArgumentParser(argparse.ArgumentParser):
+    """argparse with `--config FILE` expansion and one-line errors that name the bad option."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--config", action="append", default=[], help="Kaldi-style config file(s)")
+
+    def parse_args(self, argv=None, namespace=None):
+        argv = list(sys.argv[1:] if argv is None else argv)
+        configs, rest, i = [], [], 0
+        while i < len(argv):
+            if argv[i] == "--config" and i + 1 < len(argv):
+                configs.append(argv[i + 1])
+                i += 2
+                continue
+            if argv[i].startswith("--config="):
+                configs.append(argv[i].split("=", 1)[1])
+            else:
+                rest.append(argv[i])
+            i += 1
+        expanded = [opt for path in configs for opt in read_config(path)]
+        return super().parse_args(expanded + rest, namespace)
+
+    def error(self, message):
+        raise EsgdError(message)
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One `--field-name` option per field of a dataclass, typed by its default."""
+    for field in dataclasses.fields(cls):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        name = "--" + field.name.replace("_", "-")
+        if isinstance(default, tuple):
+            parser.add_argument(name, type=lambda s: tuple(s.split(",")), default=default,
+                                help=f"comma-separated (default: {','.join(default)})")
+        elif isinstance(default, bool):
+            parser.add_argument(name, type=_parse_bool, default=default, help=f"(default: {default})")
+        else:
+            parser.add_argument(name, type=type(default), default=default, help=f"(default: {default})")
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def _parse_bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")

@@ -1,0 +1,163 @@
+"""lhotse manifests <-> Kaldi data dirs, and corpus import through lhotse (Kaldi dirs, LibriSpeech, Switchboard).
+
+Every corpus enters as lhotse (RecordingSet, SupervisionSet) per split; the Kaldi data dir is written from
+those same manifests, so the two always agree.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lhotse import CutSet, RecordingSet, SupervisionSet
+from lhotse.kaldi import load_kaldi_data_dir
+
+from esgd_asr.data.kaldi_dir import DataDir
+from esgd_asr.errors import EsgdError
+
+SPLITS = ("train", "dev", "test")
+
+
+def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> dict[str, Path]:
+    """Where the recordings, supervisions and cuts of one split live."""
+    return {kind: Path(manifest_dir) / f"{corpus}_{kind}_{split}.jsonl.gz"
+            for kind in ("recordings", "supervisions", "cuts")}
+
+
+def write_manifests(recordings: RecordingSet, supervisions: SupervisionSet, manifest_dir: Path,
+                    corpus: str, split: str) -> CutSet:
+    """Save the split's RecordingSet, SupervisionSet and the CutSet made of them."""
+    paths = manifest_paths(manifest_dir, corpus, split)
+    Path(manifest_dir).mkdir(parents=True, exist_ok=True)
+    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+    recordings.to_file(paths["recordings"])
+    supervisions.to_file(paths["supervisions"])
+    cuts.to_file(paths["cuts"])
+    return cuts
+
+
+def load_manifests(manifest_dir: Path, corpus: str, split: str) -> tuple[RecordingSet, SupervisionSet]:
+    paths = manifest_paths(manifest_dir, corpus, split)
+    for path in paths.values():
+        if not path.is_file():
+            raise EsgdError(f"{path}: missing manifest")
+    return RecordingSet.from_file(paths["recordings"]), SupervisionSet.from_file(paths["supervisions"])
+
+
+def wav_scp_entry(recording, channel: int) -> str:
+    """Kaldi rxfilename for one channel of a recording: a wav path, or a pipe that yields a mono wav."""
+    if len(recording.sources) != 1:
+        raise EsgdError(f"recording '{recording.id}': recordings made of several audio sources are not supported")
+    source = recording.sources[0]
+    if source.type == "command":
+        if recording.num_channels != 1:
+            raise EsgdError(f"recording '{recording.id}': multi-channel command sources are not supported")
+        return f"{source.source} |"
+    if source.type != "file":
+        raise EsgdError(f"recording '{recording.id}': audio source type '{source.type}' cannot go into wav.scp")
+    path = source.source
+    if path.endswith(".wav") and recording.num_channels == 1:
+        return path
+    if path.endswith(".sph"):
+        return f"sph2pipe -f wav -p -c {channel + 1} {path} |"
+    return f"sox {path} -t wav -r {recording.sampling_rate} - remix {channel + 1} |"
+
+
+def _wav_key(recording, channel: int) -> str:
+    return recording.id if recording.num_channels == 1 else f"{recording.id}-{channel}"
+
+
+def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionSet) -> DataDir:
+    """The Kaldi data dir of a split. Multi-channel recordings become one wav.scp entry per channel;
+    utterance ids get their speaker id as prefix where they lack it (Kaldi's sorting rule); `segments` is
+    written unless every supervision is a whole single-channel recording of the same id."""
+    by_id = {r.id: r for r in recordings}
+    wav_scp = {_wav_key(r, ch): wav_scp_entry(r, ch) for r in recordings for ch in r.sources[0].channels}
+    text, utt2spk, segments, utt2dur, spk2gender = {}, {}, {}, {}, {}
+    whole = True
+    for s in supervisions:
+        if not s.speaker:
+            raise EsgdError(f"supervision '{s.id}': no speaker")
+        recording = by_id[s.recording_id]
+        channel = s.channel[0] if isinstance(s.channel, list) else s.channel
+        utt = s.id if s.id.startswith(s.speaker) else f"{s.speaker}-{s.id}"
+        key = _wav_key(recording, channel or 0)
+        whole &= utt == key and s.start == 0 and abs(s.duration - recording.duration) < 1e-3
+        text[utt] = " ".join((s.text or "").split())
+        utt2spk[utt] = s.speaker
+        segments[utt] = f"{key} {s.start:.3f} {s.end:.3f}"
+        utt2dur[utt] = s.duration
+        if s.gender:
+            spk2gender[s.speaker] = s.gender.lower()[0]
+    return DataDir(wav_scp=wav_scp, text=text, utt2spk=utt2spk, segments=None if whole else segments,
+                   spk2gender=spk2gender, utt2dur=utt2dur)
+
+
+def import_kaldi_data_dir(path: Path, sample_rate: int) -> tuple[RecordingSet, SupervisionSet]:
+    """Read an existing Kaldi data dir through lhotse."""
+    if not (Path(path) / "wav.scp").is_file():
+        raise EsgdError(f"{path}: not a Kaldi data dir (no wav.scp)")
+    try:
+        recordings, supervisions, _ = load_kaldi_data_dir(path, sampling_rate=sample_rate)
+    except Exception as err:  # lhotse raises many kinds; name the dir
+        raise EsgdError(f"{path}: cannot import Kaldi data dir: {err}") from None
+    if supervisions is None:
+        raise EsgdError(f"{path}: no text/utt2spk to import")
+    return recordings, supervisions
+
+
+def import_kaldi_corpus(root: Path, sample_rate: int) -> dict[str, tuple[RecordingSet, SupervisionSet]]:
+    """`--corpus kaldi:<root>`: <root>/{train,dev,test} are Kaldi data dirs."""
+    return {split: import_kaldi_data_dir(Path(root) / split, sample_rate) for split in SPLITS}
+
+
+def prepare_librispeech_corpus(corpus_dir: Path, manifest_dir: Path, nj: int
+                               ) -> dict[str, tuple[RecordingSet, SupervisionSet]]:
+    """LibriSpeech with lhotse's recipe: train = all train-* parts present, dev = dev-clean, test = test-clean."""
+    from lhotse.recipes import prepare_librispeech
+
+    parts = prepare_librispeech(corpus_dir, output_dir=manifest_dir / "librispeech_lhotse", num_jobs=nj)
+    train = [name for name in sorted(parts) if name.startswith("train")]
+    for needed in ("dev-clean", "test-clean"):
+        if needed not in parts:
+            raise EsgdError(f"{corpus_dir}: LibriSpeech part '{needed}' not found")
+    if not train:
+        raise EsgdError(f"{corpus_dir}: no LibriSpeech train-* part found")
+
+    def combined(names: list[str]) -> tuple[RecordingSet, SupervisionSet]:
+        recordings = RecordingSet.from_recordings(r for n in names for r in parts[n]["recordings"])
+        supervisions = SupervisionSet.from_segments(s for n in names for s in parts[n]["supervisions"])
+        return recordings, supervisions
+
+    return {"train": combined(train), "dev": combined(["dev-clean"]), "test": combined(["test-clean"])}
+
+
+def prepare_switchboard_corpus(corpus_dir: Path, manifest_dir: Path, nj: int, dev_conversations: int = 50
+                               ) -> dict[str, tuple[RecordingSet, SupervisionSet]]:
+    """Switchboard-1 with lhotse's recipes: <dir>/swb1 for training (the last conversations held out as dev),
+    <dir>/eval2000 as test."""
+    from lhotse.recipes import prepare_eval2000, prepare_switchboard
+
+    swb = prepare_switchboard(Path(corpus_dir) / "swb1", output_dir=manifest_dir / "swbd_lhotse",
+                              absolute_paths=True)
+    evaluation = prepare_eval2000(Path(corpus_dir) / "eval2000", output_dir=manifest_dir / "eval2000_lhotse",
+                                  absolute_paths=True, num_jobs=nj)
+    recording_ids = sorted(swb["recordings"].ids)
+    dev_ids = set(recording_ids[-dev_conversations:])
+
+    def subset(manifests, keep) -> tuple[RecordingSet, SupervisionSet]:
+        return (manifests["recordings"].filter(lambda r: keep(r.id)),
+                manifests["supervisions"].filter(lambda s: keep(s.recording_id)))
+
+    return {"train": subset(swb, lambda rid: rid not in dev_ids), "dev": subset(swb, lambda rid: rid in dev_ids),
+            "test": (evaluation["recordings"], evaluation["supervisions"])}
+
+
+def write_corpus(splits: dict[str, tuple[RecordingSet, SupervisionSet]], corpus: str, manifest_dir: Path,
+                 data_root: Path) -> dict[str, DataDir]:
+    """Write each split's manifests and its Kaldi data dir `data_root/<split>`."""
+    written = {}
+    for split, (recordings, supervisions) in splits.items():
+        write_manifests(recordings, supervisions, manifest_dir, corpus, split)
+        data = data_dir_from_manifests(recordings, supervisions)
+        data.write(Path(data_root) / split)
+        written[split] = data
+    return written

@@ -1,0 +1,1 @@
+"""Offline synthesis of the default corpus: fortunes text, espeak-ng speakers, sox perturbation."""
