@@ -19,6 +19,8 @@ import soundfile as sf
 from esgd_asr.errors import EsgdError
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, str]:
@@ -57,6 +59,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

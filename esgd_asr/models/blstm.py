@@ -1,0 +1,77 @@
+"""Bidirectional LSTM acoustic model with a linear bottleneck (the SWB300 hybrid BLSTM).
+
+The LSTM layers are written with nn.Linear and a time loop rather than nn.LSTM, so that `torch.func.vmap`
+batches them over a population (nn.LSTM's fused kernels have no batching rule and fall back to a loop).
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from esgd_asr.errors import EsgdError
+
+
+@dataclass
+class BLSTMConfig:
+    """Shape of a BiLSTM: input_dim = LDA dim + i-vector dim, chunks of `chunk` frames."""
+
+    input_dim: int = 140
+    num_layers: int = 2
+    cells: int = 64
+    bottleneck: int = 32
+    num_targets: int = 500
+    chunk: int = 21
+
+    def __post_init__(self):
+        if min(self.input_dim, self.num_layers, self.cells, self.bottleneck, self.num_targets, self.chunk) < 1:
+            raise EsgdError("blstm config: all sizes must be positive")
+
+
+class LSTMDirection(nn.Module):
+    """One direction of one LSTM layer, gate order (input, forget, cell, output) as in nn.LSTM."""
+
+    def __init__(self, input_dim: int, cells: int, reverse: bool):
+        super().__init__()
+        self.cells = cells
+        self.reverse = reverse
+        self.input_gates = nn.Linear(input_dim, 4 * cells)
+        self.hidden_gates = nn.Linear(cells, 4 * cells)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(batch, time, input_dim) -> (batch, time, cells)."""
+        gates_in = self.input_gates(inputs)
+        batch, steps = inputs.shape[0], inputs.shape[1]
+        hidden = inputs.new_zeros(batch, self.cells)
+        cell = inputs.new_zeros(batch, self.cells)
+        outputs = [None] * steps
+        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        for t in order:
+            gates = gates_in[:, t] + self.hidden_gates(hidden)
+            i, f, g, o = gates.chunk(4, dim=-1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            hidden = torch.sigmoid(o) * torch.tanh(cell)
+            outputs[t] = hidden
+        return torch.stack(outputs, dim=1)
+
+
+class BiLSTM(nn.Module):
+    """Stacked bidirectional LSTM -> linear bottleneck -> senone logits for every frame of a chunk."""
+
+    def __init__(self, config: BLSTMConfig):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList()
+        width = config.input_dim
+        for _ in range(config.num_layers):
+            self.layers.append(nn.ModuleList([LSTMDirection(width, config.cells, reverse=False),
+                                              LSTMDirection(width, config.cells, reverse=True)]))
+            width = 2 * config.cells
+        self.bottleneck = nn.Linear(width, config.bottleneck)
+        self.output = nn.Linear(config.bottleneck, config.num_targets)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, time, input_dim) -> (batch, time, num_targets) logits."""
+        hidden = features
+        for forward_dir, backward_dir in self.layers:
+            hidden = torch.cat([forward_dir(hidden), backward_dir(hidden)], dim=-1)
+        return self.output(self.bottleneck(hidden))

@@ -1,0 +1,52 @@
+"""Model configs from YAML: a scaled-down `default` plus named presets (the papers' shapes)."""
+import dataclasses
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from esgd_asr.errors import EsgdError
+from esgd_asr.models.blstm import BiLSTM, BLSTMConfig
+from esgd_asr.models.dnn import DNNConfig, FeedForwardDNN
+
+MODEL_TYPES = {"dnn": (DNNConfig, FeedForwardDNN), "blstm": (BLSTMConfig, BiLSTM)}
+
+
+def model_config_from_dict(kind: str, values: dict, source: str = "config"):
+    """Build the config dataclass of model type `kind` from a mapping, rejecting unknown keys."""
+    if kind not in MODEL_TYPES:
+        raise EsgdError(f"{source}: unknown model type {kind!r} (choose from {sorted(MODEL_TYPES)})")
+    config_class = MODEL_TYPES[kind][0]
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise EsgdError(f"{source}: unknown {kind} option {unknown[0]!r}")
+    return config_class(**values)
+
+
+def load_model_config(path: str | Path, preset: str = "default", **overrides):
+    """Read conf/dnn.yaml or conf/blstm.yaml: `type`, `default` and `presets.<name>`; overrides win."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise EsgdError(f"{path}: cannot read model config ({err.__class__.__name__})") from err
+    if not isinstance(document, dict) or "type" not in document or "default" not in document:
+        raise EsgdError(f"{path}: a model config needs the keys 'type' and 'default'")
+    if preset == "default":
+        values = dict(document["default"])
+    else:
+        presets = document.get("presets") or {}
+        if preset not in presets:
+            raise EsgdError(f"{path}: no preset {preset!r} (have: default, {', '.join(sorted(presets))})")
+        values = dict(presets[preset])
+    values.update(overrides)
+    return model_config_from_dict(document["type"], values, source=str(path))
+
+
+def build_model(config) -> nn.Module:
+    """Instantiate the nn.Module described by a DNNConfig or BLSTMConfig."""
+    for config_class, model_class in MODEL_TYPES.values():
+        if isinstance(config, config_class):
+            return model_class(config)
+    raise EsgdError(f"no model type for config {type(config).__name__}")

@@ -1,0 +1,29 @@
+"""The data interface of the trainers: (features, targets) tensors, from tensors or a map-style dataset."""
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from esgd_asr.errors import EsgdError
+
+Data = tuple[torch.Tensor, torch.Tensor]
+
+
+def as_tensors(data, device: torch.device | str = "cpu", name: str = "data") -> Data:
+    """Return (features, targets) on `device` from a pair of tensors, a TensorDataset or any Dataset of pairs.
+
+    Frame-level DNN data are (N, input_dim) / (N,); chunked BLSTM data are (N, T, input_dim) / (N, T).
+    Targets equal to -100 are ignored by the loss (padding).
+    """
+    if isinstance(data, TensorDataset):
+        data = data.tensors
+    elif isinstance(data, Dataset):
+        items = [data[i] for i in range(len(data))]
+        if not items:
+            raise EsgdError(f"{name}: empty dataset")
+        data = (torch.stack([torch.as_tensor(x) for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items]))
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise EsgdError(f"{name}: expected (features, targets) tensors or a dataset of pairs")
+    features, targets = (torch.as_tensor(t) for t in data)
+    if features.shape[0] != targets.shape[0] or features.shape[0] == 0:
+        raise EsgdError(f"{name}: features and targets must be non-empty with equal first dimensions, "
+                        f"got {tuple(features.shape)} and {tuple(targets.shape)}")
+    return features.to(device=device, dtype=torch.float32), targets.to(device=device, dtype=torch.long)
