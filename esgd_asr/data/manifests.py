@@ -39,7 +39,8 @@ def load_manifests(manifest_dir: Path, corpus: str, split: str) -> tuple[Recordi
     for path in paths.values():
         if not path.is_file():
             raise EsgdError(f"{path}: missing manifest")
-    return RecordingSet.from_file(paths["recordings"]), SupervisionSet.from_file(paths["supervisions"])
+    return (RecordingSet.from_file(paths["recordings"]).to_eager(),
+            SupervisionSet.from_file(paths["supervisions"]).to_eager())
 
 
 def wav_scp_entry(recording, channel: int) -> str:

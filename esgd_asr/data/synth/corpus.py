@@ -51,7 +51,7 @@ class SynthConfig:
 
 def estimated_seconds(text: str, speaker: Speaker) -> float:
     """Rough duration of espeak-ng speech at the speaker's rate, for planning split sizes."""
-    return len(text.split()) * 60.0 / speaker.rate * 1.1 + PAD_SECONDS
+    return len(text.split()) * 60.0 / speaker.rate * 0.89 + PAD_SECONDS  # 0.89: measured on the default corpus
 
 
 def _perturbation(rng: random.Random, cfg: SynthConfig) -> Perturbation:
@@ -93,7 +93,7 @@ def plan_corpus(cfg: SynthConfig, sentences: list[str], wav_dir: Path) -> dict[s
             spec = UtteranceSpec(utt_id, sentence, speaker.voice, speaker.pitch, speaker.rate,
                                  wav_dir / speaker.id / f"{utt_id}.wav", _perturbation(rng, cfg), rng.getrandbits(32))
             utts.append((spec, speaker))
-            total += estimated_seconds(sentence, speaker) / spec.perturbation.speed
+            total += (estimated_seconds(sentence, speaker) - PAD_SECONDS) / spec.perturbation.speed + PAD_SECONDS
         if total < cfg.target_seconds(split):
             raise EsgdError(f"not enough sentences for the {split} split ({total:.0f} of "
                             f"{cfg.target_seconds(split):.0f} s); raise --vocab-size or lower the split sizes")

@@ -1,0 +1,102 @@
+"""Job runner behind `$cmd` in cmd.sh, like Kaldi's run.pl / slurm.pl.
+
+Usage: esgd-queue [--backend local|slurm] [--max-jobs-run N] [JOB=1:N] <log-file> <command> [args...]
+
+Every `JOB` in the log name and the command is replaced by the job index. Each job's output goes to its
+log, framed by the command line, start time, end time and exit status. A single local job also streams its
+output to the terminal (progress bars stay visible); several jobs show one bar of finished jobs. A failed
+job makes the whole call fail with the last error line of its log.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from esgd_asr.errors import EsgdError, cli_main
+
+JOB_RANGE = re.compile(r"^([A-Za-z]+)=(\d+):(\d+)$")
+
+
+def _now() -> str:
+    return datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
+
+
+def run_job(command: str, log: Path, backend: str, stream: bool) -> int:
+    """Run one job under bash, writing its framed log; return its exit status."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["bash", "-c", command]
+    if backend == "slurm":
+        argv = ["srun", "--job-name", log.stem, *shlex.split(os.environ.get("ESGD_SRUN_OPTS", ""))] + argv
+    with open(log, "w", encoding="utf-8") as out:
+        out.write(f"# {command}\n# Started at {_now()}\n#\n")
+        out.flush()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            text = chunk.decode(errors="replace")
+            out.write(text)
+            if stream:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        status = proc.wait()
+        out.write(f"# Accounting: status={status}\n# Ended (code {status}) at {_now()}\n")
+    return status
+
+
+def last_error_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line and not line.startswith("#")]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["(no output)"])[-1].strip()[-300:]
+
+
+@cli_main
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    backend, max_jobs = "local", os.cpu_count() or 1
+    while args and args[0].startswith("--"):
+        option = args.pop(0)
+        if not args:
+            raise EsgdError(f"option {option} needs a value")
+        if option == "--backend":
+            backend = args.pop(0)
+        elif option == "--max-jobs-run":
+            max_jobs = int(args.pop(0))
+        else:
+            raise EsgdError(f"unknown option {option}")
+    if backend not in ("local", "slurm"):
+        raise EsgdError(f"--backend must be local or slurm, got '{backend}'")
+    var, first, last = "JOB", 1, 1
+    if args and (match := JOB_RANGE.match(args[0])):
+        var, first, last = match.group(1), int(match.group(2)), int(match.group(3))
+        args.pop(0)
+    if len(args) < 2:
+        raise EsgdError("usage: esgd-queue [--backend local|slurm] [JOB=1:N] <log> <command> [args...]")
+    log_template, command = args[0], args[1:]
+    quoted = " ".join(a if re.fullmatch(r"[\w./:=@%+,-]+", a) else shlex.quote(a) for a in command)
+    indices = range(first, last + 1)
+
+    def job(index: int) -> tuple[int, Path, int]:
+        log = Path(log_template.replace(var, str(index)))
+        return index, log, run_job(quoted.replace(var, str(index)), log, backend, stream=len(indices) == 1)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_jobs, len(indices)))) as pool:
+        results = pool.map(job, indices)
+        if len(indices) > 1:
+            results = tqdm(results, total=len(indices), desc=Path(log_template).stem.replace(f".{var}", ""),
+                           unit="job")
+        failed = [(i, log, status) for i, log, status in results if status != 0]
+    if failed:
+        index, log, status = failed[0]
+        raise EsgdError(f"{len(failed)} of {len(indices)} jobs failed; job {index} (exit {status}): "
+                        f"{last_error_line(log)} [log: {log}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# esgd-asr recipe: from audio to WER, Kaldi style. Run from this directory: ./run.sh [options]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=1
+stop_stage=100
+nj=$(nproc)
+corpus=synth
+corpus_dir=
+synth_config=conf/synth.conf
+device=cpu
+force=false
+help_message="Usage: ./run.sh [options]
+Runs the recipe's stages in order; a finished stage is skipped unless --force.
+Options:
+  --stage <n>          # first stage to run (default: $stage)
+  --stop-stage <n>     # last stage to run (default: $stop_stage)
+  --nj <n>             # parallel jobs (default: $nj, the number of cores)
+  --corpus <name>      # synth (default; synthesised offline), kaldi:<dir with train/dev/test data dirs>,
+                       # librispeech or switchboard (these two need --corpus-dir)
+  --corpus-dir <dir>   # where a librispeech / switchboard corpus lies
+  --synth-config <f>   # sizes of the synthesised corpus (default: $synth_config)
+  --device <cpu|cuda>  # where neural stages train (default: $device)
+  --force              # redo stages even if they finished before
+Stages:
+  1  data        corpus -> lhotse manifests (data/manifests) + Kaldi data dirs data/{train,dev,test}
+  2  validate    check the data dirs (sorting, keys, audio, transcripts)
+  3  dict        lexicon for all words (CMUdict + espeak-ng G2P) -> data/local/dict
+  4  lang        lang dir (phones, words, topo, L.fst, L_disambig.fst) -> data/lang
+  5  lm          3-gram Kneser-Ney LM on train text (dev perplexity) + G.fst -> data/lang_test
+After the last stage the results table is printed (local/show_results.sh)."
+. ./steps/parse_options.sh
+if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
+case "$device" in cpu|cuda) ;; *) echo "$0: --device must be cpu or cuda, got '$device'" >&2; exit 1 ;; esac
+case "$corpus" in
+  synth|kaldi:*) ;;
+  librispeech|switchboard) [ -d "$corpus_dir" ] || { echo "$0: --corpus $corpus needs --corpus-dir <dir>" >&2; exit 1; } ;;
+  *) echo "$0: unknown --corpus '$corpus' (synth, kaldi:<dir>, librispeech, switchboard)" >&2; exit 1 ;;
+esac
+
+local/bootstrap.sh
+. ./path.sh
+. ./cmd.sh
+
+fingerprint="corpus=$corpus"
+if [ "$corpus" = synth ]; then
+  [ -f "$synth_config" ] || { echo "$0: --synth-config: no such file: $synth_config" >&2; exit 1; }
+  fingerprint+=" synth_config=$(sha1sum < "$synth_config" | cut -c1-12)"
+fi
+# Stage functions run inside `if`, where `set -e` does not apply: each failing command returns explicitly.
+# run_stage N NAME COMMAND...: run one stage with a banner unless it is outside --stage..--stop-stage,
+# or already finished for this corpus (marker exp/.stages/N.NAME) and --force is not given. Running a stage
+# invalidates the markers of all later stages, whose inputs it has just rewritten.
+run_stage() {
+  local n=$1 name=$2; shift 2
+  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
+  local marker=exp/.stages/$n.$name
+  if ! $force && [ -f "$marker" ] && [ "$(cat "$marker")" = "$fingerprint" ]; then
+    echo "== stage $n: $name: finished before, skipped (--force to redo)"; return 0
+  fi
+  echo "== stage $n: $name ($(date '+%H:%M:%S'))"
+  local m
+  for m in exp/.stages/*; do
+    [ -e "$m" ] || continue
+    m=${m##*/}; [ "${m%%.*}" -lt "$n" ] || rm -f "exp/.stages/$m"
+  done
+  if ! "$@"; then echo "$0: stage $n ($name) failed" >&2; exit 1; fi
+  mkdir -p exp/.stages && echo "$fingerprint" > "$marker"
+}
+
+stage_data() {
+  if [ "$corpus" = synth ]; then
+    local/make_synth_corpus.sh --nj "$nj" --cmd "$train_cmd" --synth-config "$synth_config" \
+      corpus/synth data/manifests data
+  else
+    local/prepare_corpus.sh --nj "$nj" --cmd "$train_cmd" --corpus "$corpus" ${corpus_dir:+--corpus-dir "$corpus_dir"} \
+      data/manifests data
+  fi
+}
+stage_validate() {
+  local x
+  for x in train dev test; do steps/validate_data_dir.sh --cmd "$train_cmd" "data/$x" || return 1; done
+}
+stage_lm() {
+  local/train_lm.sh --cmd "$train_cmd" data/train data/dev data/local/lm || return 1
+  steps/format_lm.sh --cmd "$train_cmd" data/lang data/local/lm/lm.arpa data/lang_test
+}
+
+run_stage 1 data stage_data
+run_stage 2 validate stage_validate
+run_stage 3 dict local/prepare_dict.sh --cmd "$train_cmd" data/local/dict data/train data/dev data/test
+run_stage 4 lang steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>" data/lang
+run_stage 5 lm stage_lm
+
+local/show_results.sh

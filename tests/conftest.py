@@ -1,0 +1,29 @@
+"""Shared fixtures: a tiny synthesised corpus (made once per session) and the repository root."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_CORPUS = {"train-hours": "0.01", "dev-minutes": "0.3", "test-minutes": "0.3", "num-train-speakers": "3",
+               "num-dev-speakers": "2", "num-test-speakers": "2", "max-eval-oov": "100", "seed": "7"}
+TINY_CORPUS_OPTIONS = [f"--{name}={value}" for name, value in TINY_CORPUS.items()] + ["--nj=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A synthesised corpus of a few dozen utterances: (corpus_dir, manifest_dir, data_root)."""
+    from esgd_asr.cli.make_synth_corpus import main
+
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    main(TINY_CORPUS_OPTIONS + [str(root / "corpus"), str(root / "manifests"), str(root / "data")])
+    return root / "corpus", root / "manifests", root / "data"
+
+
+@pytest.fixture
+def data_copy(tiny_corpus, tmp_path):
+    """A private copy of the tiny corpus' train data dir, free to corrupt."""
+    dst = tmp_path / "train"
+    shutil.copytree(tiny_corpus[2] / "train", dst)
+    return dst

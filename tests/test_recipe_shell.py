@@ -1,0 +1,105 @@
+"""The shell layer: option parsing, usage messages, the job runner, and run.sh end to end on a tiny corpus."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY_CORPUS
+
+STEP_SCRIPTS = ["steps/validate_data_dir.sh", "steps/prepare_lang.sh", "steps/format_lm.sh",
+                "local/make_synth_corpus.sh", "local/prepare_corpus.sh", "local/prepare_dict.sh",
+                "local/train_lm.sh"]
+
+
+def bash(command, cwd=REPO, env=None):
+    full_env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", **(env or {}))
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, env=full_env)
+
+
+@pytest.mark.parametrize("script", STEP_SCRIPTS)
+def test_scripts_print_usage_and_fail_without_arguments(script):
+    result = bash(script)
+    assert result.returncode != 0
+    assert result.stderr.startswith("Usage:") and "--cmd" in result.stderr
+
+
+@pytest.mark.parametrize("script", STEP_SCRIPTS)
+def test_scripts_refuse_unknown_options(script):
+    result = bash(f"{script} --no-such-option 3 a b c")
+    assert result.returncode == 1
+    assert "unknown option --no-such-option" in result.stderr
+
+
+def test_parse_options_sets_variables_and_bare_booleans():
+    result = bash("nj=1; force=false; some_name=x; set -- --nj 4 --force --some-name=y rest; "
+                  ". steps/parse_options.sh; echo $nj $force $some_name $1")
+    assert result.stdout.split() == ["4", "true", "y", "rest"]
+    result = bash("force=false; set -- --force=maybe; . steps/parse_options.sh")
+    assert result.returncode == 1 and "expects true or false" in result.stderr
+
+
+def test_run_sh_help_lists_the_stages():
+    result = bash("./run.sh --help")
+    assert result.returncode == 0
+    for stage in ("1  data", "2  validate", "3  dict", "4  lang", "5  lm"):
+        assert stage in result.stdout
+
+
+def test_run_sh_rejects_bad_options():
+    assert "unknown option --colour" in bash("./run.sh --colour red").stderr
+    assert "--device must be cpu or cuda" in bash("./run.sh --device tpu").stderr
+    assert "needs --corpus-dir" in bash("./run.sh --corpus librispeech").stderr
+
+
+def test_queue_runs_job_arrays_and_reports_failures(tmp_path):
+    ok = bash(f"esgd-queue JOB=1:3 {tmp_path}/log/echo.JOB.log echo job JOB done")
+    assert ok.returncode == 0
+    for i in (1, 2, 3):
+        log = (tmp_path / "log" / f"echo.{i}.log").read_text()
+        assert f"job {i} done" in log and "status=0" in log
+    bad = bash(f"esgd-queue JOB=1:2 {tmp_path}/log/bad.JOB.log "
+               "bash -c 'if [ JOB = 2 ]; then echo \"error: broken input\" >&2; exit 3; fi'")
+    assert bad.returncode == 1
+    assert "1 of 2 jobs failed; job 2 (exit 3): error: broken input" in bad.stderr
+    assert str(tmp_path / "log" / "bad.2.log") in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def recipe_dir(tmp_path_factory):
+    """A recipe directory linking the repository's scripts, with a tiny corpus configuration."""
+    work = tmp_path_factory.mktemp("recipe")
+    for name in ("run.sh", "path.sh", "cmd.sh", "steps", "local", "setup.py", ".venv", "conf"):
+        (work / name).symlink_to(REPO / name)
+    (work / "tiny.conf").write_text("".join(f"--{name}={value}\n" for name, value in TINY_CORPUS.items()))
+    return work
+
+
+def test_run_sh_end_to_end_then_skips_finished_stages(recipe_dir):
+    first = bash("./run.sh --nj 2 --synth-config tiny.conf", cwd=recipe_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for stage in ("stage 1: data", "stage 5: lm"):
+        assert stage in first.stdout
+    assert "== Results ==" in first.stdout and "dev perplexity" in first.stdout
+    for path in ("data/train/wav.scp", "data/manifests/synth_cuts_test.jsonl.gz", "data/lang/L_disambig.fst",
+                 "data/lang_test/G.fst", "data/local/lm/lm.arpa", "exp/make_synth_corpus/log/make_synth_corpus.log"):
+        assert (recipe_dir / path).is_file(), path
+    second = bash("./run.sh --nj 2 --synth-config tiny.conf", cwd=recipe_dir)
+    assert second.returncode == 0
+    assert second.stdout.count("finished before, skipped") == 5
+
+
+def test_run_sh_stops_with_a_reason_and_keeps_earlier_outputs(recipe_dir):
+    text = recipe_dir / "data" / "dev" / "text"
+    original = text.read_text()
+    lines = original.splitlines()
+    text.write_text("\n".join([lines[0].split()[0]] + lines[1:]) + "\n")
+    lexicon_before = (recipe_dir / "data" / "local" / "dict" / "lexicon.txt").read_text()
+    try:
+        result = bash("./run.sh --nj 2 --synth-config tiny.conf --stage 2 --force", cwd=recipe_dir)
+        assert result.returncode == 1
+        assert "empty transcript for utterance" in result.stderr
+        assert "stage 2 (validate) failed" in result.stderr
+        assert (recipe_dir / "data" / "local" / "dict" / "lexicon.txt").read_text() == lexicon_before
+    finally:
+        text.write_text(original)
