@@ -91,15 +91,13 @@ class DataDir:
         path = Path(path)
         if not path.is_dir():
             raise EsgdError(f"{path}: not a data directory")
-        optional = lambda name: read_table(path / name) if (path / name).is_file() else None  # noqa: E731
-        utt2dur = optional("utt2dur") or {}
         return cls(
             wav_scp=read_table(path / "wav.scp"),
             text=read_table(path / "text", allow_empty_value=True),
             utt2spk=read_table(path / "utt2spk"),
-            segments=optional("segments"),
-            spk2gender=optional("spk2gender") or {},
-            utt2dur={k: float(v) for k, v in utt2dur.items()},
+            segments=read_table(path / "segments") if (path / "segments").is_file() else None,
+            spk2gender=_read_optional(path / "spk2gender"),
+            utt2dur={k: float(v) for k, v in _read_optional(path / "utt2dur").items()},
         )
 
     def write(self, path: str | Path) -> None:
@@ -119,6 +117,10 @@ class DataDir:
         if self.utt2dur:
             write_table(tmp / "utt2dur", {k: f"{v:.3f}" for k, v in self.utt2dur.items()})
         replace_dir(tmp, path)
+
+
+def _read_optional(path: Path) -> dict[str, str]:
+    return read_table(path) if path.is_file() else {}
 
 
 def replace_dir(src: Path, dst: Path) -> None:

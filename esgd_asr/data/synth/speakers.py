@@ -33,7 +33,7 @@ class Speaker:
 def make_speakers(count: int, seed: int) -> list[Speaker]:
     """`count` distinct speakers, alternating gender, drawn without repeating an (accent, variant) pair."""
     rng = random.Random(seed)
-    pairs = {g: [p for p in itertools.product(ACCENTS, variants)]
+    pairs = {g: list(itertools.product(ACCENTS, variants))
              for g, variants in (("m", MALE_VARIANTS), ("f", FEMALE_VARIANTS))}
     for g in pairs:
         rng.shuffle(pairs[g])
@@ -41,7 +41,8 @@ def make_speakers(count: int, seed: int) -> list[Speaker]:
         raise ValueError(f"at most {len(pairs['m']) + len(pairs['f'])} distinct speakers can be made")
     speakers = []
     for i in range(count):
-        gender = "m" if i % 2 == 0 and pairs["m"] or not pairs["f"] else "f"
+        preferred = "m" if i % 2 == 0 else "f"
+        gender = preferred if pairs[preferred] else ("f" if preferred == "m" else "m")
         accent, variant = pairs[gender].pop()
         pitch = rng.randint(25, 60) if gender == "m" else rng.randint(45, 80)
         speakers.append(Speaker(f"spk{i + 1:03d}", accent, variant, pitch, rng.randint(135, 190), gender))
