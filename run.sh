@@ -29,6 +29,7 @@ Stages:
   3  dict        lexicon for all words (CMUdict + espeak-ng G2P) -> data/local/dict
   4  lang        lang dir (phones, words, topo, L.fst, L_disambig.fst) -> data/lang
   5  lm          3-gram Kneser-Ney LM on train text (dev perplexity) + G.fst -> data/lang_test
+  6  plp         PLP features (Kaldi compute-plp-feats semantics) + per-speaker CMVN stats -> data/*/feats.scp
 After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
@@ -86,11 +87,20 @@ stage_lm() {
   local/train_lm.sh --cmd "$train_cmd" data/train data/dev data/local/lm || return 1
   steps/format_lm.sh --cmd "$train_cmd" data/lang data/local/lm/lm.arpa data/lang_test
 }
+stage_plp() {
+  local x
+  for x in train dev test; do
+    steps/make_plp.sh --nj "$nj" --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
+    steps/compute_cmvn_stats.sh --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
+    steps/validate_data_dir.sh --audio false --cmd "$train_cmd" "data/$x" || return 1
+  done
+}
 
 run_stage 1 data stage_data
 run_stage 2 validate stage_validate
 run_stage 3 dict local/prepare_dict.sh --cmd "$train_cmd" data/local/dict data/train data/dev data/test
 run_stage 4 lang steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>" data/lang
 run_stage 5 lm stage_lm
+run_stage 6 plp stage_plp
 
 local/show_results.sh

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import REPO, TINY_CORPUS
 
-STEP_SCRIPTS = ["steps/validate_data_dir.sh", "steps/prepare_lang.sh", "steps/format_lm.sh",
+STEP_SCRIPTS = ["steps/validate_data_dir.sh", "steps/prepare_lang.sh", "steps/format_lm.sh", "steps/make_plp.sh",
+                "steps/compute_cmvn_stats.sh",
                 "local/make_synth_corpus.sh", "local/prepare_corpus.sh", "local/prepare_dict.sh",
                 "local/train_lm.sh"]
 
@@ -78,15 +79,16 @@ def recipe_dir(tmp_path_factory):
 def test_run_sh_end_to_end_then_skips_finished_stages(recipe_dir):
     first = bash("./run.sh --nj 2 --synth-config tiny.conf", cwd=recipe_dir)
     assert first.returncode == 0, first.stderr[-2000:]
-    for stage in ("stage 1: data", "stage 5: lm"):
+    for stage in ("stage 1: data", "stage 5: lm", "stage 6: plp"):
         assert stage in first.stdout
     assert "== Results ==" in first.stdout and "dev perplexity" in first.stdout
     for path in ("data/train/wav.scp", "data/manifests/synth_cuts_test.jsonl.gz", "data/lang/L_disambig.fst",
-                 "data/lang_test/G.fst", "data/local/lm/lm.arpa", "exp/make_synth_corpus/log/make_synth_corpus.log"):
+                 "data/lang_test/G.fst", "data/local/lm/lm.arpa", "exp/make_synth_corpus/log/make_synth_corpus.log",
+                 "data/test/feats.scp", "data/test/cmvn.scp", "data/train/utt2num_frames"):
         assert (recipe_dir / path).is_file(), path
     second = bash("./run.sh --nj 2 --synth-config tiny.conf", cwd=recipe_dir)
     assert second.returncode == 0
-    assert second.stdout.count("finished before, skipped") == 5
+    assert second.stdout.count("finished before, skipped") == first.stdout.count("== stage ") >= 6
 
 
 def test_run_sh_stops_with_a_reason_and_keeps_earlier_outputs(recipe_dir):

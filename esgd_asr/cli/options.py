@@ -51,25 +51,28 @@ class KaldiArgumentParser(argparse.ArgumentParser):
         raise EsgdError(message)
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
-    """One `--field-name` option per field of a dataclass, typed by its default."""
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = ()) -> None:
+    """One `--field-name` option per field of a dataclass (but `exclude`), typed by its default."""
     for field in dataclasses.fields(cls):
+        if field.name in exclude:
+            continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         name = "--" + field.name.replace("_", "-")
         if isinstance(default, tuple):
             parser.add_argument(name, type=lambda s: tuple(s.split(",")), default=default,
                                 help=f"comma-separated (default: {','.join(default)})")
         elif isinstance(default, bool):
-            parser.add_argument(name, type=_parse_bool, default=default, help=f"(default: {default})")
+            parser.add_argument(name, type=parse_bool, default=default, help=f"(default: {default})")
         else:
             parser.add_argument(name, type=type(default), default=default, help=f"(default: {default})")
 
 
-def dataclass_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+def dataclass_from_args(cls, args: argparse.Namespace, **given):
+    """The dataclass built from parsed options; fields in `given` are taken from there instead."""
+    return cls(**{f.name: given[f.name] if f.name in given else getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
-def _parse_bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
     if value.lower() in ("true", "1", "yes"):
         return True
     if value.lower() in ("false", "0", "no"):
