@@ -27,3 +27,16 @@ def as_tensors(data, device: torch.device | str = "cpu", name: str = "data") -> 
         raise EsgdError(f"{name}: features and targets must be non-empty with equal first dimensions, "
                         f"got {tuple(features.shape)} and {tuple(targets.shape)}")
     return features.to(device=device, dtype=torch.float32), targets.to(device=device, dtype=torch.long)
+
+
+def gaussian_clusters(count: int, input_dim: int, num_classes: int, generator: torch.Generator,
+                      spread: float = 1.0, frames: int | None = None) -> Data:
+    """A synthetic classification problem: one Gaussian cluster per class (frames=T gives (N, T, dim) chunks).
+
+    The class means are drawn once from `generator`; `spread` is the within-class standard deviation.
+    """
+    means = torch.randn(num_classes, input_dim, generator=generator) * 2.0
+    shape = (count,) if frames is None else (count, frames)
+    targets = torch.randint(num_classes, shape, generator=generator)
+    features = means[targets] + spread * torch.randn(*shape, input_dim, generator=generator)
+    return features, targets

@@ -1,0 +1,60 @@
+"""Atomic checkpoints of a population run: algorithm state, history and every RNG (torch CPU/CUDA, numpy, python).
+
+Written to a temporary file in the same directory and moved into place with os.replace, so a killed run leaves
+either the previous or the new checkpoint, never a partial one.
+"""
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from esgd_asr.errors import EsgdError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def rng_states() -> dict:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """torch.save to a temporary file beside `path`, then os.replace it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.tmp{os.getpid()}"
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def save_checkpoint(out_dir: str | Path, algorithm, history: list[dict]) -> Path:
+    """Write out_dir/checkpoint.pt atomically and return its path."""
+    state = {"algorithm": algorithm.state_dict(), "history": history, "rng": rng_states()}
+    return atomic_save(state, Path(out_dir) / CHECKPOINT_NAME)
+
+
+def load_checkpoint(out_dir: str | Path, algorithm) -> list[dict]:
+    """Restore `algorithm` and the global RNGs from out_dir/checkpoint.pt; returns the history so far."""
+    path = Path(out_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise EsgdError(f"{path}: no checkpoint to resume from")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a corrupt file surfaces as many different exception types
+        raise EsgdError(f"{path}: unreadable checkpoint ({err.__class__.__name__})") from err
+    algorithm.load_state_dict(saved["algorithm"])
+    set_rng_states(saved["rng"])
+    return saved["history"]

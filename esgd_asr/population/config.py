@@ -1,0 +1,115 @@
+"""ESGD-family settings from conf/esgd.yaml: a `default` section, named presets, dotted overrides."""
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from esgd_asr.errors import EsgdError
+from esgd_asr.population.optim_pool import OptimizerPool
+from esgd_asr.train.newbob import NewBobConfig
+
+
+@dataclass
+class ESGDConfig:
+    """Settings of ESGD (NeurIPS 2018, Algorithm 1), ESGD with anchors (Interspeech 2019) and the baselines."""
+
+    mu: int = 100                      # parent population (with anchors: including the anchor)
+    offspring: int = 400               # lambda
+    rho: int = 2                       # parents per offspring
+    sgd_epochs: int = 1                # Ks
+    evolution_steps: int = 1           # Kv (evolution steps per generation, Algorithm 1)
+    offspring_sgd_epochs: int = 0      # SGD epochs given to each offspring before selection (0 or 1)
+    elite_fraction: float = 0.6        # m = round(elite_fraction * mu)
+    sigma0: float = 0.01
+    sigma_schedule: str = "inverse"    # inverse: sigma_k = sigma0 / k; constant: sigma_k = sigma0
+    backoff_prob: float = 1.0          # probability of backing off a member whose fitness got worse
+    generations: int = 15              # K (with anchors: generations per round)
+    rounds: int = 1                    # anchors: iterated rounds, the best of a round is the next anchor
+    anchor_prob: float = 0.25          # anchors: p_a, probability that the anchor is a parent of an offspring
+    seed: int = 0
+    fitness_chunk: int = 4096          # validation frames per batched fitness pass
+    fitness_members: int = 64          # members per batched fitness pass (bounds logits memory on the GPU)
+    pool: OptimizerPool = field(default_factory=OptimizerPool)
+    finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=1e-4, max_epochs=0))
+
+    def __post_init__(self):
+        checks = [(self.mu >= 2, "mu must be at least 2"), (self.offspring >= 1, "offspring must be at least 1"),
+                  (self.rho >= 1, "rho must be at least 1"), (self.sgd_epochs >= 0, "sgd_epochs must be >= 0"),
+                  (self.evolution_steps >= 0, "evolution_steps must be >= 0"),
+                  (self.offspring_sgd_epochs >= 0, "offspring_sgd_epochs must be >= 0"),
+                  (0 < self.elite_fraction <= 1, "elite_fraction must be in (0, 1]"),
+                  (self.sigma0 >= 0, "sigma0 must be >= 0"),
+                  (self.sigma_schedule in ("inverse", "constant"), "sigma_schedule must be inverse or constant"),
+                  (0 <= self.backoff_prob <= 1, "backoff_prob must be in [0, 1]"),
+                  (self.generations >= 1, "generations must be at least 1"), (self.rounds >= 1, "rounds must be >= 1"),
+                  (0 <= self.anchor_prob <= 1, "anchor_prob must be in [0, 1]"),
+                  (self.fitness_chunk >= 1, "fitness_chunk must be at least 1"),
+                  (self.fitness_members >= 1, "fitness_members must be at least 1")]
+        for ok, message in checks:
+            if not ok:
+                raise EsgdError(f"esgd config: {message}")
+
+    def sigma(self, generation: int) -> float:
+        """Mutation strength of generation k >= 1 (k counted within a round)."""
+        return self.sigma0 / generation if self.sigma_schedule == "inverse" else self.sigma0
+
+    def elite(self, selectable: int) -> int:
+        """m of the m-elitist selection, at most the number of selectable slots."""
+        return max(1, min(round(self.elite_fraction * self.mu), selectable))
+
+
+def _build(config_class, values: dict, where: str):
+    known = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise EsgdError(f"{where}: unknown option {unknown[0]!r}")
+    nested = {"pool": OptimizerPool, "finetune": NewBobConfig}
+    built = {}
+    for name, value in values.items():
+        if name in nested and config_class is ESGDConfig:
+            if not isinstance(value, dict):
+                raise EsgdError(f"{where}: {name} must be a mapping")
+            built[name] = _build(nested[name], value, f"{where}: {name}")
+        else:
+            built[name] = value
+    try:
+        return config_class(**built)
+    except TypeError as err:
+        raise EsgdError(f"{where}: {err}") from err
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def esgd_config_from_dict(values: dict, where: str = "esgd config") -> ESGDConfig:
+    return _build(ESGDConfig, values, where)
+
+
+def load_esgd_config(path: str | Path, preset: str = "default", overrides: dict | None = None) -> ESGDConfig:
+    """Read conf/esgd.yaml: `default`, then `presets.<preset>` merged over it, then dotted overrides
+    such as {"mu": 10, "pool.lr_decay": 0.8, "finetune.max_epochs": 5}."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise EsgdError(f"{path}: cannot read esgd config ({err.__class__.__name__})") from err
+    if not isinstance(document, dict) or not isinstance(document.get("default"), dict):
+        raise EsgdError(f"{path}: an esgd config needs a 'default' mapping")
+    values = document["default"]
+    if preset != "default":
+        presets = document.get("presets") or {}
+        if preset not in presets:
+            raise EsgdError(f"{path}: no preset {preset!r} (have: default, {', '.join(sorted(presets))})")
+        values = _merge(values, presets[preset])
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        update = {leaf: value}
+        for parent in reversed(parents):
+            update = {parent: update}
+        values = _merge(values, update)
+    return esgd_config_from_dict(values, str(path))

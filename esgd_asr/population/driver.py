@@ -1,0 +1,40 @@
+"""The generation loop shared by every population algorithm: checkpoint each generation, resume, log, fine-tune."""
+from pathlib import Path
+
+from tqdm import tqdm
+
+from esgd_asr.population.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, save_checkpoint
+from esgd_asr.population.history import GenerationLog
+
+FINAL_MODEL_NAME = "final.pt"
+
+
+def run_algorithm(algorithm, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
+                  progress: bool = True, tensorboard: bool = True, plot: bool = True) -> list[dict]:
+    """Run the remaining generations of `algorithm`, then its `finish()` (fine-tune), saving an atomic
+    checkpoint after each; out_dir/final.pt gets the best model's state dict. With `resume` the run continues
+    from out_dir/checkpoint.pt exactly as if never stopped. `stop_after` ends after that many generations
+    in total (to split a run). Returns the history records."""
+    out_dir = Path(out_dir)
+    history = load_checkpoint(out_dir, algorithm) if resume and (out_dir / CHECKPOINT_NAME).exists() else []
+    log = GenerationLog(out_dir, tensorboard=tensorboard, plot=plot, first_generation=algorithm.generation)
+    try:
+        last = algorithm.total_generations if stop_after is None else min(stop_after, algorithm.total_generations)
+        bar = tqdm(total=algorithm.total_generations, initial=algorithm.generation, disable=not progress,
+                   desc=algorithm.name, unit="gen")
+        while algorithm.generation < last:
+            record = algorithm.step()
+            history.append(record)
+            save_checkpoint(out_dir, algorithm, history)
+            log.write(history)
+            bar.update(1)
+            bar.set_postfix(best=f"{record['best']:.4f}", elite=f"{record['elite_mean']:.4f}")
+        bar.close()
+        if algorithm.generation == algorithm.total_generations and not algorithm.finished:
+            history.append({"finish": algorithm.name, **algorithm.finish()})
+            save_checkpoint(out_dir, algorithm, history)
+            log.write(history)
+            atomic_save(algorithm.best_state(), out_dir / FINAL_MODEL_NAME)
+    finally:
+        log.close()
+    return history

@@ -1,0 +1,151 @@
+"""The population engine: mu members of one architecture as stacked tensors with a leading member dimension.
+
+Forward, loss and gradients of all members are one `torch.func.vmap` over `functional_call` on a template module,
+so a generation costs about one large model rather than mu small ones. Members are extracted or inserted as
+state dicts / nn.Modules (e.g. an anchor).
+"""
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from esgd_asr.errors import EsgdError
+
+Tensors = dict[str, torch.Tensor]
+
+
+def member_loss(template: nn.Module, params: Tensors, buffers: Tensors, features, targets) -> torch.Tensor:
+    """Mean cross-entropy of one member over the frames of a batch (targets -100 are ignored)."""
+    logits = functional_call(template, (params, buffers), (features,))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def member_loss_sum(template: nn.Module, params: Tensors, buffers: Tensors, features, targets) -> torch.Tensor:
+    """Summed cross-entropy of one member over a batch, for chunked validation."""
+    logits = functional_call(template, (params, buffers), (features,))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+
+
+class Population:
+    """Stacked parameters (`params`) and buffers (`buffers`) of `size` members sharing a template module."""
+
+    def __init__(self, template: nn.Module, params: Tensors, buffers: Tensors):
+        sizes = {t.shape[0] for t in [*params.values(), *buffers.values()]}
+        if len(sizes) != 1:
+            raise EsgdError(f"population: stacked tensors disagree on the member count {sorted(sizes)}")
+        self.template = template
+        self.params = params
+        self.buffers = buffers
+        self._grad_fn = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
+        self._forward_fn = vmap(self._loss_sum, in_dims=(0, 0, None, None), randomness="different")
+
+    def _loss(self, params, buffers, features, targets):
+        return member_loss(self.template, params, buffers, features, targets)
+
+    def _loss_sum(self, params, buffers, features, targets):
+        return member_loss_sum(self.template, params, buffers, features, targets)
+
+    @classmethod
+    def from_modules(cls, modules: list[nn.Module], device: torch.device | str | None = None) -> "Population":
+        """Stack the weights of modules of one architecture (copies; the modules are left untouched)."""
+        if not modules:
+            raise EsgdError("population: needs at least one member")
+        device = torch.device(device) if device is not None else next(modules[0].parameters()).device
+        params, buffers = stack_module_state(modules)
+        params = {k: v.detach().to(device, copy=True) for k, v in params.items()}
+        buffers = {k: v.detach().to(device, copy=True) for k, v in buffers.items()}
+        template = copy.deepcopy(modules[0]).to("meta")
+        return cls(template, params, buffers)
+
+    @classmethod
+    def from_factory(cls, factory: Callable[[], nn.Module], size: int, generator: torch.Generator,
+                     device: torch.device | str = "cpu") -> "Population":
+        """`size` freshly initialised members; the initialisation is seeded from `generator` (reproducible)."""
+        if size < 1:
+            raise EsgdError(f"population: size must be at least 1, got {size}")
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            modules = [factory() for _ in range(size)]
+        return cls.from_modules(modules, device)
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def num_parameters(self) -> int:
+        """Parameters of one member."""
+        return sum(t[0].numel() for t in self.params.values())
+
+    def member_state(self, index: int) -> Tensors:
+        """A cloned state dict of one member (parameters and buffers, named as in the module)."""
+        return {k: v[index].clone() for k, v in [*self.params.items(), *self.buffers.items()]}
+
+    def set_member(self, index: int, state: Tensors) -> None:
+        """Overwrite one member from a state dict of the same architecture."""
+        expected = set(self.params) | set(self.buffers)
+        if set(state) != expected:
+            missing = sorted(expected - set(state)) or sorted(set(state) - expected)
+            raise EsgdError(f"population: state dict does not match the architecture (key {missing[0]!r})")
+        for name, stack in [*self.params.items(), *self.buffers.items()]:
+            if state[name].shape != stack.shape[1:]:
+                raise EsgdError(f"population: {name} has shape {tuple(state[name].shape)}, "
+                                f"expected {tuple(stack.shape[1:])}")
+            stack[index].copy_(state[name])
+
+    def to_module(self, index: int, like: nn.Module) -> nn.Module:
+        """A standalone copy of `like` (same architecture) carrying member `index`'s weights."""
+        module = copy.deepcopy(like)
+        module.load_state_dict(self.member_state(index))
+        return module
+
+    def select(self, indices: torch.Tensor) -> "Population":
+        """A new population of the members at `indices` (repeats allowed), copying the tensors."""
+        indices = indices.to(self.device)
+        return Population(self.template, {k: v[indices] for k, v in self.params.items()},
+                          {k: v[indices] for k, v in self.buffers.items()})
+
+    def concat(self, other: "Population") -> "Population":
+        """Members of self followed by the members of other."""
+        return Population(self.template, {k: torch.cat([v, other.params[k]]) for k, v in self.params.items()},
+                          {k: torch.cat([v, other.buffers[k]]) for k, v in self.buffers.items()})
+
+    def clone(self) -> "Population":
+        return Population(self.template, {k: v.clone() for k, v in self.params.items()},
+                          {k: v.clone() for k, v in self.buffers.items()})
+
+    def restore(self, mask: torch.Tensor, snapshot: "Population") -> None:
+        """Members where `mask` is true take back their tensors from `snapshot` (back-off), exactly."""
+        for mine, saved in [(self.params, snapshot.params), (self.buffers, snapshot.buffers)]:
+            for name, stack in mine.items():
+                shaped = mask.to(stack.device).view(-1, *([1] * (stack.dim() - 1)))
+                stack.copy_(torch.where(shaped, saved[name], stack))
+
+    def loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets) -> tuple[Tensors, torch.Tensor]:
+        """Gradients (stacked like params) and mean losses (members,) for one shared batch, in one vmap."""
+        return self._grad_fn(params, buffers, features, targets)
+
+    @torch.no_grad()
+    def fitness(self, data, chunk_size: int = 4096, member_chunk: int | None = None) -> torch.Tensor:
+        """Validation cross-entropy of every member, (size,), batched over members, chunked over data."""
+        features, targets = data
+        frames = int((targets != -100).sum())
+        if frames == 0:
+            raise EsgdError("fitness: the validation set has no labelled frames")
+        member_chunk = member_chunk or self.size
+        totals = torch.zeros(self.size, dtype=torch.float64, device=self.device)
+        for first in range(0, self.size, member_chunk):
+            members = slice(first, first + member_chunk)
+            params = {k: v[members] for k, v in self.params.items()}
+            buffers = {k: v[members] for k, v in self.buffers.items()}
+            for start in range(0, features.shape[0], chunk_size):
+                stop = start + chunk_size
+                totals[members] += self._forward_fn(params, buffers, features[start:stop], targets[start:stop]).double()
+        return (totals / frames).float()

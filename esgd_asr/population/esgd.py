@@ -1,0 +1,197 @@
+"""ESGD (Cui et al., NeurIPS 2018, Algorithm 1): SGD step with back-off, then (mu/rho + lambda)-ES evolution.
+
+Each generation k: every member draws an optimizer and hyperparameters from the pool and trains Ks epochs with
+back-off; then lambda offspring, each the mean of rho roulette-chosen parents plus N(0, sigma_k^2) noise,
+sigma_k = sigma_0 / k; m-elitist selection over the mu + lambda keeps the best m and fills mu - m at random.
+With back-off and m-elitism the mean loss of the best m members never increases.
+"""
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from esgd_asr.errors import EsgdError
+from esgd_asr.population.config import ESGDConfig
+from esgd_asr.population.engine import Population
+from esgd_asr.population.optim_pool import HyperParams, OptimizerState
+from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix, roulette
+from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
+from esgd_asr.train.data import as_tensors
+from esgd_asr.train.newbob import train_newbob
+
+
+class ESGD:
+    """Population state and one `step()` per generation; `finish()` fine-tunes; state_dict() for checkpoints."""
+
+    name = "esgd"
+
+    def __init__(self, config: ESGDConfig, factory: Callable[[], nn.Module], train, valid,
+                 device: torch.device | str = "cpu"):
+        self.config = config
+        self.factory = factory
+        self.device = torch.device(device)
+        self.train = as_tensors(train, self.device, "train")
+        self.valid = as_tensors(valid, self.device, "valid")
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.population = Population.from_factory(factory, self.trainable_size, self.rng, self.device)
+        self.fitness: torch.Tensor | None = None
+        self.generation = 0
+        self.member_sgd_epochs = 0
+        self.finished = False
+        self.hyper: HyperParams | None = None
+        self.optimizer_state: OptimizerState | None = None
+
+    @property
+    def trainable_size(self) -> int:
+        """Members that take SGD steps."""
+        return self.config.mu
+
+    @property
+    def total_generations(self) -> int:
+        return self.config.generations
+
+    def evaluate(self, population: Population) -> torch.Tensor:
+        return population.fitness(self.valid, self.config.fitness_chunk, self.config.fitness_members).cpu()
+
+    def generation_in_round(self) -> int:
+        """k of the generation about to run, counted from 1 (the lr annealing and sigma_k use it)."""
+        return self.generation + 1
+
+    def step(self) -> dict:
+        """Run one generation and return its history record."""
+        k = self.generation_in_round()
+        if self.fitness is None:
+            self.fitness = self.evaluate(self.population)
+        living(self.fitness, "initial population")
+        record = {"generation": self.generation + 1}
+        record.update(self.sgd_step(k))
+        for _ in range(self.config.evolution_steps):
+            record.update(self.evolution_step(k))
+        self.generation += 1
+        record.update(self.summary())
+        return record
+
+    def sgd_step(self, k: int) -> dict:
+        """Ks epochs of every member with a freshly drawn optimizer, backing off members that get worse."""
+        self.hyper = self.config.pool.sample(self.population.size, k, self.rng)
+        self.optimizer_state = OptimizerState.zeros_like(self.population.params)
+        return self.run_sgd(self.hyper, self.optimizer_state)
+
+    def run_sgd(self, hyper: HyperParams, state: OptimizerState) -> dict:
+        result = sgd_with_backoff(self.population, state, hyper, self.fitness, self.train, self.valid,
+                                  self.config.sgd_epochs, self.config.backoff_prob, self.rng, self.config.fitness_chunk,
+                                  self.config.fitness_members)
+        self.fitness = result.fitness
+        self.member_sgd_epochs += self.population.size * self.config.sgd_epochs
+        best = int(torch.argmin(torch.where(torch.isfinite(self.fitness), self.fitness, torch.inf)))
+        living(self.fitness, f"generation {self.generation + 1} after the SGD step")
+        return {"backed_off": int(result.backed_off.sum()), "best_optimizer": hyper.describe(best),
+                "optimizers": [hyper.describe(i) for i in range(hyper.lr.shape[0])]}
+
+    def parent_indices(self) -> torch.Tensor:
+        """(lambda, rho) roulette picks among the members."""
+        picks = roulette(self.fitness, self.config.offspring * self.config.rho, self.rng)
+        return picks.view(self.config.offspring, self.config.rho)
+
+    def parent_pool(self) -> Population:
+        """The models offspring may descend from; parent_indices() index into it."""
+        return self.population
+
+    def breed(self, k: int) -> tuple[Population, torch.Tensor]:
+        """Offspring of the current parents (with optional SGD epochs) and their fitness."""
+        pool = self.parent_pool()
+        weights = mixing_matrix(self.parent_indices(), pool.size)
+        offspring = make_offspring(pool, weights, self.config.sigma(k), self.noise_rng)
+        if self.config.offspring_sgd_epochs:
+            hyper = self.config.pool.sample(offspring.size, k, self.rng)
+            train_epochs(offspring, OptimizerState.zeros_like(offspring.params), hyper, self.train,
+                         self.config.offspring_sgd_epochs, self.rng)
+            self.member_sgd_epochs += offspring.size * self.config.offspring_sgd_epochs
+        return offspring, self.evaluate(offspring)
+
+    def evolution_step(self, k: int) -> dict:
+        """(mu/rho + lambda) evolution with m-elitist selection over parents and offspring."""
+        offspring, offspring_fitness = self.breed(k)
+        parents = self.population.size
+        combined = self.population.concat(offspring)
+        combined_fitness = torch.cat([self.fitness, offspring_fitness])
+        keep = m_elitist(combined_fitness, self.population.size, self.config.elite(self.population.size), self.rng,
+                         f"generation {self.generation + 1} evolution")
+        self.population = combined.select(keep)
+        self.fitness = combined_fitness[keep]
+        finite = offspring_fitness[torch.isfinite(offspring_fitness)]
+        return {"sigma": self.config.sigma(k), "offspring_selected": int((keep >= parents).sum()),
+                "offspring_best": float(finite.min()) if len(finite) else float("nan")}
+
+    def all_members(self) -> tuple[Population, torch.Tensor]:
+        """Every model the algorithm holds and their fitness (with anchors: the anchor too)."""
+        return self.population, self.fitness
+
+    def summary(self) -> dict:
+        """Best / mean / elite-mean loss of all models held, dead count and the SGD budget used so far."""
+        _, fitness = self.all_members()
+        alive = torch.isfinite(fitness)
+        ranked = torch.sort(fitness[alive]).values
+        elite = self.config.elite(len(fitness))
+        return {"best": float(ranked[0]), "mean": float(ranked.mean()), "elite_mean": float(ranked[:elite].mean()),
+                "worst": float(ranked[-1]), "dead": int((~alive).sum()), "member_sgd_epochs": self.member_sgd_epochs}
+
+    def finish(self) -> dict:
+        """Fine-tune every model held with new-bob for `finetune.max_epochs` epochs (Kf); returns the record."""
+        self.finished = True
+        population, fitness = self.all_members()
+        if self.config.finetune.max_epochs == 0:
+            return {"finetune_epochs": 0, "best": float(fitness[torch.isfinite(fitness)].min())}
+        result = train_newbob(population, self.train, self.valid, self.config.finetune, self.rng, fitness,
+                              self.config.fitness_chunk)
+        self.set_all_members(population, result.fitness)
+        self.member_sgd_epochs += population.size * len(result.epochs)
+        return {"finetune_epochs": len(result.epochs), "best": float(result.fitness.min()),
+                "finetune": result.epochs, "member_sgd_epochs": self.member_sgd_epochs}
+
+    def set_all_members(self, population: Population, fitness: torch.Tensor) -> None:
+        self.population, self.fitness = population, fitness
+
+    def best_index(self) -> int:
+        _, fitness = self.all_members()
+        return int(torch.argmin(torch.where(torch.isfinite(fitness), fitness, torch.inf)))
+
+    def best_state(self) -> dict:
+        """State dict of the best model held."""
+        population, _ = self.all_members()
+        return population.member_state(self.best_index())
+
+    def best_module(self) -> nn.Module:
+        module = self.factory()
+        module.load_state_dict(self.best_state())
+        return module
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs (the data and the factory are given again to the constructor)."""
+        return {"algorithm": self.name, "generation": self.generation, "finished": self.finished,
+                "member_sgd_epochs": self.member_sgd_epochs, "params": self.population.params,
+                "buffers": self.population.buffers, "fitness": self.fitness, "rng": self.rng.get_state(),
+                "noise_rng": self.noise_rng.get_state(),
+                "hyper": None if self.hyper is None else self.hyper.state_dict(),
+                "optimizer_state": None if self.optimizer_state is None else self.optimizer_state.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["algorithm"] != self.name:
+            raise EsgdError(f"checkpoint: written by {state['algorithm']!r}, cannot resume as {self.name!r}")
+        self.generation, self.finished = state["generation"], state["finished"]
+        self.member_sgd_epochs = state["member_sgd_epochs"]
+        self.population = self.on_device(state["params"], state["buffers"])
+        self.fitness = state["fitness"]
+        self.rng.set_state(state["rng"])
+        self.noise_rng.set_state(state["noise_rng"])
+        self.hyper = None if state["hyper"] is None else HyperParams.from_state_dict(state["hyper"])
+        saved_optimizer = state["optimizer_state"]
+        self.optimizer_state = None if saved_optimizer is None else OptimizerState(
+            *[{k: v.to(self.device) for k, v in saved_optimizer[part].items()} for part in ("first", "second")],
+            saved_optimizer["steps"].to(self.device))
+
+    def on_device(self, params: dict, buffers: dict) -> Population:
+        """A population of this run's architecture from (checkpointed) stacked tensors, moved to the device."""
+        return Population(self.population.template, {k: v.to(self.device) for k, v in params.items()},
+                          {k: v.to(self.device) for k, v in buffers.items()})

@@ -1,0 +1,184 @@
+"""The optimizer pool: per-member optimizer kind and hyperparameters as tensors, and one batched update rule.
+
+SGD, momentum, Nesterov and Adam are one set of tensor ops over the member dimension, selected per member by
+`torch.where`; they match torch.optim.SGD / torch.optim.Adam (no weight decay, no dampening).
+"""
+from dataclasses import dataclass, field
+
+import torch
+
+from esgd_asr.errors import EsgdError
+
+OPTIMIZER_KINDS = ("sgd", "adam")
+
+
+@dataclass
+class OptimizerPool:
+    """Ranges the hyperparameters are drawn from each generation (ESGD supplement, Tables 2-3)."""
+
+    kinds: dict[str, float] = field(default_factory=lambda: {"sgd": 0.5, "adam": 0.5})
+    lr_ranges: dict[str, list[float]] = field(default_factory=lambda: {"sgd": [1e-4, 2e-3], "adam": [1e-4, 1e-3]})
+    lr_decay: float = 0.9
+    momentum_prob: float = 0.8
+    momentum_range: list[float] = field(default_factory=lambda: [0.1, 0.9])
+    nesterov_prob: float = 0.5
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    batch_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+
+    def __post_init__(self):
+        unknown = sorted(set(self.kinds) - set(OPTIMIZER_KINDS))
+        if unknown:
+            raise EsgdError(f"optimizer pool: unknown optimizer {unknown[0]!r} (choose from {OPTIMIZER_KINDS})")
+        if not self.kinds or sum(self.kinds.values()) <= 0 or min(self.kinds.values()) < 0:
+            raise EsgdError("optimizer pool: 'kinds' needs non-negative probabilities with a positive sum")
+        for kind in self.kinds:
+            low_high = self.lr_ranges.get(kind)
+            if low_high is None or len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+                raise EsgdError(f"optimizer pool: lr_ranges.{kind} must be [low, high] with 0 < low <= high")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise EsgdError("optimizer pool: batch_sizes must be a non-empty list of positive sizes")
+
+    def sample(self, size: int, generation: int, generator: torch.Generator) -> "HyperParams":
+        """Draw an optimizer and its hyperparameters for `size` members; lr ranges scaled by lr_decay**generation."""
+        names = list(self.kinds)
+        weights = torch.tensor([self.kinds[n] for n in names], dtype=torch.float64)
+        choice = torch.multinomial(weights, size, replacement=True, generator=generator)
+        kind = torch.tensor([OPTIMIZER_KINDS.index(names[c]) for c in choice.tolist()])
+        scale = self.lr_decay ** generation
+        low = torch.tensor([self.lr_ranges[names[c]][0] for c in choice.tolist()], dtype=torch.float64) * scale
+        high = torch.tensor([self.lr_ranges[names[c]][1] for c in choice.tolist()], dtype=torch.float64) * scale
+        lr = low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
+        is_sgd = kind == OPTIMIZER_KINDS.index("sgd")
+        momentum_on = is_sgd & (torch.rand(size, generator=generator) < self.momentum_prob)
+        m_low, m_high = self.momentum_range
+        momentum = torch.where(momentum_on, m_low + (m_high - m_low) * torch.rand(size, generator=generator), 0.0)
+        nesterov = momentum_on & (torch.rand(size, generator=generator) < self.nesterov_prob)
+        batch = torch.tensor(self.batch_sizes)[torch.randint(len(self.batch_sizes), (size,), generator=generator)]
+        return HyperParams(kind=kind, lr=lr.float(), momentum=momentum.float(), nesterov=nesterov,
+                           beta1=torch.full((size,), self.adam_betas[0]), beta2=torch.full((size,), self.adam_betas[1]),
+                           eps=torch.full((size,), self.adam_eps), batch_size=batch)
+
+
+@dataclass
+class HyperParams:
+    """Per-member optimizer settings, one entry per member in every tensor (kept on the CPU)."""
+
+    kind: torch.Tensor        # index into OPTIMIZER_KINDS
+    lr: torch.Tensor
+    momentum: torch.Tensor    # 0 = plain SGD
+    nesterov: torch.Tensor    # bool
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+    batch_size: torch.Tensor
+
+    @classmethod
+    def plain_sgd(cls, size: int, lr: float, batch_size: int) -> "HyperParams":
+        """Every member on plain SGD with one learning rate and batch size (baselines, fine-tune)."""
+        return cls(kind=torch.zeros(size, dtype=torch.long), lr=torch.full((size,), float(lr)),
+                   momentum=torch.zeros(size), nesterov=torch.zeros(size, dtype=torch.bool),
+                   beta1=torch.full((size,), 0.9), beta2=torch.full((size,), 0.999), eps=torch.full((size,), 1e-8),
+                   batch_size=torch.full((size,), int(batch_size), dtype=torch.long))
+
+    def select(self, indices: torch.Tensor) -> "HyperParams":
+        indices = indices.cpu()
+        return HyperParams(**{name: value[indices] for name, value in vars(self).items()})
+
+    def describe(self, index: int) -> dict:
+        """One member's settings as plain values, for the logs."""
+        kind = OPTIMIZER_KINDS[int(self.kind[index])]
+        described = {"optimizer": kind, "lr": float(self.lr[index]), "batch_size": int(self.batch_size[index])}
+        if kind == "sgd":
+            described.update(momentum=float(self.momentum[index]), nesterov=bool(self.nesterov[index]))
+        return described
+
+    def state_dict(self) -> dict:
+        return {name: value.clone() for name, value in vars(self).items()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "HyperParams":
+        return cls(**{name: value.clone() for name, value in state.items()})
+
+
+class OptimizerState:
+    """Per-member optimizer buffers stacked like the parameters: momentum / Adam first moment, second moment, steps."""
+
+    def __init__(self, first: dict, second: dict, steps: torch.Tensor):
+        self.first, self.second, self.steps = first, second, steps
+
+    @classmethod
+    def zeros_like(cls, params: dict) -> "OptimizerState":
+        size = next(iter(params.values())).shape[0]
+        device = next(iter(params.values())).device
+        return cls({k: torch.zeros_like(v) for k, v in params.items()},
+                   {k: torch.zeros_like(v) for k, v in params.items()}, torch.zeros(size, device=device))
+
+    def select(self, indices: torch.Tensor) -> "OptimizerState":
+        indices = indices.to(self.steps.device)
+        return OptimizerState({k: v[indices] for k, v in self.first.items()},
+                              {k: v[indices] for k, v in self.second.items()}, self.steps[indices])
+
+    def scatter(self, indices: torch.Tensor, part: "OptimizerState") -> None:
+        """Write the members of `part` back at `indices`."""
+        indices = indices.to(self.steps.device)
+        for name in self.first:
+            self.first[name][indices] = part.first[name]
+            self.second[name][indices] = part.second[name]
+        self.steps[indices] = part.steps
+
+    def clone(self) -> "OptimizerState":
+        return OptimizerState({k: v.clone() for k, v in self.first.items()},
+                              {k: v.clone() for k, v in self.second.items()}, self.steps.clone())
+
+    def restore(self, mask: torch.Tensor, snapshot: "OptimizerState") -> None:
+        """Members where `mask` is true take back their buffers from `snapshot` (back-off)."""
+        mask = mask.to(self.steps.device)
+        for mine, saved in [(self.first, snapshot.first), (self.second, snapshot.second)]:
+            for name, stack in mine.items():
+                stack.copy_(torch.where(mask.view(-1, *([1] * (stack.dim() - 1))), saved[name], stack))
+        self.steps.copy_(torch.where(mask, snapshot.steps, self.steps))
+
+    def state_dict(self) -> dict:
+        return {"first": self.first, "second": self.second, "steps": self.steps}
+
+
+@torch.no_grad()
+def apply_update(params: dict, grads: dict, state: OptimizerState, hyper: HyperParams) -> None:
+    """One optimizer step for every member in place: SGD / momentum / Nesterov / Adam chosen per member."""
+    device = state.steps.device
+    is_adam = (hyper.kind == OPTIMIZER_KINDS.index("adam")).to(device)
+    lr, momentum = hyper.lr.to(device), hyper.momentum.to(device)
+    nesterov = hyper.nesterov.to(device)
+    beta1, beta2, eps = hyper.beta1.to(device), hyper.beta2.to(device), hyper.eps.to(device)
+    state.steps += 1
+    bias1 = 1 - beta1 ** state.steps
+    bias2_sqrt = (1 - beta2 ** state.steps).sqrt()
+    any_adam, any_sgd = bool(is_adam.any()), not bool(is_adam.all())
+    for name, param in params.items():
+        grad, first, second = grads[name], state.first[name], state.second[name]
+
+        def per_member(values):
+            return values.view(-1, *([1] * (param.dim() - 1)))
+
+        # a branch no member of this group uses is skipped: torch.where would discard it anyway
+        if any_sgd:
+            velocity = per_member(momentum) * first + grad
+            sgd_direction = torch.where(per_member(nesterov), grad + per_member(momentum) * velocity, velocity)
+        if any_adam:
+            adam_first = per_member(beta1) * first + (1 - per_member(beta1)) * grad
+            adam_second = per_member(beta2) * second + (1 - per_member(beta2)) * grad * grad
+            adam_direction = (adam_first / per_member(bias1)
+                              / (adam_second.sqrt() / per_member(bias2_sqrt) + per_member(eps)))
+        if any_adam and any_sgd:
+            adam = per_member(is_adam)
+            first.copy_(torch.where(adam, adam_first, velocity))
+            second.copy_(torch.where(adam, adam_second, second))
+            param.sub_(per_member(lr) * torch.where(adam, adam_direction, sgd_direction))
+        elif any_adam:
+            first.copy_(adam_first)
+            second.copy_(adam_second)
+            param.sub_(per_member(lr) * adam_direction)
+        else:
+            first.copy_(velocity)
+            param.sub_(per_member(lr) * sgd_direction)

@@ -1,0 +1,71 @@
+"""Kaldi's new-bob schedule with back-off, batched over a population (a single model is a population of one).
+
+Plain SGD; after each epoch a member whose validation CE got worse returns to its previous weights and halves
+its learning rate. Training stops after `max_epochs` or when every learning rate has fallen below `min_lr`.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from esgd_asr.errors import EsgdError
+from esgd_asr.population.engine import Population
+from esgd_asr.population.optim_pool import HyperParams, OptimizerState
+from esgd_asr.population.sgd import train_epochs
+from esgd_asr.train.data import as_tensors
+
+
+@dataclass
+class NewBobConfig:
+    """Single-model baseline: plain SGD, batch 128, 20 epochs (lr 1e-3 BN50, 0.025 SWB300)."""
+
+    lr: float = 1e-3
+    batch_size: int = 128
+    max_epochs: int = 20
+    min_lr: float = 1e-6
+    halving_factor: float = 0.5
+
+    def __post_init__(self):
+        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 0 or self.min_lr < 0:
+            raise EsgdError("newbob config: lr and batch_size must be positive, max_epochs and min_lr >= 0")
+        if not 0 < self.halving_factor < 1:
+            raise EsgdError("newbob config: halving_factor must be in (0, 1)")
+
+
+@dataclass
+class NewBobResult:
+    fitness: torch.Tensor        # final validation CE per member
+    lr: torch.Tensor             # final learning rate per member
+    epochs: list[dict]           # per epoch: validation CE, lr and back-off of every member
+
+
+def train_newbob(population: Population, train, valid, config: NewBobConfig, generator: torch.Generator,
+                 fitness: torch.Tensor | None = None, chunk_size: int = 4096) -> NewBobResult:
+    """Train every member of `population` in place with new-bob; returns the final fitness and the epoch log."""
+    fitness = population.fitness(valid, chunk_size).cpu() if fitness is None else fitness.clone()
+    lr = torch.full((population.size,), float(config.lr))
+    epochs = []
+    for epoch in range(1, config.max_epochs + 1):
+        active = lr >= config.min_lr
+        if not active.any():
+            break
+        hyper = HyperParams.plain_sgd(population.size, config.lr, config.batch_size)
+        hyper.lr = torch.where(active, lr, 0.0)
+        saved = population.clone()
+        train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1, generator)
+        new_fitness = population.fitness(valid, chunk_size).cpu()
+        worse = active & ~(new_fitness <= fitness)
+        population.restore(worse, saved)
+        fitness = torch.where(worse, fitness, new_fitness)
+        lr = torch.where(worse, lr * config.halving_factor, lr)
+        epochs.append({"epoch": epoch, "fitness": fitness.tolist(), "lr": lr.tolist(), "backed_off": worse.tolist()})
+    return NewBobResult(fitness, lr, epochs)
+
+
+def train_single_model(model: nn.Module, train, valid, config: NewBobConfig, seed: int = 0,
+                       device: torch.device | str = "cpu", chunk_size: int = 4096) -> tuple[nn.Module, NewBobResult]:
+    """The single-model baseline: new-bob on one model; returns a trained copy and the epoch log."""
+    train, valid = as_tensors(train, device, "train"), as_tensors(valid, device, "valid")
+    population = Population.from_modules([model], device)
+    result = train_newbob(population, train, valid, config, torch.Generator().manual_seed(seed), chunk_size=chunk_size)
+    return population.to_module(0, model), result

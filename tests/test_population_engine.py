@@ -1,0 +1,165 @@
+"""The batched engine equals a per-member loop: losses, gradients, one step of every optimizer kind, fitness."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from esgd_asr.errors import EsgdError
+from esgd_asr.models import BiLSTM, BLSTMConfig, DNNConfig, FeedForwardDNN
+from esgd_asr.population.engine import Population
+from esgd_asr.population.optim_pool import HyperParams, OptimizerPool, OptimizerState, apply_update
+from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
+from esgd_asr.train.data import gaussian_clusters
+
+DNN = DNNConfig(feat_dim=4, splice=3, hidden=[16, 12], activations=["relu", "sigmoid"], num_targets=5)
+BLSTM = BLSTMConfig(input_dim=6, num_layers=2, cells=5, bottleneck=4, num_targets=5, chunk=7)
+
+
+def make_members(config, size, seed=0):
+    torch.manual_seed(seed)
+    model_class = FeedForwardDNN if isinstance(config, DNNConfig) else BiLSTM
+    return [model_class(config) for _ in range(size)]
+
+
+def data_for(config, count=64, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(config, DNNConfig):
+        return gaussian_clusters(count, config.input_dim, config.num_targets, generator)
+    return gaussian_clusters(count, config.input_dim, config.num_targets, generator, frames=config.chunk)
+
+
+def mixed_hyper():
+    """Four members: plain SGD, momentum, Nesterov, Adam."""
+    hyper = HyperParams.plain_sgd(4, lr=0.05, batch_size=16)
+    hyper.kind[3] = 1
+    hyper.lr[3] = 0.01
+    hyper.momentum[1:3] = torch.tensor([0.7, 0.5])
+    hyper.nesterov[2] = True
+    return hyper
+
+
+def reference_optimizer(module, hyper, index):
+    if hyper.describe(index)["optimizer"] == "adam":
+        return torch.optim.Adam(module.parameters(), lr=float(hyper.lr[index]), betas=(0.9, 0.999), eps=1e-8)
+    return torch.optim.SGD(module.parameters(), lr=float(hyper.lr[index]), momentum=float(hyper.momentum[index]),
+                           nesterov=bool(hyper.nesterov[index]))
+
+
+def loss_of(module, features, targets):
+    logits = module(features)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+@pytest.mark.parametrize("config", [DNN, BLSTM], ids=["dnn", "blstm"])
+def test_losses_and_gradients_equal_a_member_loop(config):
+    members = make_members(config, 3)
+    population = Population.from_modules(members)
+    features, targets = data_for(config)
+    grads, losses = population.loss_and_grads(population.params, population.buffers, features, targets)
+    for index, module in enumerate(members):
+        module.zero_grad()
+        loss = loss_of(module, features, targets)
+        loss.backward()
+        assert torch.allclose(losses[index], loss, atol=1e-5)
+        for name, parameter in module.named_parameters():
+            assert torch.allclose(grads[name][index], parameter.grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("config,members_used", [(DNN, [0, 1, 2, 3]), (BLSTM, [0, 1, 2, 3]), (DNN, [3, 3]),
+                                                  (DNN, [0, 2])], ids=["dnn", "blstm", "adam-only", "sgd-only"])
+def test_two_steps_of_each_optimizer_kind_equal_torch_optim(config, members_used):
+    members = make_members(config, len(members_used))
+    population = Population.from_modules(members)
+    hyper = mixed_hyper().select(torch.tensor(members_used))
+    state = OptimizerState.zeros_like(population.params)
+    features, targets = data_for(config)
+    references = [copy.deepcopy(m) for m in members]
+    optimizers = [reference_optimizer(m, hyper, i) for i, m in enumerate(references)]
+    for step in range(2):
+        batch = slice(step * 16, step * 16 + 16)
+        grads, _ = population.loss_and_grads(population.params, population.buffers, features[batch], targets[batch])
+        apply_update(population.params, grads, state, hyper)
+        for module, optimizer in zip(references, optimizers):
+            optimizer.zero_grad()
+            loss_of(module, features[batch], targets[batch]).backward()
+            optimizer.step()
+    for index, module in enumerate(references):
+        for name, parameter in module.named_parameters():
+            assert torch.allclose(population.params[name][index], parameter.detach(), atol=1e-5), (index, name)
+
+
+def test_grouped_epoch_equals_each_member_trained_alone():
+    members = make_members(DNN, 4)
+    hyper = mixed_hyper()
+    hyper.batch_size = torch.tensor([16, 32, 16, 32])
+    data = data_for(DNN)
+    grouped = Population.from_modules(members)
+    train_epochs(grouped, OptimizerState.zeros_like(grouped.params), hyper, data, 2, torch.Generator().manual_seed(5))
+    for index in range(4):
+        # same generator draws: groups are visited in batch-size order, 2 epochs each
+        alone = Population.from_modules([members[index]])
+        generator = torch.Generator().manual_seed(5)
+        if hyper.batch_size[index] == 32:
+            [torch.randperm(64, generator=generator) for _ in range(2)]
+        train_epochs(alone, OptimizerState.zeros_like(alone.params), hyper.select(torch.tensor([index])), data, 2,
+                     generator)
+        for name in grouped.params:
+            assert torch.allclose(grouped.params[name][index], alone.params[name][0], atol=1e-6)
+
+
+def test_fitness_is_validation_cross_entropy_chunked():
+    members = make_members(BLSTM, 3)
+    population = Population.from_modules(members)
+    features, targets = data_for(BLSTM, count=10)
+    targets[0, :3] = -100  # padding frames are ignored
+    fitness = population.fitness((features, targets), chunk_size=3, member_chunk=2)
+    for index, module in enumerate(members):
+        with torch.no_grad():
+            expected = loss_of(module, features, targets)
+        assert fitness[index] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_member_get_set_and_module_extraction():
+    members = make_members(DNN, 3)
+    population = Population.from_modules(members)
+    population.set_member(0, members[2].state_dict())
+    module = population.to_module(0, members[0])
+    features, _ = data_for(DNN, count=5)
+    assert torch.equal(module(features), members[2](features))
+    with pytest.raises(EsgdError, match="shape"):
+        population.set_member(1, FeedForwardDNN(DNNConfig(feat_dim=4, splice=3, hidden=[16, 13],
+                                                          activations=["relu", "sigmoid"],
+                                                          num_targets=5)).state_dict())
+
+
+def test_backoff_restores_exact_previous_weights():
+    population = Population.from_modules(make_members(DNN, 4))
+    train, valid = data_for(DNN, count=64), data_for(DNN, count=32, seed=9)
+    hyper = HyperParams.plain_sgd(4, lr=50.0, batch_size=8)  # diverges: every member gets worse
+    hyper.lr[0] = 1e-9                                      # ... but this one cannot get worse by much
+    before = population.clone()
+    fitness = population.fitness(valid)
+    result = sgd_with_backoff(population, OptimizerState.zeros_like(population.params), hyper, fitness, train, valid,
+                              epochs=1, backoff_prob=1.0, generator=torch.Generator().manual_seed(0))
+    for index in torch.nonzero(result.backed_off).flatten().tolist():
+        for name in population.params:
+            assert torch.equal(population.params[name][index], before.params[name][index])
+    assert result.backed_off[1:].all()
+    assert torch.all(result.fitness <= fitness)
+
+
+def test_pool_draws_follow_the_configured_ranges():
+    pool = OptimizerPool()
+    hyper = pool.sample(4000, generation=3, generator=torch.Generator().manual_seed(0))
+    sgd = hyper.kind == 0
+    scale = 0.9 ** 3
+    assert hyper.lr[sgd].min() >= 1e-4 * scale * 0.999 and hyper.lr[sgd].max() <= 2e-3 * scale * 1.001
+    assert hyper.lr[~sgd].max() <= 1e-3 * scale * 1.001
+    with_momentum = hyper.momentum > 0
+    assert not with_momentum[~sgd].any()
+    assert with_momentum[sgd].float().mean() == pytest.approx(0.8, abs=0.03)
+    assert hyper.nesterov[with_momentum].float().mean() == pytest.approx(0.5, abs=0.04)
+    assert not hyper.nesterov[~with_momentum].any()
+    assert set(hyper.batch_size.tolist()) == {64, 128, 256, 512}
+    assert hyper.momentum[with_momentum].min() >= 0.1 and hyper.momentum.max() <= 0.9
