@@ -10,6 +10,8 @@ corpus=synth
 corpus_dir=
 synth_config=conf/synth.conf
 device=cpu
+ubm_gauss=256
+ivector_dim=100
 force=false
 help_message="Usage: ./run.sh [options]
 Runs the recipe's stages in order; a finished stage is skipped unless --force.
@@ -21,7 +23,9 @@ Options:
                        # librispeech or switchboard (these two need --corpus-dir)
   --corpus-dir <dir>   # where a librispeech / switchboard corpus lies
   --synth-config <f>   # sizes of the synthesised corpus (default: $synth_config)
-  --device <cpu|cuda>  # where neural stages train (default: $device)
+  --device <cpu|cuda>  # where torch stages (i-vectors, neural models) run (default: $device)
+  --ubm-gauss <n>      # Gaussians of the i-vector UBM (default: $ubm_gauss)
+  --ivector-dim <n>    # i-vector dimension (default: $ivector_dim)
   --force              # redo stages even if they finished before
 Stages:
   1  data        corpus -> lhotse manifests (data/manifests) + Kaldi data dirs data/{train,dev,test}
@@ -30,6 +34,8 @@ Stages:
   4  lang        lang dir (phones, words, topo, L.fst, L_disambig.fst) -> data/lang
   5  lm          3-gram Kneser-Ney LM on train text (dev perplexity) + G.fst -> data/lang_test
   6  plp         PLP features (Kaldi compute-plp-feats semantics) + per-speaker CMVN stats -> data/*/feats.scp
+  7  ivector     diagonal UBM + i-vector extractor on train; online i-vectors of every set
+                 -> exp/ivectors_{train,dev,test}/ivector_online.scp; speaker EER of dev and test
 After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
@@ -51,13 +57,13 @@ if [ "$corpus" = synth ]; then
 fi
 # Stage functions run inside `if`, where `set -e` does not apply: each failing command returns explicitly.
 # run_stage N NAME COMMAND...: run one stage with a banner unless it is outside --stage..--stop-stage,
-# or already finished for this corpus (marker exp/.stages/N.NAME) and --force is not given. Running a stage
+# or already finished for this corpus with the same command (marker exp/.stages/N.NAME) and --force is not given. Running a stage
 # invalidates the markers of all later stages, whose inputs it has just rewritten.
 run_stage() {
   local n=$1 name=$2; shift 2
   if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
-  local marker=exp/.stages/$n.$name
-  if ! $force && [ -f "$marker" ] && [ "$(cat "$marker")" = "$fingerprint" ]; then
+  local marker=exp/.stages/$n.$name signature="$fingerprint $*"
+  if ! $force && [ -f "$marker" ] && [ "$(cat "$marker")" = "$signature" ]; then
     echo "== stage $n: $name: finished before, skipped (--force to redo)"; return 0
   fi
   echo "== stage $n: $name ($(date '+%H:%M:%S'))"
@@ -67,7 +73,7 @@ run_stage() {
     m=${m##*/}; [ "${m%%.*}" -lt "$n" ] || rm -f "exp/.stages/$m"
   done
   if ! "$@"; then echo "$0: stage $n ($name) failed" >&2; exit 1; fi
-  mkdir -p exp/.stages && echo "$fingerprint" > "$marker"
+  mkdir -p exp/.stages && echo "$signature" > "$marker"
 }
 
 stage_data() {
@@ -95,6 +101,17 @@ stage_plp() {
     steps/validate_data_dir.sh --audio false --cmd "$train_cmd" "data/$x" || return 1
   done
 }
+stage_ivector() {  # stage_ivector NUM_GAUSS IVECTOR_DIM
+  steps/train_diag_ubm.sh --cmd "$train_cmd" --device "$device" data/train "$1" exp/diag_ubm || return 1
+  steps/train_ivector_extractor.sh --cmd "$train_cmd" --device "$device" --ivector-dim "$2" \
+    data/train exp/diag_ubm exp/ivector_extractor || return 1
+  local x
+  for x in train dev test; do
+    steps/extract_ivectors.sh --nj "$nj" --cmd "$train_cmd" --device "$device" "data/$x" exp/ivector_extractor \
+      "exp/ivectors_$x" || return 1
+  done
+  for x in dev test; do esgd-ivector-eer "data/$x" "exp/ivectors_$x" || return 1; done
+}
 
 run_stage 1 data stage_data
 run_stage 2 validate stage_validate
@@ -102,5 +119,6 @@ run_stage 3 dict local/prepare_dict.sh --cmd "$train_cmd" data/local/dict data/t
 run_stage 4 lang steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>" data/lang
 run_stage 5 lm stage_lm
 run_stage 6 plp stage_plp
+run_stage 7 ivector stage_ivector "$ubm_gauss" "$ivector_dim"
 
 local/show_results.sh

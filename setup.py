@@ -13,6 +13,10 @@ CONSOLE_SCRIPTS = [
     "esgd-show-results = esgd_asr.cli.show_results:main",
     "esgd-compute-plp = esgd_asr.cli.compute_plp:main",
     "esgd-compute-cmvn-stats = esgd_asr.cli.compute_cmvn_stats:main",
+    "esgd-train-diag-ubm = esgd_asr.cli.train_diag_ubm:main",
+    "esgd-train-ivector-extractor = esgd_asr.cli.train_ivector_extractor:main",
+    "esgd-extract-ivectors = esgd_asr.cli.extract_ivectors:main",
+    "esgd-ivector-eer = esgd_asr.cli.ivector_eer:main",
 ]
 
 setup(

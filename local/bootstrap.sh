@@ -4,7 +4,7 @@
 # `pip install -e .[dev]`. torch==2.13.0 is installed only when no torch is importable: a Python that
 # already has torch (e.g. a CUDA build) lends it to the venv. Fast no-op once done.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."  # the real checkout, also when called through a symlink
 python=${PYTHON:-python3}
 say() { echo "bootstrap: $*" >&2; }
 

@@ -77,16 +77,17 @@ def recipe_dir(tmp_path_factory):
 
 
 def test_run_sh_end_to_end_then_skips_finished_stages(recipe_dir):
-    first = bash("./run.sh --nj 2 --synth-config tiny.conf", cwd=recipe_dir)
+    first = bash("./run.sh --nj 2 --synth-config tiny.conf --ubm-gauss 8 --ivector-dim 10", cwd=recipe_dir)
     assert first.returncode == 0, first.stderr[-2000:]
-    for stage in ("stage 1: data", "stage 5: lm", "stage 6: plp"):
+    for stage in ("stage 1: data", "stage 5: lm", "stage 6: plp", "stage 7: ivector"):
         assert stage in first.stdout
     assert "== Results ==" in first.stdout and "dev perplexity" in first.stdout
     for path in ("data/train/wav.scp", "data/manifests/synth_cuts_test.jsonl.gz", "data/lang/L_disambig.fst",
                  "data/lang_test/G.fst", "data/local/lm/lm.arpa", "exp/make_synth_corpus/log/make_synth_corpus.log",
-                 "data/test/feats.scp", "data/test/cmvn.scp", "data/train/utt2num_frames"):
+                 "data/test/feats.scp", "data/test/cmvn.scp", "data/train/utt2num_frames",
+                 "exp/ivectors_test/ivector_online.scp", "exp/ivectors_dev/eer"):
         assert (recipe_dir / path).is_file(), path
-    second = bash("./run.sh --nj 2 --synth-config tiny.conf", cwd=recipe_dir)
+    second = bash("./run.sh --nj 2 --synth-config tiny.conf --ubm-gauss 8 --ivector-dim 10", cwd=recipe_dir)
     assert second.returncode == 0
     assert second.stdout.count("finished before, skipped") == first.stdout.count("== stage ") >= 6
 

@@ -27,6 +27,8 @@ def main(argv=None):
         ppl = json.loads(ppl_file.read_text())
         print(f"\nLM (data/local/lm/lm.arpa): dev perplexity {ppl['ppl']:.1f} "
               f"({ppl['num_words']} words, {ppl['num_oov']} OOV words)")
+    for eer in sorted(args.exp_dir.glob("ivectors_*/eer")):
+        print(f"i-vectors ({eer.parent}): speaker EER {float(eer.read_text()):.2f}% (chance 50%)")
     rows = sorted(args.exp_dir.glob("*/decode_*/best_wer"))
     print(f"\n{'system':<24}{'set':<10}{'WER%':>8}")
     for best in rows:
