@@ -8,7 +8,8 @@ import pytest
 from conftest import REPO, TINY_CORPUS
 
 STEP_SCRIPTS = ["steps/validate_data_dir.sh", "steps/prepare_lang.sh", "steps/format_lm.sh", "steps/make_plp.sh",
-                "steps/compute_cmvn_stats.sh",
+                "steps/compute_cmvn_stats.sh", "steps/train_diag_ubm.sh", "steps/train_ivector_extractor.sh",
+                "steps/extract_ivectors.sh",
                 "local/make_synth_corpus.sh", "local/prepare_corpus.sh", "local/prepare_dict.sh",
                 "local/train_lm.sh"]
 
