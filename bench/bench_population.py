@@ -1,10 +1,16 @@
 """Generation throughput of the batched population engine vs a per-member Python loop, side by side.
 
-One SGD epoch over the same synthetic data for the same mu members (plain SGD, one batch size), timed for the
-vmap engine and for a loop of mu nn.Modules with torch.optim.SGD; prints member-samples/s of both and the ratio.
+One SGD epoch over the same synthetic data for the same mu members (one optimizer kind, one batch size), timed
+for the batched engine (the direct batched-matmul path for Linear-chain models such as the DNN; vmap otherwise),
+optionally for the generic vmap path, and for a loop of mu nn.Modules each with its own torch.optim optimizer
+(foreach implementation) on the same batches. The engines are timed in interleaved rounds (batched, vmap, loop,
+batched, ...) so that load from other processes hits all of them alike; prints the median s/epoch, member-samples/s
+and the ratio loop / batched.
   python bench/bench_population.py --device cuda --preset bn50 --mu 100
+  python bench/bench_population.py --device cuda --model blstm --preset swb300 --mu 8 --samples 256
 """
 import argparse
+import statistics
 import time
 
 import torch
@@ -22,28 +28,44 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loop_epoch(modules, data, batch_size: int, lr: float, generator: torch.Generator) -> None:
-    """The reference: each member trained alone, one after the other, on the same batches."""
+def make_optimizer(module, optimizer: str, lr: float):
+    if optimizer == "adam":
+        return torch.optim.Adam(module.parameters(), lr=lr, foreach=True)
+    momentum = 0.9 if optimizer in ("momentum", "nesterov") else 0.0
+    return torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, nesterov=optimizer == "nesterov",
+                           foreach=True)
+
+
+def make_hyper(mu: int, optimizer: str, lr: float, batch_size: int) -> HyperParams:
+    hyper = HyperParams.plain_sgd(mu, lr=lr, batch_size=batch_size)
+    if optimizer == "adam":
+        hyper.kind[:] = 1
+    elif optimizer in ("momentum", "nesterov"):
+        hyper.momentum[:] = 0.9
+        hyper.nesterov[:] = optimizer == "nesterov"
+    return hyper
+
+
+def loop_epoch(modules, optimizers, data, batch_size: int, generator: torch.Generator) -> None:
+    """The reference: each member trained alone with its torch.optim optimizer, on the batches the engine sees."""
     features, targets = data
     order = torch.randperm(features.shape[0], generator=generator).to(features.device)
-    optimizers = [torch.optim.SGD(m.parameters(), lr=lr) for m in modules]
     for start in range(0, features.shape[0], batch_size):
         batch = order[start:start + batch_size]
+        inputs, labels = features[batch], targets[batch].reshape(-1)
         for module, optimizer in zip(modules, optimizers):
             optimizer.zero_grad(set_to_none=True)
-            logits = module(features[batch])
-            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[batch].reshape(-1)).backward()
+            logits = module(inputs)
+            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels).backward()
             optimizer.step()
 
 
-def timed(function, device: torch.device, repeats: int) -> float:
-    function()  # warm-up
+def timed(function, device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
-    for _ in range(repeats):
-        function()
+    function()
     synchronize(device)
-    return (time.perf_counter() - start) / repeats
+    return time.perf_counter() - start
 
 
 @cli_main
@@ -54,32 +76,68 @@ def main(argv=None):
     parser.add_argument("--mu", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4096, help="training samples (frames or chunks) per epoch")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adam"], default="sgd")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--vmap", action="store_true", help="also time the generic vmap path")
+    parser.add_argument("--no-loop", action="store_true", help="skip the per-member loop")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on the GPU (all engines alike)")
+    parser.add_argument("--profile", action="store_true", help="print the top ops of one batched-engine epoch")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise EsgdError("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     config = load_model_config(f"conf/{args.model}.yaml", args.preset)
     generator = torch.Generator().manual_seed(0)
-    input_dim = config.input_dim
     frames = config.chunk if args.model == "blstm" else None
-    data = tuple(t.to(device) for t in gaussian_clusters(args.samples, input_dim, config.num_targets, generator,
-                                                         frames=frames))
+    data = tuple(t.to(device) for t in gaussian_clusters(args.samples, config.input_dim, config.num_targets,
+                                                         generator, frames=frames))
     torch.manual_seed(0)
     modules = [build_model(config).to(device) for _ in range(args.mu)]
+    lr = 1e-3
+    engines = {}
     population = Population.from_modules(modules, device)
-    hyper = HyperParams.plain_sgd(args.mu, lr=1e-3, batch_size=args.batch_size)
+    hyper = make_hyper(args.mu, args.optimizer, lr, args.batch_size)
     state = OptimizerState.zeros_like(population.params)
-
-    batched = timed(lambda: train_epochs(population, state, hyper, data, 1, generator), device, args.repeats)
-    looped = timed(lambda: loop_epoch(modules, data, args.batch_size, 1e-3, generator), device, args.repeats)
+    path = "batched-matmul" if population.fast else "vmap"
+    engines[f"batched engine ({path})"] = lambda: train_epochs(population, state, hyper, data, 1, generator)
+    if args.vmap and population.fast:
+        generic = Population.from_modules(modules, device, fast=False)
+        generic_state = OptimizerState.zeros_like(generic.params)
+        engines["generic vmap path"] = lambda: train_epochs(generic, generic_state, hyper, data, 1, generator)
+    if not args.no_loop:
+        optimizers = [make_optimizer(m, args.optimizer, lr) for m in modules]
+        engines["per-member loop"] = lambda: loop_epoch(modules, optimizers, data, args.batch_size, generator)
+    times = {name: [] for name in engines}
+    for round_index in range(args.repeats + 1):
+        for name, function in engines.items():
+            seconds = timed(function, device)
+            if round_index > 0:  # round 0 warms up (allocator, kernels, caches)
+                times[name].append(seconds)
     work = args.mu * args.samples * (frames or 1)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     print(f"model={args.model} preset={args.preset} params/member={population.num_parameters()} mu={args.mu} "
-          f"samples={args.samples} frames/sample={frames or 1} batch={args.batch_size} device={device}")
-    print(f"batched engine : {batched:8.3f} s/epoch  {work / batched:14.0f} member-frames/s")
-    print(f"per-member loop: {looped:8.3f} s/epoch  {work / looped:14.0f} member-frames/s")
-    print(f"speed-up (loop time / batched time): {looped / batched:.2f}x")
+          f"samples={args.samples} frames/sample={frames or 1} batch={args.batch_size} optimizer={args.optimizer} "
+          f"device={device} ({device_name}) torch={torch.__version__} repeats={args.repeats} tf32={args.tf32}")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, seconds in medians.items():
+        spread = ", ".join(f"{t:.3f}" for t in times[name])
+        print(f"{name:32s}: {seconds:8.3f} s/epoch (median of {spread})  {work / seconds:14.0f} member-frames/s")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+    batched = medians[next(iter(engines))]
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as profiler:
+            timed(next(iter(engines.values())), device)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(profiler.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=50))
+    for name, seconds in medians.items():
+        if name != next(iter(engines)):
+            print(f"speed-up of the batched engine over the {name} ({name} time / batched time): "
+                  f"{seconds / batched:.2f}x")
 
 
 if __name__ == "__main__":

@@ -163,3 +163,76 @@ def test_pool_draws_follow_the_configured_ranges():
     assert not hyper.nesterov[~with_momentum].any()
     assert set(hyper.batch_size.tolist()) == {64, 128, 256, 512}
     assert hyper.momentum[with_momentum].min() >= 0.1 and hyper.momentum.max() <= 0.9
+
+
+def test_batched_matmul_path_equals_the_vmap_path():
+    from torch import nn
+    members = make_members(DNN, 3)
+    fast, generic = Population.from_modules(members), Population.from_modules(members, fast=False)
+    assert fast.fast and not generic.fast
+    features, targets = data_for(DNN)
+    targets[:5] = -100
+    grads, losses = fast.loss_and_grads(fast.params, fast.buffers, features, targets, reuse_buffers=True)
+    expected_grads, expected_losses = generic.loss_and_grads(generic.params, generic.buffers, features, targets)
+    assert torch.allclose(losses, expected_losses, atol=1e-6)
+    for name in grads:
+        assert torch.allclose(grads[name], expected_grads[name], atol=1e-6), name
+    assert torch.allclose(fast.fitness((features, targets), chunk_size=7), generic.fitness((features, targets)),
+                          atol=1e-6)
+    # a plain nn.Sequential with tanh and a bias-free layer takes the fast path too
+    torch.manual_seed(0)
+    chain = [nn.Sequential(nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 5, bias=False)) for _ in range(2)]
+    fast, generic = Population.from_modules(chain), Population.from_modules(chain, fast=False)
+    assert fast.fast
+    grads, _ = fast.loss_and_grads(fast.params, fast.buffers, features, targets)
+    expected_grads, _ = generic.loss_and_grads(generic.params, generic.buffers, features, targets)
+    for name in grads:
+        assert torch.allclose(grads[name], expected_grads[name], atol=1e-6), name
+    assert Population.from_modules(make_members(BLSTM, 2)).fast is False
+    with pytest.raises(EsgdError, match="batched-matmul"):
+        Population.from_modules(make_members(BLSTM, 2), fast=True)
+
+
+@pytest.mark.parametrize("lrs", [[0.05] * 4, [0.05, 0.01, 0.2, 0.0]], ids=["uniform-lr", "per-member-lr"])
+def test_fused_sgd_epoch_equals_the_vmap_path_and_torch_optim(lrs):
+    members = make_members(DNN, 4)
+    hyper = HyperParams.plain_sgd(4, lr=0.05, batch_size=16)
+    hyper.lr = torch.tensor(lrs)
+    data = data_for(DNN)
+    fast, generic = Population.from_modules(members), Population.from_modules(members, fast=False)
+    for population in (fast, generic):
+        train_epochs(population, OptimizerState.zeros_like(population.params), hyper, data, 2,
+                     torch.Generator().manual_seed(3))
+    for name in fast.params:
+        assert torch.allclose(fast.params[name], generic.params[name], atol=1e-5), name
+    # and each member equals torch.optim.SGD on the same batches
+    generator = torch.Generator().manual_seed(3)
+    orders = [torch.randperm(64, generator=generator) for _ in range(2)]
+    for index, module in enumerate(members):
+        reference = copy.deepcopy(module)
+        optimizer = torch.optim.SGD(reference.parameters(), lr=lrs[index])
+        for order in orders:
+            for start in range(0, 64, 16):
+                batch = order[start:start + 16]
+                optimizer.zero_grad()
+                loss_of(reference, data[0][batch], data[1][batch]).backward()
+                optimizer.step()
+        for name, parameter in reference.named_parameters():
+            assert torch.allclose(fast.params[name][index], parameter.detach(), atol=1e-5), (index, name)
+
+
+def test_mixed_optimizers_epoch_equal_on_both_paths_with_reused_buffers():
+    members = make_members(DNN, 4)
+    hyper = mixed_hyper()
+    data = data_for(DNN)
+    results = []
+    for fast in (None, False):
+        population = Population.from_modules(members, fast=fast)
+        state = OptimizerState.zeros_like(population.params)
+        train_epochs(population, state, hyper, data, 2, torch.Generator().manual_seed(1))
+        results.append((population, state))
+    (fast, fast_state), (generic, generic_state) = results
+    for name in fast.params:
+        assert torch.allclose(fast.params[name], generic.params[name], atol=1e-5), name
+        assert torch.allclose(fast_state.second[name], generic_state.second[name], atol=1e-7), name
+    assert torch.equal(fast_state.steps, generic_state.steps)

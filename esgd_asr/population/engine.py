@@ -1,8 +1,9 @@
 """The population engine: mu members of one architecture as stacked tensors with a leading member dimension.
 
-Forward, loss and gradients of all members are one `torch.func.vmap` over `functional_call` on a template module,
-so a generation costs about one large model rather than mu small ones. Members are extracted or inserted as
-state dicts / nn.Modules (e.g. an anchor).
+Forward, loss and gradients of all members are computed at once, so a generation costs about one large model
+rather than mu small ones: models made of Linear layers and element-wise activations (FeedForwardDNN) take the
+direct batched-matmul path of `fastpath.py`; any other module is one `torch.func.vmap` over `functional_call` on a
+template module. Members are extracted or inserted as state dicts / nn.Modules (e.g. an anchor).
 """
 import copy
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.population import fastpath
 
 Tensors = dict[str, torch.Tensor]
 
@@ -30,9 +32,13 @@ def member_loss_sum(template: nn.Module, params: Tensors, buffers: Tensors, feat
 
 
 class Population:
-    """Stacked parameters (`params`) and buffers (`buffers`) of `size` members sharing a template module."""
+    """Stacked parameters (`params`) and buffers (`buffers`) of `size` members sharing a template module.
 
-    def __init__(self, template: nn.Module, params: Tensors, buffers: Tensors):
+    `fast`: None (default) uses the batched-matmul path whenever the template is a Linear chain, False forces the
+    generic vmap path (for comparisons), True requires the fast path.
+    """
+
+    def __init__(self, template: nn.Module, params: Tensors, buffers: Tensors, fast: bool | None = None):
         sizes = {t.shape[0] for t in [*params.values(), *buffers.values()]}
         if len(sizes) != 1:
             raise EsgdError(f"population: stacked tensors disagree on the member count {sorted(sizes)}")
@@ -41,6 +47,11 @@ class Population:
         self.buffers = buffers
         self._grad_fn = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
         self._forward_fn = vmap(self._loss_sum, in_dims=(0, 0, None, None), randomness="different")
+        self.plan = None if fast is False else fastpath.linear_plan(template)
+        if fast and self.plan is None:
+            raise EsgdError(f"population: no batched-matmul path for {type(template).__name__} (Linear chains only)")
+        self.fast = self.plan is not None
+        self._workspace = self._eval_workspace = None
 
     def _loss(self, params, buffers, features, targets):
         return member_loss(self.template, params, buffers, features, targets)
@@ -49,7 +60,8 @@ class Population:
         return member_loss_sum(self.template, params, buffers, features, targets)
 
     @classmethod
-    def from_modules(cls, modules: list[nn.Module], device: torch.device | str | None = None) -> "Population":
+    def from_modules(cls, modules: list[nn.Module], device: torch.device | str | None = None,
+                     fast: bool | None = None) -> "Population":
         """Stack the weights of modules of one architecture (copies; the modules are left untouched)."""
         if not modules:
             raise EsgdError("population: needs at least one member")
@@ -58,11 +70,11 @@ class Population:
         params = {k: v.detach().to(device, copy=True) for k, v in params.items()}
         buffers = {k: v.detach().to(device, copy=True) for k, v in buffers.items()}
         template = copy.deepcopy(modules[0]).to("meta")
-        return cls(template, params, buffers)
+        return cls(template, params, buffers, fast)
 
     @classmethod
     def from_factory(cls, factory: Callable[[], nn.Module], size: int, generator: torch.Generator,
-                     device: torch.device | str = "cpu") -> "Population":
+                     device: torch.device | str = "cpu", fast: bool | None = None) -> "Population":
         """`size` freshly initialised members; the initialisation is seeded from `generator` (reproducible)."""
         if size < 1:
             raise EsgdError(f"population: size must be at least 1, got {size}")
@@ -70,7 +82,7 @@ class Population:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             modules = [factory() for _ in range(size)]
-        return cls.from_modules(modules, device)
+        return cls.from_modules(modules, device, fast)
 
     @property
     def size(self) -> int:
@@ -110,16 +122,16 @@ class Population:
         """A new population of the members at `indices` (repeats allowed), copying the tensors."""
         indices = indices.to(self.device)
         return Population(self.template, {k: v[indices] for k, v in self.params.items()},
-                          {k: v[indices] for k, v in self.buffers.items()})
+                          {k: v[indices] for k, v in self.buffers.items()}, self.fast)
 
     def concat(self, other: "Population") -> "Population":
         """Members of self followed by the members of other."""
         return Population(self.template, {k: torch.cat([v, other.params[k]]) for k, v in self.params.items()},
-                          {k: torch.cat([v, other.buffers[k]]) for k, v in self.buffers.items()})
+                          {k: torch.cat([v, other.buffers[k]]) for k, v in self.buffers.items()}, self.fast)
 
     def clone(self) -> "Population":
         return Population(self.template, {k: v.clone() for k, v in self.params.items()},
-                          {k: v.clone() for k, v in self.buffers.items()})
+                          {k: v.clone() for k, v in self.buffers.items()}, self.fast)
 
     def restore(self, mask: torch.Tensor, snapshot: "Population") -> None:
         """Members where `mask` is true take back their tensors from `snapshot` (back-off), exactly."""
@@ -128,9 +140,47 @@ class Population:
                 shaped = mask.to(stack.device).view(-1, *([1] * (stack.dim() - 1)))
                 stack.copy_(torch.where(shaped, saved[name], stack))
 
-    def loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets) -> tuple[Tensors, torch.Tensor]:
-        """Gradients (stacked like params) and mean losses (members,) for one shared batch, in one vmap."""
+    def loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets,
+                       reuse_buffers: bool = False) -> tuple[Tensors, torch.Tensor]:
+        """Gradients (stacked like params) and mean losses (members,) for one shared batch, all members at once.
+
+        `reuse_buffers`: the returned gradients may live in buffers that the next call with it overwrites (a
+        training loop that consumes them at once saves the allocations)."""
+        if self.plan is not None:
+            if reuse_buffers and self._workspace is None:
+                self._workspace = fastpath.Workspace()
+            return fastpath.loss_and_grads(self.plan, params, features, targets,
+                                           self._workspace if reuse_buffers else None)
         return self._grad_fn(params, buffers, features, targets)
+
+    def sgd_step(self, params: Tensors, buffers: Tensors, features, targets,
+                 lr: float | torch.Tensor) -> torch.Tensor:
+        """One plain-SGD step (no momentum) of every member in place, param <- param - lr * grad; `lr` is a float
+        or a (members,) tensor. Returns the mean losses before the step. On the batched-matmul path the update is
+        fused into the weight-gradient GEMMs (no gradient is materialised)."""
+        if self.plan is not None:
+            if self._workspace is None:
+                self._workspace = fastpath.Workspace()
+            return fastpath.loss_and_grads(self.plan, params, features, targets, self._workspace, sgd_lr=lr)[1]
+        grads, losses = self._grad_fn(params, buffers, features, targets)
+        with torch.no_grad():
+            for name, param in params.items():
+                if isinstance(lr, torch.Tensor):
+                    param.sub_(lr.to(param.device, param.dtype).view(-1, *([1] * (param.dim() - 1))) * grads[name])
+                else:
+                    param.sub_(grads[name], alpha=float(lr))
+        return losses
+
+    def loss_sums(self, params: Tensors, buffers: Tensors, features, targets) -> torch.Tensor:
+        """Summed cross-entropy (members,) of one batch, without gradients."""
+        if self.plan is not None:
+            # on the CPU, reuse the evaluation buffers across chunks (see fastpath.Workspace); the GPU's caching
+            # allocator does that already without pinning the memory
+            if features.device.type == "cpu" and self._eval_workspace is None:
+                self._eval_workspace = fastpath.Workspace()
+            workspace = self._eval_workspace if features.device.type == "cpu" else None
+            return fastpath.loss_sum(self.plan, params, features, targets, workspace)
+        return self._forward_fn(params, buffers, features, targets)
 
     @torch.no_grad()
     def fitness(self, data, chunk_size: int = 4096, member_chunk: int | None = None) -> torch.Tensor:
@@ -147,5 +197,5 @@ class Population:
             buffers = {k: v[members] for k, v in self.buffers.items()}
             for start in range(0, features.shape[0], chunk_size):
                 stop = start + chunk_size
-                totals[members] += self._forward_fn(params, buffers, features[start:stop], targets[start:stop]).double()
+                totals[members] += self.loss_sums(params, buffers, features[start:stop], targets[start:stop]).double()
         return (totals / frames).float()

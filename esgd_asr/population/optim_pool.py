@@ -1,7 +1,7 @@
 """The optimizer pool: per-member optimizer kind and hyperparameters as tensors, and one batched update rule.
 
-SGD, momentum, Nesterov and Adam are one set of tensor ops over the member dimension, selected per member by
-`torch.where`; they match torch.optim.SGD / torch.optim.Adam (no weight decay, no dampening).
+SGD, momentum, Nesterov and Adam are one set of in-place tensor ops over the member dimension with per-member
+coefficients (UpdateRule); they match torch.optim.SGD / torch.optim.Adam (no weight decay, no dampening).
 """
 from dataclasses import dataclass, field
 
@@ -143,42 +143,101 @@ class OptimizerState:
         return {"first": self.first, "second": self.second, "steps": self.steps}
 
 
+class UpdateRule:
+    """The per-member coefficients of one optimizer step, built once per group (not per step).
+
+    SGD, momentum, Nesterov and Adam are one set of in-place tensor ops over the stacked tensors:
+        first  <- a1 * first + c1 * grad                 (momentum buffer / Adam first moment)
+        second <- b2 * second + (1 - b2) * grad^2        (Adam members only; SGD members keep 0)
+        param  <- param - lr * (f * first + g * grad) / (s * sqrt(second) + e)
+    SGD: a1 = momentum, c1 = 1, f = 1 (g = 0) or Nesterov f = momentum, g = 1, s = 0, e = 1.
+    Adam: a1 = beta1, c1 = 1 - beta1, f = 1 / (1 - beta1^t), g = 0, s = 1 / sqrt(1 - beta2^t), e = eps.
+    Branches no member of the group uses are skipped, so plain SGD is one fused pass per parameter tensor.
+    """
+
+    def __init__(self, hyper: HyperParams, device: torch.device | str):
+        device = torch.device(device)
+        kind = hyper.kind.cpu()
+        is_adam = kind == OPTIMIZER_KINDS.index("adam")
+        self.any_adam = bool(is_adam.any())
+        self.any_sgd = not bool(is_adam.all())
+        momentum = torch.where(is_adam, 0.0, hyper.momentum.cpu().float())
+        nesterov = hyper.nesterov.cpu() & ~is_adam
+        self.any_momentum = bool((momentum != 0).any()) or self.any_adam
+        self.any_nesterov = bool(nesterov.any())
+        self.uniform_lr = float(hyper.lr[0]) if bool((hyper.lr == hyper.lr[0]).all()) else None
+        beta1, beta2 = hyper.beta1.cpu().float(), hyper.beta2.cpu().float()
+        self.plain_sgd = not self.any_momentum   # every member plain SGD (no momentum, no Adam)
+
+        def put(values):
+            return values.to(device=device, dtype=torch.float32)
+
+        self.is_adam = put(is_adam)
+        self.lr = put(hyper.lr.cpu())
+        self.sgd_lr = self.uniform_lr if self.uniform_lr is not None else self.lr   # float or (mu,) tensor
+        self.first_decay = put(torch.where(is_adam, beta1, momentum))
+        self.first_gain = put(torch.where(is_adam, 1 - beta1, 1.0))
+        self.uniform_first_gain = not self.any_adam
+        self.nesterov_gain = put(torch.where(nesterov, momentum, 1.0))   # f of SGD members
+        self.nesterov_grad = put(nesterov.float())                       # g
+        self.beta1, self.beta2, self.eps = put(beta1), put(beta2), put(hyper.eps.cpu())
+
+    @staticmethod
+    def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return values.view(-1, *([1] * (like.dim() - 1)))
+
+    @torch.no_grad()
+    def apply(self, params: dict, grads: dict, state: "OptimizerState") -> None:
+        """One step of every member in place."""
+        state.steps += 1
+        first_scale = self.nesterov_gain
+        denom_scale = denom_shift = None
+        if self.any_adam:
+            adam = self.is_adam
+            bias1 = 1 - self.beta1 ** state.steps
+            bias2_sqrt = (1 - self.beta2 ** state.steps).sqrt()
+            first_scale = torch.where(adam > 0, 1 / bias1, self.nesterov_gain)
+            denom_scale = torch.where(adam > 0, 1 / bias2_sqrt, 0.0)
+            denom_shift = torch.where(adam > 0, self.eps, 1.0)
+            second_decay = torch.where(adam > 0, self.beta2, 1.0)
+            second_gain = torch.where(adam > 0, 1 - self.beta2, 0.0)
+        step_first = -self.lr * first_scale
+        step_grad = -self.lr * self.nesterov_grad
+        for name, param in params.items():
+            grad = grads[name]
+            if not self.any_momentum:
+                # plain SGD for every member: param <- param - lr * grad (first stays unused, as torch.optim)
+                if self.uniform_lr is not None:
+                    param.add_(grad, alpha=-self.uniform_lr)
+                else:
+                    param.addcmul_(grad, self._per_member(-self.lr, param))
+                continue
+            first = state.first[name]
+            first.mul_(self._per_member(self.first_decay, first))
+            if self.uniform_first_gain:
+                first.add_(grad)
+            else:
+                first.addcmul_(grad, self._per_member(self.first_gain, first))
+            if not self.any_adam:
+                param.addcmul_(first, self._per_member(step_first, param))
+                if self.any_nesterov:
+                    param.addcmul_(grad, self._per_member(step_grad, param))
+                continue
+            second = state.second[name]
+            second.mul_(self._per_member(second_decay, second)).addcmul_(
+                grad * self._per_member(second_gain, second), grad)
+            update = first * self._per_member(step_first, first)
+            if self.any_nesterov:
+                update.addcmul_(grad, self._per_member(step_grad, param))
+            denom = second.sqrt().mul_(self._per_member(denom_scale, second)).add_(
+                self._per_member(denom_shift, second))
+            param.add_(update.div_(denom))
+
+
 @torch.no_grad()
 def apply_update(params: dict, grads: dict, state: OptimizerState, hyper: HyperParams) -> None:
-    """One optimizer step for every member in place: SGD / momentum / Nesterov / Adam chosen per member."""
-    device = state.steps.device
-    is_adam = (hyper.kind == OPTIMIZER_KINDS.index("adam")).to(device)
-    lr, momentum = hyper.lr.to(device), hyper.momentum.to(device)
-    nesterov = hyper.nesterov.to(device)
-    beta1, beta2, eps = hyper.beta1.to(device), hyper.beta2.to(device), hyper.eps.to(device)
-    state.steps += 1
-    bias1 = 1 - beta1 ** state.steps
-    bias2_sqrt = (1 - beta2 ** state.steps).sqrt()
-    any_adam, any_sgd = bool(is_adam.any()), not bool(is_adam.all())
-    for name, param in params.items():
-        grad, first, second = grads[name], state.first[name], state.second[name]
+    """One optimizer step for every member in place: SGD / momentum / Nesterov / Adam chosen per member.
 
-        def per_member(values):
-            return values.view(-1, *([1] * (param.dim() - 1)))
-
-        # a branch no member of this group uses is skipped: torch.where would discard it anyway
-        if any_sgd:
-            velocity = per_member(momentum) * first + grad
-            sgd_direction = torch.where(per_member(nesterov), grad + per_member(momentum) * velocity, velocity)
-        if any_adam:
-            adam_first = per_member(beta1) * first + (1 - per_member(beta1)) * grad
-            adam_second = per_member(beta2) * second + (1 - per_member(beta2)) * grad * grad
-            adam_direction = (adam_first / per_member(bias1)
-                              / (adam_second.sqrt() / per_member(bias2_sqrt) + per_member(eps)))
-        if any_adam and any_sgd:
-            adam = per_member(is_adam)
-            first.copy_(torch.where(adam, adam_first, velocity))
-            second.copy_(torch.where(adam, adam_second, second))
-            param.sub_(per_member(lr) * torch.where(adam, adam_direction, sgd_direction))
-        elif any_adam:
-            first.copy_(adam_first)
-            second.copy_(adam_second)
-            param.sub_(per_member(lr) * adam_direction)
-        else:
-            first.copy_(velocity)
-            param.sub_(per_member(lr) * sgd_direction)
+    Builds an UpdateRule each call; loops over many steps should build one rule and call rule.apply.
+    """
+    UpdateRule(hyper, state.steps.device).apply(params, grads, state)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import torch
 
 from esgd_asr.population.engine import Population
-from esgd_asr.population.optim_pool import HyperParams, OptimizerState, apply_update
+from esgd_asr.population.optim_pool import HyperParams, OptimizerState, UpdateRule
 
 
 def train_epochs(population: Population, state: OptimizerState, hyper: HyperParams, train, epochs: int,
@@ -21,13 +21,19 @@ def train_epochs(population: Population, state: OptimizerState, hyper: HyperPara
         params = population.params if whole else {k: v[members.to(v.device)] for k, v in population.params.items()}
         buffers = population.buffers if whole else {k: v[members.to(v.device)] for k, v in population.buffers.items()}
         group_state = state if whole else state.select(members)
-        group_hyper = hyper if whole else hyper.select(members)
+        rule = UpdateRule(hyper if whole else hyper.select(members), group_state.steps.device)
         for _ in range(epochs):
             order = torch.randperm(count, generator=generator).to(features.device)
             for start in range(0, count, batch_size):
                 batch = order[start:start + batch_size]
-                grads, _ = population.loss_and_grads(params, buffers, features[batch], targets[batch])
-                apply_update(params, grads, group_state, group_hyper)
+                if rule.plain_sgd and population.fast:
+                    # plain SGD: the update is fused into the batched backward pass
+                    population.sgd_step(params, buffers, features[batch], targets[batch], rule.sgd_lr)
+                    group_state.steps += 1
+                else:
+                    grads, _ = population.loss_and_grads(params, buffers, features[batch], targets[batch],
+                                                         reuse_buffers=True)
+                    rule.apply(params, grads, group_state)
         if not whole:
             for name, stack in population.params.items():
                 stack[members.to(stack.device)] = params[name]

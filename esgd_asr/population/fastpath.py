@@ -1,0 +1,221 @@
+"""A direct batched path for populations of models made of Linear layers and element-wise activations.
+
+For such models (FeedForwardDNN, or an nn.Sequential of nn.Linear / ReLU / Sigmoid / Tanh / Identity) the forward
+pass of all mu members is a chain of batched matmuls over the stacked (mu, out, in) weights and the backward pass
+is written out by hand: no vmap, no functional_call, no autograd graph. The first layer sees the same batch for
+every member, so it is one large GEMM (batch, in) x (in, mu * out); the input gradient of the first layer is never
+computed. The cross-entropy gradient is softmax - one-hot, scaled by 1 / (labelled frames), as in
+F.cross_entropy(reduction="mean", ignore_index=-100). Results equal the vmap path (and a per-member loop) to
+float32 rounding.
+
+`linear_plan(template)` returns None for any other module; the engine then uses the generic vmap path.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Tensors = dict[str, torch.Tensor]
+ACTIVATION_NAMES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: None}
+
+
+@dataclass(frozen=True)
+class LinearLayer:
+    weight: str               # name of the (out, in) weight in the module's state dict
+    bias: str | None          # name of the bias, or None
+    activation: str | None    # relu / sigmoid / tanh applied after the affine map, or None
+
+
+def _flatten(module: nn.Module, prefix: str) -> list | None:
+    """The Linear / activation leaves of `module` in forward order, or None when it is not a plain chain."""
+    if isinstance(module, nn.Linear):
+        return [("linear", prefix)]
+    if type(module) in ACTIVATION_NAMES:
+        return [("activation", ACTIVATION_NAMES[type(module)])]
+    if isinstance(module, nn.Sequential):
+        items = []
+        for name, child in module.named_children():
+            sub = _flatten(child, f"{prefix}{name}.")
+            if sub is None:
+                return None
+            items += sub
+        return items
+    return None
+
+
+def linear_plan(template: nn.Module) -> tuple[LinearLayer, ...] | None:
+    """The layers of a Linear-chain model (FeedForwardDNN or a plain nn.Sequential), else None."""
+    from esgd_asr.models.dnn import FeedForwardDNN
+
+    if type(template) is FeedForwardDNN:
+        items = _flatten(template.hidden, "hidden.")
+        if items is None:
+            return None
+        items = items + [("linear", "output.")]
+    elif type(template) is nn.Sequential:
+        items = _flatten(template, "")
+    else:
+        return None
+    if not items or items[0][0] != "linear" or any(len(list(m.buffers())) for m in template.modules()):
+        return None
+    layers = []
+    for kind, value in items:
+        if kind == "linear":
+            module = template.get_submodule(value[:-1]) if value else template
+            layers.append([value + "weight", value + "bias" if module.bias is not None else None, None])
+        elif value is not None:
+            if layers[-1][2] is not None:  # two activations in a row: not supported here
+                return None
+            layers[-1][2] = value
+    return tuple(LinearLayer(*layer) for layer in layers)
+
+
+class Workspace:
+    """Buffers reused from one training step to the next, keyed by role and shape.
+
+    On the CPU a fresh tensor above glibc's mmap threshold (32 MB) is page-faulted in on every step, which costs
+    as much as a large matmul; reusing the buffers (out= variants) avoids that. On the GPU the caching allocator
+    already reuses memory, the workspace merely saves allocator calls.
+    """
+
+    def __init__(self):
+        self.buffers: dict = {}
+
+    def get(self, key, shape, like: torch.Tensor) -> torch.Tensor:
+        shape = tuple(shape)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = torch.empty(shape, dtype=like.dtype, device=like.device)
+            self.buffers[key] = buffer
+        return buffer
+
+
+def _new(workspace: Workspace | None, key, shape, like: torch.Tensor) -> torch.Tensor:
+    if workspace is None:
+        return torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
+    return workspace.get(key, shape, like)
+
+
+def _activate(values: torch.Tensor, activation: str | None) -> torch.Tensor:
+    if activation == "relu":
+        return values.relu_()
+    if activation == "sigmoid":
+        return values.sigmoid_()
+    if activation == "tanh":
+        return values.tanh_()
+    return values
+
+
+def _activation_backward(grad: torch.Tensor, output: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """d loss / d pre-activation from d loss / d output and the activation's output, in place on `grad`."""
+    if activation == "relu":
+        return torch.ops.aten.threshold_backward.grad_input(grad, output, 0, grad_input=grad)
+    if activation == "sigmoid":
+        return torch.ops.aten.sigmoid_backward.grad_input(grad, output, grad_input=grad)
+    if activation == "tanh":
+        return torch.ops.aten.tanh_backward.grad_input(grad, output, grad_input=grad)
+    return grad
+
+
+def forward(plan, params: Tensors, features: torch.Tensor, keep: bool = False, workspace: Workspace | None = None):
+    """Logits (mu, batch, classes) of every member; with `keep` also the layer outputs the backward needs.
+
+    The first layer is one GEMM (batch, in) x (in, mu * out) over the shared input, viewed as (mu, batch, out);
+    every other layer is a batched matmul over the member dimension.
+    """
+    outputs = []
+    hidden = features
+    batch = features.shape[0]
+    for index, layer in enumerate(plan):
+        weight = params[layer.weight]
+        bias = params[layer.bias] if layer.bias else None
+        members, out, width = weight.shape
+        if index == 0:
+            flat = _new(workspace, ("out", index), (batch, members * out), weight)
+            if bias is None:
+                torch.mm(features, weight.reshape(members * out, width).t(), out=flat)
+            else:
+                torch.addmm(bias.reshape(members * out), features, weight.reshape(members * out, width).t(), out=flat)
+            hidden = flat.view(batch, members, out).transpose(0, 1)
+        else:
+            result = _new(workspace, ("out", index), (members, batch, out), weight)
+            if bias is None:
+                hidden = torch.bmm(hidden, weight.transpose(1, 2), out=result)
+            else:
+                hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2), out=result)
+        hidden = _activate(hidden, layer.activation)
+        if keep:
+            outputs.append(hidden)
+    return hidden, outputs
+
+
+def _flat_inputs(features: torch.Tensor, targets: torch.Tensor):
+    return features.reshape(-1, features.shape[-1]), targets.reshape(-1)
+
+
+def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch.Tensor,
+                   workspace: Workspace | None = None, sgd_lr: float | torch.Tensor | None = None
+                   ) -> tuple[Tensors, torch.Tensor]:
+    """Mean cross-entropy (mu,) and its gradients, stacked like `params`, for one batch shared by all members.
+
+    With a `workspace` the gradients and intermediates live in its buffers, valid until the next call with it.
+    With `sgd_lr` (a float, or a (mu,) tensor of per-member learning rates) the plain-SGD step
+    param <- param - lr * grad is fused into the weight-gradient GEMMs (W.baddbmm_(-lr * dZ^T, H)) and applied in
+    place; no gradient is materialised and the returned dict is empty.
+    """
+    features, targets = _flat_inputs(features, targets)
+    logits, outputs = forward(plan, params, features, keep=True, workspace=workspace)
+    labelled = targets != -100
+    frames = labelled.sum()
+    safe = torch.where(labelled, targets, 0)
+    index = safe.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    grad = torch.log_softmax(logits, dim=-1, out=_new(workspace, "log_probs", logits.shape, logits))
+    picked = grad.gather(-1, index)
+    weight = (labelled.to(grad.dtype) / frames).view(1, -1, 1)  # nan without labelled frames, as F.cross_entropy
+    losses = -(picked * weight).sum(dim=(1, 2))
+    grad.exp_()                                                 # softmax
+    grad.scatter_add_(-1, index, torch.full_like(picked, -1.0))
+    fused = sgd_lr is not None
+    alpha = 1.0
+    if fused and isinstance(sgd_lr, torch.Tensor):
+        weight = weight * -sgd_lr.to(grad.device, grad.dtype).view(-1, 1, 1)   # -lr_m / frames
+    elif fused:
+        alpha = -float(sgd_lr)
+    grad.mul_(weight)
+    grads = {}
+    for position in range(len(plan) - 1, -1, -1):
+        layer = plan[position]
+        weight_tensor = params[layer.weight]
+        if position < len(plan) - 1:
+            grad = _activation_backward(grad, outputs[position], layer.activation)
+        below = None
+        if position > 0:  # the gradient flowing down uses the weights before this step's update
+            below = torch.bmm(grad, weight_tensor,
+                              out=_new(workspace, ("back", position), outputs[position - 1].shape, grad))
+        inputs = (features.unsqueeze(0).expand(grad.shape[0], *features.shape) if position == 0
+                  else outputs[position - 1])
+        if fused:
+            # with per-member rates grad already carries -lr_m (the chain rule is linear in the scale)
+            if layer.bias:
+                params[layer.bias].add_(grad.sum(dim=1), alpha=alpha)
+            weight_tensor.baddbmm_(grad.transpose(1, 2), inputs, alpha=alpha)
+        else:
+            if layer.bias:
+                grads[layer.bias] = torch.sum(grad, dim=1, out=_new(workspace, ("grad", layer.bias),
+                                                                   params[layer.bias].shape, grad))
+            weight_grad = _new(workspace, ("grad", layer.weight), weight_tensor.shape, grad)
+            grads[layer.weight] = torch.bmm(grad.transpose(1, 2), inputs, out=weight_grad)
+        grad = below
+    return ({} if fused else {name: grads[name] for name in params}), losses
+
+
+def loss_sum(plan, params: Tensors, features: torch.Tensor, targets: torch.Tensor,
+             workspace: Workspace | None = None) -> torch.Tensor:
+    """Summed cross-entropy over the labelled frames of a batch, per member (mu,)."""
+    features, targets = _flat_inputs(features, targets)
+    logits, _ = forward(plan, params, features, workspace=workspace)
+    labelled = targets != -100
+    index = torch.where(labelled, targets, 0).view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    log_probs = torch.log_softmax(logits, dim=-1, out=_new(workspace, "log_probs", logits.shape, logits))
+    picked = log_probs.gather(-1, index).squeeze(-1)
+    return -(picked * labelled.to(picked.dtype)).sum(dim=1)
