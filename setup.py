@@ -17,6 +17,11 @@ CONSOLE_SCRIPTS = [
     "esgd-train-ivector-extractor = esgd_asr.cli.train_ivector_extractor:main",
     "esgd-extract-ivectors = esgd_asr.cli.extract_ivectors:main",
     "esgd-ivector-eer = esgd_asr.cli.ivector_eer:main",
+    "esgd-train-mono = esgd_asr.cli.train_mono:main",
+    "esgd-align = esgd_asr.cli.align:main",
+    "esgd-mkgraph = esgd_asr.cli.mkgraph:main",
+    "esgd-decode-gmm = esgd_asr.cli.decode_gmm:main",
+    "esgd-score = esgd_asr.cli.score:main",
 ]
 
 setup(

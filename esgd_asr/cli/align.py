@@ -1,0 +1,146 @@
+"""Training graphs, alignment and pdf counts of a GMM-HMM system (compile-train-graphs, align-equal-compiled,
+gmm-align-compiled, analyze-counts), one job's share of the data at a time.
+
+Usage: esgd-align compile-graphs --nj N --job J <data-dir> <lang-dir> <model> <dir>
+       esgd-align align --nj N --job J [--equal] [--beam 10] [--retry-beam 40] [--acoustic-scale 0.1]
+                        [--transition-scale 1.0] [--self-loop-scale 0.1] <data-dir> <model> <dir>
+       esgd-align counts --nj N <model> <dir>
+
+compile-graphs writes <dir>/fsts.J.ark (utterances with no transcript are skipped and counted). align reads
+them and writes <dir>/ali.J.ark (transition-ids per utterance, a Kaldi int-vector archive); utterances whose
+Viterbi search fails even with the retry beam are left out and counted, never aligned wrongly. counts writes
+<dir>/pdf_counts, frames per pdf over all jobs' alignments as a Kaldi text vector `[ c0 c1 ... ]` (senone priors).
+Jobs split the data dir's speakers in contiguous blocks (as Kaldi's split_data.sh).
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
+import numpy as np
+import torch
+
+from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
+from esgd_asr.cli.train_mono import check_dim
+from esgd_asr.data.kaldi_dir import atomic_write_text, read_table
+from esgd_asr.errors import EsgdError, cli_main
+from esgd_asr.features.ubm import FeatureSource, FrontEnd
+from esgd_asr.gmm.align import (AlignOptions, TrainingGraphCompiler, equal_align, pdf_counts, read_alignments,
+                                read_graphs, viterbi_align, with_costs, write_alignments, write_graphs)
+from esgd_asr.gmm.lang_dir import LangDir
+from esgd_asr.gmm.model import GmmHmm, PdfScorer, tid_loglikes
+
+log = logging.getLogger("esgd-align")
+
+
+def cmd_compile_graphs(args) -> None:
+    data, out = Path(args.data_dir), Path(args.dir)
+    lang = LangDir.read(args.lang_dir)
+    model = GmmHmm.load(args.model)
+    compiler = TrainingGraphCompiler(model, lang)
+    utts = FeatureSource(data, FrontEnd(cmvn=False)).shard(args.nj, args.job).utts
+    text = read_table(data / "text", allow_empty_value=True)
+    skipped, oov = [], 0
+
+    def graphs():
+        nonlocal oov
+        for utt in utts:
+            words = text.get(utt, "").split()
+            if not words:
+                skipped.append(utt)
+                continue
+            ids = lang.word_ids(words, f"{data / 'text'}: utterance '{utt}'")
+            oov += sum(1 for w in words if w not in lang.words)
+            yield utt, compiler.compile(ids, f"{data / 'text'}: utterance '{utt}'")
+
+    out.mkdir(parents=True, exist_ok=True)
+    count = write_graphs(out / f"fsts.{args.job}.ark", graphs())
+    log.info("job %d: compiled %d training graphs; %d utterances without transcript skipped%s; %d OOV words "
+             "mapped to %s", args.job, count, len(skipped), f" (e.g. {skipped[0]})" if skipped else "", oov,
+             lang.id2word()[lang.oov])
+
+
+def cmd_align(args) -> None:
+    data, out = Path(args.data_dir), Path(args.dir)
+    model = GmmHmm.load(args.model)
+    info = model.transitions()
+    opts = dataclass_from_args(AlignOptions, args)
+    costs = info.transition_costs(opts.transition_scale, opts.self_loop_scale)
+    source = FeatureSource(data, model.front_end)
+    scorer = None if args.equal else PdfScorer(model.am)
+    alignments, failed, retried, frames = {}, [], 0, 0
+    for utt, graph in read_graphs(out / f"fsts.{args.job}.ark"):
+        if utt not in source.feats:
+            raise EsgdError(f"{out / f'fsts.{args.job}.ark'}: utterance '{utt}' has no features in "
+                            f"{data / 'feats.scp'}")
+        feats = source.load(utt)
+        check_dim(model, feats, f"{data}: utterance '{utt}'")
+        if args.equal:
+            ali = equal_align(graph, feats.shape[0], (zlib.crc32(utt.encode()) + args.seed) % 2**31)
+        else:
+            ll = tid_loglikes(scorer.pdf_loglikes(feats), info, opts.acoustic_scale)
+            ali, was_retried = viterbi_align(with_costs(graph, costs), ll, opts)
+            retried += was_retried
+        if ali is None:
+            failed.append(utt)
+            log.warning("utterance '%s' (%d frames) not aligned: %s", utt, feats.shape[0],
+                        "too short for its transcript" if args.equal else "beam search did not reach the end")
+            continue
+        alignments[utt] = ali
+        frames += len(ali)
+    write_alignments(out / f"ali.{args.job}.ark", alignments)
+    log.info("job %d: aligned %d utterances (%d frames), %d needed the retry beam, %d failed and are skipped",
+             args.job, len(alignments), frames, retried, len(failed))
+
+
+def cmd_counts(args) -> None:
+    out = Path(args.dir)
+    model = GmmHmm.load(args.model)
+    info = model.transitions()
+    alis = (ali for job in range(1, args.nj + 1) for _, ali in read_alignments(out / f"ali.{job}.ark"))
+    counts = pdf_counts(alis, info, model.num_pdfs)
+    atomic_write_text(out / "pdf_counts", "[ " + " ".join(map(str, counts.tolist())) + " ]\n")
+    log.info("pdf counts over %d frames: %d of %d pdfs seen -> %s", int(counts.sum()),
+             int(np.count_nonzero(counts)), model.num_pdfs, out / "pdf_counts")
+
+
+def build_parser() -> KaldiArgumentParser:
+    parser = KaldiArgumentParser(prog="esgd-align", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compile-graphs", help="training graphs of one job -> fsts.J.ark")
+    p.add_argument("--nj", type=int, required=True)
+    p.add_argument("--job", type=int, required=True)
+    for name in ("data_dir", "lang_dir", "model", "dir"):
+        p.add_argument(name)
+    p.set_defaults(func=cmd_compile_graphs)
+    p = sub.add_parser("align", help="align one job -> ali.J.ark")
+    p.add_argument("--nj", type=int, required=True)
+    p.add_argument("--job", type=int, required=True)
+    p.add_argument("--equal", action="store_true", help="equal alignment (first pass of flat-start training)")
+    p.add_argument("--seed", type=int, default=0, help="seed of equal alignment")
+    add_dataclass_options(p, AlignOptions)
+    for name in ("data_dir", "model", "dir"):
+        p.add_argument(name)
+    p.set_defaults(func=cmd_align)
+    p = sub.add_parser("counts", help="frames per pdf over all jobs' alignments -> pdf_counts")
+    p.add_argument("--nj", type=int, required=True)
+    p.add_argument("model")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_counts)
+    return parser
+
+
+@cli_main
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
+    if args.nj < 1:
+        raise EsgdError("--nj must be at least 1")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""HCLG = H o C o L_disambig o G with kaldifst, as Kaldi's utils/mkgraph.sh builds it.
+
+LG = L_disambig o G, determinized (log semiring) and minimized; CLG from `kaldifst.compose_context` with the
+model's context width (1 for a monophone system, so C only relabels; a triphone tree needs no other change
+here); H o CLG determinized, disambiguation transition-ids removed, self-loops added (not reordered) and
+transition costs added with `--transition-scale` / `--self-loop-scale` (Kaldi's defaults 1.0 / 0.1). Input
+labels are transition-ids, so lattices and best paths give alignments directly; `disambig_tid.int` lists the
+labels that stood for disambiguation symbols before they were removed.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import kaldi_hmm_gmm as khg
+import kaldifst
+
+from esgd_asr.data.kaldi_dir import atomic_write_text, replace_dir
+from esgd_asr.errors import EsgdError
+from esgd_asr.gmm.fst_arrays import arrays_to_fst
+from esgd_asr.gmm.hmm_graph import add_transition_costs, compose_h, disambig_tid, make_h
+from esgd_asr.gmm.lang_dir import LangDir
+from esgd_asr.gmm.model import GmmHmm
+
+
+def make_hclg(lang: LangDir, model: GmmHmm, transition_scale: float = 1.0, self_loop_scale: float = 0.1
+              ) -> kaldifst.StdVectorFst:
+    """The decoding graph of `model` for the lexicon and grammar of `lang` (which must hold G.fst)."""
+    lang.check_phones(model.phones(), "model")
+    lexicon = lang.read_fst("L_disambig.fst")
+    grammar = lang.read_fst("G.fst")
+    kaldifst.arcsort(lexicon, sort_type="olabel")
+    kaldifst.arcsort(grammar, sort_type="ilabel")
+    lg = kaldifst.compose(lexicon, grammar)
+    if lg.num_states == 0:
+        raise EsgdError(f"{lang.path}: L_disambig.fst o G.fst is empty (do words.txt of L and G agree?)")
+    kaldifst.determinize_star(lg, use_log=True)
+    kaldifst.minimize_encoded(lg)
+    clg, ilabel_info = kaldifst.compose_context(
+        disambig_syms=lang.disambig, context_width=model.ctx_dep.context_width,
+        central_position=model.ctx_dep.central_position, ifst=lg)
+    topo = khg.HmmTopology()
+    topo.read(model.topo_text)
+    info = model.transitions()
+
+    def pdf_of(window: list[int], pdf_class: int) -> int:
+        ok, pdf = model.ctx_dep.compute(phone_seq=window, pdf_class=pdf_class)
+        if not ok:
+            raise EsgdError(f"context dependency has no pdf for window {window}, class {pdf_class}")
+        return pdf
+
+    h = make_h(ilabel_info, model.ctx_dep.central_position, topo, info, pdf_of, lang.disambig)
+    hclg = compose_h(h, clg, info, str(lang.path))
+    hclg = add_transition_costs(hclg, info.transition_costs(transition_scale, self_loop_scale))
+    fst = arrays_to_fst(hclg)
+    kaldifst.arcsort(fst, sort_type="ilabel")
+    return fst
+
+
+def write_graph_dir(graph_dir: str | Path, hclg: kaldifst.StdVectorFst, lang: LangDir, model: GmmHmm) -> None:
+    """HCLG.fst, words.txt, phones.txt, phones/ (word boundaries, silence, ...), disambig_tid.int; built beside
+    `graph_dir` and moved into place."""
+    graph_dir = Path(graph_dir)
+    tmp = graph_dir.parent / f".{graph_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    hclg.write(str(tmp / "HCLG.fst"))
+    for name in ("words.txt", "phones.txt"):
+        shutil.copy(lang.path / name, tmp / name)
+    shutil.copytree(lang.path / "phones", tmp / "phones")
+    num_tids = model.trans_model.num_transition_ids
+    tids = [disambig_tid(num_tids, lang.disambig, p) for p in lang.disambig]
+    atomic_write_text(tmp / "disambig_tid.int", "".join(f"{t}\n" for t in tids))
+    atomic_write_text(tmp / "num_pdfs", f"{model.num_pdfs}\n")
+    replace_dir(tmp, graph_dir)
+
+
+def read_hclg(graph_dir: str | Path) -> kaldifst.StdVectorFst:
+    path = Path(graph_dir) / "HCLG.fst"
+    if not path.is_file():
+        raise EsgdError(f"{path}: no such file (run steps/mkgraph.sh)")
+    try:
+        return kaldifst.StdVectorFst.read(str(path))
+    except RuntimeError as err:
+        raise EsgdError(f"{path}: cannot read FST ({err})") from None
+
+
+def check_graph_model(graph_dir: str | Path, model: GmmHmm) -> None:
+    """The graph must have been made for a model with this number of pdfs (Kaldi checks the same)."""
+    path = Path(graph_dir) / "num_pdfs"
+    if path.is_file() and int(path.read_text().split()[0]) != model.num_pdfs:
+        raise EsgdError(f"{path}: graph was made for {path.read_text().strip()} pdfs, the model has "
+                        f"{model.num_pdfs}; rerun steps/mkgraph.sh")

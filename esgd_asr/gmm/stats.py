@@ -1,0 +1,148 @@
+"""Sufficient statistics of GMM-HMM training from alignments (Kaldi's gmm-acc-stats-ali), accumulated in torch,
+and the maximum-likelihood update with mixing-up (gmm-est) done by kaldi-hmm-gmm.
+
+Per Gaussian (in `PdfScorer` order): occupancy, first- and second-order sums; per transition-id: counts; and the
+total log-likelihood of the aligned frames. Stats files are `.npz` written atomically; jobs' files are summed.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import kaldi_hmm_gmm as khg
+import numpy as np
+import torch
+
+from esgd_asr.errors import EsgdError
+from esgd_asr.gmm.model import GmmHmm, PdfScorer
+
+
+@dataclass
+class GmmStats:
+    occ: np.ndarray  # (G,)
+    x: np.ndarray  # (G, D)
+    x2: np.ndarray  # (G, D)
+    trans: np.ndarray  # (num_transition_ids + 1,)
+    loglike: float
+    frames: int
+
+    @classmethod
+    def zeros(cls, num_gauss: int, dim: int, num_tids: int) -> "GmmStats":
+        return cls(np.zeros(num_gauss), np.zeros((num_gauss, dim)), np.zeros((num_gauss, dim)),
+                   np.zeros(num_tids + 1), 0.0, 0)
+
+    def add_utterance(self, scorer: PdfScorer, feats: torch.Tensor, pdfs: np.ndarray, tids: np.ndarray) -> float:
+        """Add one aligned utterance (Gaussian posteriors within each frame's pdf); returns its log-likelihood."""
+        ll = scorer.gauss_loglikes(feats)  # (T, G + 1)
+        slots = scorer.slots[torch.from_numpy(pdfs)]  # (T, width)
+        frame_ll = ll.gather(1, slots)
+        total = torch.logsumexp(frame_ll, dim=1)
+        post = torch.exp(frame_ll - total[:, None])  # padding columns get 0
+        x = feats.double()
+        occ = torch.zeros(scorer.num_gauss + 1, dtype=torch.float64)
+        occ.index_add_(0, slots.reshape(-1), post.reshape(-1))
+        weighted = post[:, :, None] * x[:, None, :]  # (T, width, D)
+        xs = torch.zeros(scorer.num_gauss + 1, x.shape[1], dtype=torch.float64)
+        xs.index_add_(0, slots.reshape(-1), weighted.reshape(-1, x.shape[1]))
+        x2s = torch.zeros_like(xs)
+        x2s.index_add_(0, slots.reshape(-1), (weighted * x[:, None, :]).reshape(-1, x.shape[1]))
+        self.occ += occ[:-1].numpy()
+        self.x += xs[:-1].numpy()
+        self.x2 += x2s[:-1].numpy()
+        np.add.at(self.trans, tids, 1.0)
+        utt_ll = float(total.sum())
+        self.loglike += utt_ll
+        self.frames += len(tids)
+        return utt_ll
+
+    def __iadd__(self, other: "GmmStats") -> "GmmStats":
+        if other.x.shape != self.x.shape or other.trans.shape != self.trans.shape:
+            raise EsgdError("statistics of different models cannot be added")
+        self.occ += other.occ
+        self.x += other.x
+        self.x2 += other.x2
+        self.trans += other.trans
+        self.loglike += other.loglike
+        self.frames += other.frames
+        return self
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, occ=self.occ, x=self.x, x2=self.x2, trans=self.trans, loglike=self.loglike,
+                     frames=self.frames)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GmmStats":
+        path = Path(path)
+        if not path.is_file():
+            raise EsgdError(f"{path}: no such statistics file (did its job fail?)")
+        try:
+            with np.load(path) as z:
+                return cls(z["occ"], z["x"], z["x2"], z["trans"], float(z["loglike"]), int(z["frames"]))
+        except (OSError, KeyError, ValueError) as err:
+            raise EsgdError(f"{path}: unreadable statistics ({err})") from None
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    """gmm-est options."""
+
+    min_gaussian_occupancy: float = 10.0
+    min_gaussian_weight: float = 1e-5
+    min_variance: float = 0.001
+    mix_up: int = 0
+    power: float = 0.25
+    perturb_factor: float = 0.01
+    min_count: float = 20.0
+    transition_floor: float = 0.01
+    transition_min_count: float = 5.0
+
+
+def estimate(model: GmmHmm, stats: GmmStats, opts: EstimateOptions) -> dict[str, float]:
+    """Update `model` in place (transitions, then GMMs, then mixing up to `opts.mix_up` Gaussians); returns
+    figures for the log."""
+    scorer_sizes = [model.am.num_gauss_in_pdf(p) for p in range(model.num_pdfs)]
+    if sum(scorer_sizes) != len(stats.occ):
+        raise EsgdError(f"statistics hold {len(stats.occ)} Gaussians, the model {sum(scorer_sizes)}")
+    figures = {"frames": stats.frames, "loglike_per_frame": stats.loglike / max(stats.frames, 1)}
+    impr, count = model.trans_model.mle_update(
+        stats.trans, khg.MleTransitionUpdateConfig(floor=opts.transition_floor, mincount=opts.transition_min_count))
+    figures["transition_impr_per_frame"] = impr / max(count, 1.0)
+    acc = khg.AccumAmDiagGmm()
+    acc.init(model=model.am, flags=int(khg.GmmUpdateFlags.kGmmAll))
+    # kaldi-hmm-gmm copies per-pdf accumulators out, so stats go in through accumulate_for_gaussian: for each
+    # dimension, two points mean +- std with half the occupancy each have exactly the given occupancy, sum, sum^2.
+    g = 0
+    for pdf, size in enumerate(scorer_sizes):
+        for gauss in range(size):
+            occ = stats.occ[g]
+            if occ > 0:
+                mean = stats.x[g] / occ
+                std = np.sqrt(np.clip(stats.x2[g] / occ - mean * mean, 0.0, None))
+                for point in (mean + std, mean - std):
+                    acc.accumulate_for_gaussian(am=model.am, data=point.astype(np.float32), gmm_index=pdf,
+                                                gauss_index=gauss, weight=occ / 2)
+            g += 1
+    config = khg.MleDiagGmmOptions(min_gaussian_weight=opts.min_gaussian_weight,
+                                   min_gaussian_occupancy=opts.min_gaussian_occupancy,
+                                   min_variance=opts.min_variance)
+    impr, count = khg.mle_am_diag_gmm_update(config=config, amdiag_gmm_acc=acc,
+                                             flags=int(khg.GmmUpdateFlags.kGmmAll), am_gmm=model.am)
+    figures["gmm_impr_per_frame"] = impr / max(count, 1.0)
+    if opts.mix_up > model.am.num_gauss:
+        pdf_occs = np.zeros(model.num_pdfs, dtype=np.float32)
+        np.add.at(pdf_occs, np.repeat(np.arange(model.num_pdfs), scorer_sizes), stats.occ.astype(np.float32))
+        model.am.split_by_count(state_occs=pdf_occs, target_components=opts.mix_up,
+                                perturb_factor=opts.perturb_factor, power=opts.power, min_count=opts.min_count)
+    figures["num_gauss"] = model.am.num_gauss
+    return figures

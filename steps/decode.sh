@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Lattice decoding of a data dir with a GMM-HMM system (Kaldi's steps/decode.sh): the model is
+# <decode-dir>/../final.mdl. Writes <decode-dir>/lat.JOB.gz (Kaldi text lattices, acoustic costs unscaled),
+# timing.JOB, log/, and the real-time factor; then scores with steps/score.sh unless --skip-scoring true.
+set -euo pipefail
+nj=4
+cmd=${decode_cmd:-esgd-queue}
+beam=13.0
+lattice_beam=6.0
+acwt=0.083333
+model=
+skip_scoring=false
+scoring_opts=
+help_message="Usage: $0 [options] <graph-dir> <data-dir> <decode-dir>
+e.g.: $0 --nj 4 exp/mono/graph data/test exp/mono/decode_test
+Options:
+  --nj <n>                 # parallel jobs (default: $nj)
+  --cmd <cmd>              # job runner (default: \$decode_cmd from cmd.sh)
+  --beam <b>               # decoding beam (default: $beam)
+  --lattice-beam <b>       # lattice pruning beam (default: $lattice_beam)
+  --acwt <w>               # acoustic scale during the search (default: $acwt)
+  --model <mdl>            # model (default: <decode-dir>/../final.mdl)
+  --skip-scoring <bool>    # do not run steps/score.sh (default: $skip_scoring)
+  --scoring-opts <opts>    # options for steps/score.sh"
+. "$(dirname "$0")/parse_options.sh"
+if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
+graph=$1
+data=$2
+dir=$3
+[ -n "$model" ] || model=$(dirname "$dir")/final.mdl
+for f in "$graph/HCLG.fst" "$graph/words.txt" "$data/feats.scp" "$model"; do
+  [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
+done
+mkdir -p "$dir/log"
+rm -f "$dir"/lat.*.gz "$dir"/timing.* "$dir/best_wer"
+echo "$nj" > "$dir/num_jobs"
+$cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-gmm --nj "$nj" --job JOB --beam "$beam" \
+  --lattice-beam "$lattice_beam" --acwt "$acwt" "$graph" "$data" "$model" "$dir"
+cat "$dir"/timing.* | awk '{f += $1; l += $2; s += $3} END {
+  printf "real-time factor %.4f (likelihoods %.4f, search %.4f) over %.1f s of audio, %d jobs\n",
+         (l + s) / (f * 0.01), l / (f * 0.01), s / (f * 0.01), f * 0.01, NR }' | tee "$dir/log/rtf"
+if ! $skip_scoring; then
+  "$(dirname "$0")/score.sh" --cmd "$cmd" $scoring_opts "$data" "$graph" "$dir"
+fi

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Flat-start monophone GMM-HMM training (Kaldi's steps/train_mono.sh): flat model from the data's global
+# mean/variance, training graphs from the transcripts, equal alignment, then EM passes with Viterbi realignment on
+# a schedule and Gaussian splitting up to --totgauss. Writes <exp-dir>/{0..N}.mdl, final.mdl, tree, phones.txt,
+# fsts.JOB.ark (training graphs), ali.JOB.ark (alignments of the last realignment), log/objf.tsv (log-likelihood
+# per frame of every pass) and one log per job under log/.
+set -euo pipefail
+nj=4
+cmd=${train_cmd:-esgd-queue}
+totgauss=1000
+num_iters=40
+max_iter_inc=30
+power=0.25
+realign_iters="1 2 3 4 5 6 7 8 9 10 12 14 16 18 20 23 26 29 32 35 38"
+retry_beam=40
+help_message="Usage: $0 [options] <data-dir> <lang-dir> <exp-dir>
+e.g.: $0 --nj 4 data/train data/lang exp/mono
+The data dir needs feats.scp and text (cmvn.scp is used when present: per-speaker mean normalisation).
+Options:
+  --nj <n>               # parallel jobs (default: $nj)
+  --cmd <cmd>            # job runner (default: \$train_cmd from cmd.sh)
+  --totgauss <n>         # target number of Gaussians (default: $totgauss)
+  --num-iters <n>        # EM passes (default: $num_iters)
+  --max-iter-inc <n>     # last pass that adds Gaussians (default: $max_iter_inc)
+  --power <p>            # exponent of occupancy when allotting Gaussians (default: $power)
+  --realign-iters <list> # passes preceded by realignment (default: \"$realign_iters\")
+  --retry-beam <b>       # beam of the retry when the alignment beam (6, then 10) fails (default: $retry_beam)"
+. "$(dirname "$0")/parse_options.sh"
+if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
+data=$1
+lang=$2
+dir=$3
+for f in "$data/feats.scp" "$data/text" "$lang/L.fst" "$lang/topo" "$lang/phones/sets.int" "$lang/words.txt"; do
+  [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
+done
+mkdir -p "$dir/log"
+echo "$nj" > "$dir/num_jobs"
+rm -f "$dir/final.mdl"  # the dir stops claiming a finished model until this run completes
+
+echo "$0: initialising the monophone system"
+$cmd "$dir/log/init.log" esgd-train-mono init "$data" "$lang" "$dir"
+$cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
+  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/0.mdl" "$dir"
+echo "$0: aligning the data equally (pass 0)"
+$cmd JOB=1:"$nj" "$dir/log/align.0.JOB.log" esgd-align align --equal --nj "$nj" --job JOB "$data" "$dir/0.mdl" "$dir"
+numgauss=$(esgd-train-mono info "$dir/0.mdl" | awk '$1 == "number-of-gaussians" {print $2}')
+incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
+[ "$incgauss" -ge 0 ] || incgauss=0
+$cmd JOB=1:"$nj" "$dir/log/acc.0.JOB.log" esgd-train-mono acc --nj "$nj" --job JOB "$data" "$dir" 0
+$cmd "$dir/log/update.0.log" esgd-train-mono est --nj "$nj" --min-gaussian-occupancy 3 --mix-up "$numgauss" \
+  --power "$power" --realigned true "$dir" 0
+
+beam=6  # 10 after the first realignment, as in Kaldi
+x=1
+while [ "$x" -lt "$num_iters" ]; do
+  echo "$0: pass $x"
+  realigned=false
+  if echo " $realign_iters " | grep -q " $x "; then
+    $cmd JOB=1:"$nj" "$dir/log/align.$x.JOB.log" esgd-align align --nj "$nj" --job JOB --beam "$beam" \
+      --retry-beam "$retry_beam" "$data" "$dir/$x.mdl" "$dir"
+    realigned=true
+    beam=10
+  fi
+  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-train-mono acc --nj "$nj" --job JOB "$data" "$dir" "$x"
+  $cmd "$dir/log/update.$x.log" esgd-train-mono est --nj "$nj" --mix-up "$numgauss" --power "$power" \
+    --realigned "$realigned" "$dir" "$x"
+  [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
+  x=$((x + 1))
+done
+(cd "$dir" && ln -sf "$x.mdl" final.mdl)
+
+failed=$(cat "$dir"/log/align.*.log | grep -c "not aligned:" || true)
+echo "$0: done: $dir/final.mdl; $(tail -n 1 "$dir/log/objf.tsv" | awk '{print "last pass log-likelihood per frame " $3 ", " $5 " Gaussians"}'); $failed alignment failures over all passes (see $dir/log/align.*.log)"

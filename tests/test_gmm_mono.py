@@ -1,0 +1,321 @@
+"""Monophone GMM-HMM training, alignment, HCLG, lattice decoding and scoring on a tiny synthetic task.
+
+The task: 5 words over 7 phones; every HMM state of a phone emits 13-dim Gaussian frames around its own mean,
+so a correct system recognises the words almost perfectly. Training runs the steps of steps/train_mono.sh
+in-process (the CLIs' main functions), which keeps the module under a few seconds of CPU.
+"""
+import kaldi_hmm_gmm  # noqa: F401  (before kaldifst)
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jiwer
+import kaldifst
+import kaldiio
+import numpy as np
+import pytest
+
+from esgd_asr.cli import align as align_cli
+from esgd_asr.cli import decode_gmm, mkgraph, score, train_mono
+from esgd_asr.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
+from esgd_asr.decode.hclg import read_hclg
+from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
+from esgd_asr.errors import EsgdError
+from esgd_asr.features.cmvn import cmvn_stats
+from esgd_asr.features.ubm import FeatureSource
+from esgd_asr.gmm.align import (AlignOptions, TrainingGraphCompiler, ali_to_phones, read_alignments, read_graphs,
+                                viterbi_align, with_costs)
+from esgd_asr.gmm.fst_arrays import fst_to_arrays
+from esgd_asr.gmm.lang_dir import LangDir
+from esgd_asr.gmm.model import GmmHmm, PdfScorer, tid_loglikes
+from esgd_asr.gmm.stats import EstimateOptions, GmmStats, estimate
+from esgd_asr.graph.lang import prepare_lang
+
+LEXICON = {"BAD": "B AA D", "KID": "K IY D", "SEA": "S IY", "TAB": "T AA B", "SKI": "S K IY"}
+PHONES = ["AA", "B", "D", "IY", "K", "S", "T"]
+NJ = 2
+REPO = Path(__file__).resolve().parents[1]
+REALIGN = (1, 2, 3, 5, 7)
+NUM_ITERS = 9
+
+
+def make_lang(root):
+    dict_dir = root / "dict"
+    dict_dir.mkdir()
+    entries = {**LEXICON, "<SIL>": "SIL", "<unk>": "SPN"}
+    (dict_dir / "lexicon.txt").write_text("".join(f"{w} {p}\n" for w, p in sorted(entries.items())))
+    (dict_dir / "silence_phones.txt").write_text("SIL\nSPN\n")
+    (dict_dir / "optional_silence.txt").write_text("SIL\n")
+    (dict_dir / "nonsilence_phones.txt").write_text("".join(p + "\n" for p in PHONES))
+    prepare_lang(dict_dir, "<unk>", root / "lang")
+    # lang_test: a word loop over the five words as G
+    test = root / "lang_test"
+    shutil.copytree(root / "lang", test)
+    words = LangDir.read(root / "lang").words
+    cost = math.log(len(LEXICON) + 1)
+    g = "".join(f"0 0 {words[w]} {words[w]} {cost}\n" for w in LEXICON) + f"0 {cost}\n"
+    kaldifst.compile(s=g, acceptor=False).write(str(test / "G.fst"))
+    return root / "lang", test
+
+
+def synth_data(root, num_utts=40, seed=0):
+    """Frames around a mean per (phone, HMM state); silence at both ends and sometimes between words."""
+    rng = np.random.default_rng(seed)
+    means = {(p, s): rng.normal(0, 3, 13) for p in PHONES + ["SIL"] for s in range(3)}
+    data = root / "data"
+    data.mkdir()
+    text, utt2spk, feats = {}, {}, {}
+    for i in range(num_utts):
+        spk = f"spk{i % 4}"
+        utt = f"{spk}-{i:03d}"
+        words = list(rng.choice(sorted(LEXICON), size=rng.integers(2, 5)))
+        segments = [("SIL", 12)]
+        for w in words:
+            segments += [(p, None) for p in LEXICON[w].split()]
+            if rng.random() < 0.3:
+                segments.append(("SIL", 8))
+        segments.append(("SIL", 12))
+        frames = []
+        for phone, length in segments:
+            for s in range(3):
+                n = length // 3 if length else int(rng.integers(2, 6))
+                frames.append(means[phone, s] + rng.normal(0, 1, (n, 13)))
+        text[utt], utt2spk[utt], feats[utt] = " ".join(words), spk, np.concatenate(frames).astype(np.float32)
+    kaldiio.save_ark(str(data / "feats.ark"), feats, scp=str(data / "feats.scp"))
+    spk2utt = utt2spk_to_spk2utt(utt2spk)
+    stats = {spk: cmvn_stats(np.concatenate([feats[u] for u in utts.split()])).numpy()
+             for spk, utts in spk2utt.items()}
+    kaldiio.save_ark(str(data / "cmvn.ark"), stats, scp=str(data / "cmvn.scp"))
+    write_table(data / "text", text)
+    write_table(data / "utt2spk", utt2spk)
+    write_table(data / "spk2utt", spk2utt)
+    return data
+
+
+def train(data, lang, exp):
+    """steps/train_mono.sh's schedule, in-process and shortened."""
+    train_mono.main(["init", str(data), str(lang), str(exp)])
+    for job in range(1, NJ + 1):
+        align_cli.main(["compile-graphs", f"--nj={NJ}", f"--job={job}", str(data), str(lang), str(exp / "0.mdl"),
+                        str(exp)])
+        align_cli.main(["align", "--equal", f"--nj={NJ}", f"--job={job}", str(data), str(exp / "0.mdl"), str(exp)])
+    numgauss = GmmHmm.load(exp / "0.mdl").am.num_gauss
+    for x in range(NUM_ITERS):
+        if x in REALIGN:
+            for job in range(1, NJ + 1):
+                align_cli.main(["align", f"--nj={NJ}", f"--job={job}", str(data), str(exp / f"{x}.mdl"), str(exp)])
+        for job in range(1, NJ + 1):
+            train_mono.main(["acc", f"--nj={NJ}", f"--job={job}", str(data), str(exp), str(x)])
+        train_mono.main(["est", f"--nj={NJ}", f"--mix-up={numgauss}", f"--realigned={x == 0 or x in REALIGN}",
+                         "--min-gaussian-occupancy=3", str(exp), str(x)])
+        numgauss += 4
+    shutil.copy(exp / f"{NUM_ITERS}.mdl", exp / "final.mdl")
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gmm")
+    lang, lang_test = make_lang(root)
+    data = synth_data(root)
+    exp = root / "exp" / "mono"
+    train(data, lang, exp)
+    mkgraph.main([str(lang_test), str(exp / "final.mdl"), str(exp / "graph")])
+    return {"root": root, "lang": lang, "lang_test": lang_test, "data": data, "exp": exp}
+
+
+def objf(exp):
+    rows = [line.split("\t") for line in (exp / "log" / "objf.tsv").read_text().splitlines()[1:]]
+    return [(int(r[0]), r[1] == "1", float(r[2])) for r in rows]
+
+
+def test_training_improves_and_logs_every_pass(system):
+    rows = objf(system["exp"])
+    assert [r[0] for r in rows] == list(range(NUM_ITERS))
+    assert rows[-1][2] > rows[0][2] + 1.0
+    model = GmmHmm.load(system["exp"] / "final.mdl")
+    assert model.am.num_gauss > model.num_pdfs  # Gaussians were split
+    assert model.front_end.cmvn and model.front_end.delta_order == 2 and model.dim == 39
+
+
+def test_em_likelihood_never_decreases_between_realignments(system, tmp_path):
+    """With the alignments fixed, each EM pass (no mixing up) may only raise the log-likelihood per frame."""
+    exp = system["exp"]
+    for name in ["final.mdl"] + [f"ali.{j}.ark" for j in range(1, NJ + 1)]:
+        shutil.copy(exp / name, tmp_path / name)
+    shutil.copy(exp / "final.mdl", tmp_path / "0.mdl")
+    for x in range(4):
+        for job in range(1, NJ + 1):
+            train_mono.main(["acc", f"--nj={NJ}", f"--job={job}", str(system["data"]), str(tmp_path), str(x)])
+        train_mono.main(["est", f"--nj={NJ}", str(tmp_path), str(x)])
+    likes = [r[2] for r in objf(tmp_path)]
+    assert all(b >= a - 1e-6 for a, b in zip(likes, likes[1:])), likes
+    # the schedule of the real run obeys it too between its realignments
+    rows = objf(exp)
+    for (_, _, a), (_, realigned, b) in zip(rows, rows[1:]):
+        if not realigned:
+            assert b >= a - 1e-6, rows
+
+
+def test_alignments_have_frame_counts_and_transcript_phones(system):
+    exp, data = system["exp"], system["data"]
+    model = GmmHmm.load(exp / "final.mdl")
+    info = model.transitions()
+    lang = LangDir.read(system["lang"])
+    id2phone = lang.id2phone()
+    num_frames = {u: m.shape[0] for u, m in kaldiio.load_scp(str(data / "feats.scp")).items()}
+    text = read_table(data / "text")
+    aligned = 0
+    for job in range(1, NJ + 1):
+        for utt, ali in read_alignments(exp / f"ali.{job}.ark"):
+            assert len(ali) == num_frames[utt]
+            phones = [id2phone[p] for p, _ in ali_to_phones(ali, info)]
+            assert sum(n for _, n in ali_to_phones(ali, info)) == len(ali)
+            # word boundaries from the position-dependent phones give back the lexicon's pronunciations
+            words, current = [], []
+            for phone in phones:
+                if phone.startswith("SIL"):
+                    assert not current
+                    continue
+                base, pos = phone.rsplit("_", 1)
+                current.append(base)
+                if pos in ("E", "S"):
+                    words.append(" ".join(current))
+                    current = []
+            assert words == [LEXICON[w] for w in text[utt].split()], utt
+            aligned += 1
+    assert aligned == len(text)
+
+
+def test_decoding_training_utterance_with_its_training_graph(system):
+    exp, data = system["exp"], system["data"]
+    model = GmmHmm.load(exp / "final.mdl")
+    info = model.transitions()
+    words = {i: w for w, i in LangDir.read(system["lang"]).words.items()}
+    source = FeatureSource(data, model.front_end)
+    scorer = PdfScorer(model.am)
+    text = read_table(data / "text")
+    costs = info.transition_costs(1.0, 0.1)
+    for utt, graph in list(read_graphs(exp / "fsts.1.ark"))[:5]:
+        loglikes = tid_loglikes(scorer.pdf_loglikes(source.load(utt)), info, 0.1)
+        decoder = LatticeDecoder(with_costs(graph, costs), DecodeOptions(beam=13, lattice_beam=4, acwt=0.1))
+        result = decoder.decode(loglikes)
+        assert result.reached_final and result.lattice_text
+        ok, _, best_words, _ = kaldifst.get_linear_symbol_sequence(_best(decoder))
+        assert ok
+        hyp = [words[w] for w in best_words]
+        assert hyp == text[utt].split()
+        ali, _ = viterbi_align(with_costs(graph, costs), loglikes, AlignOptions())
+        assert ali is not None and len(ali) == len(loglikes)
+
+
+def _best(decoder):
+    ok, path = decoder.decoder.get_best_path()
+    assert ok
+    return path
+
+
+def test_hclg_labels_and_stochasticity(system):
+    exp = system["exp"]
+    model = GmmHmm.load(exp / "final.mdl")
+    hclg = fst_to_arrays(read_hclg(exp / "graph"))
+    num_tids = model.trans_model.num_transition_ids
+    assert hclg.ilabel.max() <= num_tids and hclg.ilabel.min() >= 0  # disambiguation labels are gone
+    assert set(np.unique(hclg.olabel)) <= {0} | {LangDir.read(system["lang"]).words[w] for w in LEXICON}
+    # with both scales 1 the graph is stochastic-ish: the probabilities leaving a state (final included) sum to at
+    # most about 1 and mostly to 1; states that fan out through epsilon arcs (split for self-loops) are left out
+    mkgraph.main(["--self-loop-scale=1.0", str(system["lang_test"]), str(exp / "final.mdl"),
+                  str(system["root"] / "graph_s1")])
+    g = fst_to_arrays(read_hclg(system["root"] / "graph_s1"))
+    mass = np.zeros(g.num_states)
+    np.add.at(mass, g.src, np.exp(-g.weight))
+    np.add.at(mass, g.final_state, np.exp(-g.final_weight))
+    fans_out = np.zeros(g.num_states, dtype=bool)
+    fans_out[g.src[g.ilabel == 0]] = True
+    log_mass = np.log(mass[(mass > 0) & ~fans_out])
+    assert np.median(np.abs(log_mass)) < 0.05
+    assert (log_mass < 1e-3).all()
+
+
+def test_decode_and_score_cli(system):
+    exp, data = system["exp"], system["data"]
+    decode_dir = exp / "decode_train"
+    decode_gmm.main(["--nj=1", "--job=1", str(exp / "graph"), str(data), str(exp / "final.mdl"), str(decode_dir)])
+    assert (decode_dir / "lat.1.gz").is_file() and (decode_dir / "timing.1").is_file()
+    score.main(["--min-lmwt=5", "--max-lmwt=9", "--word-ins-penalty=0.0,1.0", str(data), str(exp / "graph"),
+                str(decode_dir)])
+    best = (decode_dir / "best_wer").read_text()
+    match = re.match(r"^%WER (\S+) \[ (\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \] (\S+)$", best.strip())
+    assert match, best
+    wer_file = match.group(7)
+    lmwt, wip = wer_file.rsplit("/", 1)[1][len("wer_"):].split("_")
+    hyps = read_table(decode_dir / "scoring" / f"{lmwt}_{wip}.txt", allow_empty_value=True)
+    refs = read_table(data / "text")
+    expected = jiwer.wer([refs[u] for u in refs], [hyps.get(u, "") for u in refs])
+    assert float(match.group(1)) == pytest.approx(100 * expected, abs=0.006)
+    assert float(match.group(1)) < 5.0  # the synthetic task is easy
+    assert len(list(decode_dir.glob("wer_*"))) == 10
+    assert open(wer_file).readline().strip() == best.strip().rsplit(" ", 1)[0]
+
+
+def test_lexicon_phone_set_mismatch_stops(system, tmp_path):
+    """A model from one lang dir cannot compile graphs with a lang dir of another phone set."""
+    other_dict = tmp_path / "dict"
+    shutil.copytree(system["root"] / "dict", other_dict)
+    (other_dict / "nonsilence_phones.txt").write_text("".join(p + "\n" for p in PHONES + ["ZH"]))
+    prepare_lang(other_dict, "<unk>", tmp_path / "lang")
+    with pytest.raises(SystemExit):
+        align_cli.main(["compile-graphs", "--nj=1", "--job=1", str(system["data"]), str(tmp_path / "lang"),
+                        str(system["exp"] / "final.mdl"), str(tmp_path / "out")])
+    model = GmmHmm.load(system["exp"] / "final.mdl")
+    with pytest.raises(EsgdError, match="phone set does not match"):
+        TrainingGraphCompiler(model, LangDir.read(tmp_path / "lang"))
+
+
+def test_bad_inputs_name_the_culprit(system, tmp_path, capsys):
+    exp, data = system["exp"], system["data"]
+    # an alignment whose length disagrees with the features
+    shutil.copy(exp / "final.mdl", tmp_path / "0.mdl")
+    utt, ali = next(read_alignments(exp / "ali.1.ark"))
+    kaldiio.save_ark(str(tmp_path / "ali.1.ark"), {utt: ali[:-3].astype(np.int32)})
+    with pytest.raises(SystemExit):
+        train_mono.main(["acc", "--nj=2", "--job=1", str(data), str(tmp_path), "0"])
+    assert f"utterance '{utt}'" in capsys.readouterr().err
+    # a model file that is not one
+    (tmp_path / "junk.mdl").write_bytes(b"not a model")
+    with pytest.raises(EsgdError, match="junk.mdl"):
+        GmmHmm.load(tmp_path / "junk.mdl")
+    # features of the wrong dimension
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("text", "utt2spk", "spk2utt", "cmvn.scp"):
+        shutil.copy(data / name, bad / name)
+    kaldiio.save_ark(str(bad / "f.ark"), {u: np.zeros((50, 20), np.float32) for u in read_table(data / "text")},
+                     scp=str(bad / "feats.scp"))
+    with pytest.raises(SystemExit):
+        decode_gmm.main([str(exp / "graph"), str(bad), str(exp / "final.mdl"), str(tmp_path / "dec")])
+    err = capsys.readouterr().err
+    assert "utterance 'spk0-000'" in err and "dim 20" in err
+    # scoring a dir without lattices
+    with pytest.raises(SystemExit):
+        score.main([str(data), str(exp / "graph"), str(tmp_path / "empty")])
+    assert "lat.*.gz" in capsys.readouterr().err
+
+
+def test_estimate_rejects_stats_of_another_model(system):
+    model = GmmHmm.load(system["exp"] / "final.mdl")
+    stats = GmmStats.zeros(3, model.dim, model.trans_model.num_transition_ids)
+    with pytest.raises(EsgdError, match="Gaussians"):
+        estimate(model, stats, EstimateOptions())
+
+
+@pytest.mark.parametrize("script,args", [("train_mono.sh", 3), ("align_si.sh", 4), ("mkgraph.sh", 3),
+                                         ("decode.sh", 3), ("score.sh", 3)])
+def test_steps_scripts_fail_loudly(script, args, tmp_path):
+    path = str(REPO / "steps" / script)
+    usage = subprocess.run(["bash", path], capture_output=True, text=True)
+    assert usage.returncode != 0 and "Usage:" in usage.stderr
+    missing = subprocess.run(["bash", path] + [str(tmp_path / f"nothing{i}") for i in range(args)],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "no such file" in missing.stderr and str(tmp_path) in missing.stderr
