@@ -7,7 +7,7 @@ chunks of consecutive frames (`chunks`). Targets of -100 mark frames the loss ig
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,16 +49,21 @@ class FrameSet:
 
 
 def load_frame_set(data_dir: str | Path, front_end: FrontEnd, targets: Mapping[str, np.ndarray] | None = None,
-                   ivector_scp: str | Path | None = None, ivector_period: int = 10) -> FrameSet:
-    """Read every utterance of `data_dir/feats.scp` through `front_end`; append its online i-vectors (the one in
-    force at each frame) when `ivector_scp` is given. With `targets`, utterances without targets are skipped
-    (counted in the log), and a target sequence whose length differs from the frames is an error."""
+                   ivector_scp: str | Path | None = None, ivector_period: int = 10,
+                   utterances: Iterable[str] | None = None) -> FrameSet:
+    """Read every utterance of `data_dir/feats.scp` (or only `utterances`) through `front_end`; append its online
+    i-vectors (the one in force at each frame) when `ivector_scp` is given. With `targets`, utterances without
+    targets are skipped (counted in the log), and a target sequence whose length differs from the frames is an
+    error."""
     data_dir = Path(data_dir)
     feats = ScpReader(data_dir / "feats.scp")
     utt2spk = read_table(data_dir / "utt2spk")
     ivectors = ScpReader(ivector_scp) if ivector_scp is not None else None
     matrices, labels, kept, skipped = [], [], [], 0
-    for utt in sorted(feats.table):
+    wanted = sorted(feats.table) if utterances is None else sorted(utterances)
+    for utt in wanted:
+        if utt not in feats:
+            raise EsgdError(f"{data_dir / 'feats.scp'}: no features for utterance '{utt}'")
         if targets is not None and utt not in targets:
             skipped += 1
             continue

@@ -1,10 +1,18 @@
 """The data interface of the trainers: (features, targets) tensors, from tensors or a map-style dataset."""
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.models.blstm import BLSTMConfig
+from esgd_asr.models.dnn import DNNConfig
+from esgd_asr.population.checkpoint import atomic_save
 
 Data = tuple[torch.Tensor, torch.Tensor]
+HYBRID_SETS_FORMAT = "esgd-hybrid-sets"
 
 
 def as_tensors(data, device: torch.device | str = "cpu", name: str = "data") -> Data:
@@ -40,3 +48,51 @@ def gaussian_clusters(count: int, input_dim: int, num_classes: int, generator: t
     targets = torch.randint(num_classes, shape, generator=generator)
     features = means[targets] + spread * torch.randn(*shape, input_dim, generator=generator)
     return features, targets
+
+
+@dataclass
+class HybridSets:
+    """Training and validation tensors of a hybrid model (esgd_asr.data.hybrid.prepare_hybrid_sets) with what
+    the network needs to know about them; saved and loaded with torch alone (no Kaldi packages).
+
+    nnet_input: esgd_asr.data.hybrid.NnetInput.to_dict() (front end, context or chunk, i-vectors, normalisation);
+    frame_dim: width of one input frame; num_targets: senones of the GMM system; pdf_counts: training frames per
+    senone (priors)."""
+
+    train: Data
+    valid: Data
+    nnet_input: dict
+    frame_dim: int
+    num_targets: int
+    pdf_counts: torch.Tensor
+
+    def fit_config(self, config: DNNConfig | BLSTMConfig) -> DNNConfig | BLSTMConfig:
+        """`config` with the input width and senone count of these data; its splice / chunk must be theirs."""
+        kind, values = self.nnet_input["kind"], self.nnet_input
+        if isinstance(config, DNNConfig) and kind == "dnn":
+            splice = values["left_context"] + 1 + values["right_context"]
+            if config.splice != splice:
+                raise EsgdError(f"model config splices {config.splice} frames, the data {splice}")
+            return dataclasses.replace(config, feat_dim=self.frame_dim, num_targets=self.num_targets)
+        if isinstance(config, BLSTMConfig) and kind == "blstm":
+            if config.chunk != values["chunk"]:
+                raise EsgdError(f"model config unrolls {config.chunk} frames, the data chunks {values['chunk']}")
+            return dataclasses.replace(config, input_dim=self.frame_dim, num_targets=self.num_targets)
+        raise EsgdError(f"a {type(config).__name__} cannot read {kind} data")
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_save({"format": HYBRID_SETS_FORMAT, **{f.name: getattr(self, f.name)
+                                                             for f in dataclasses.fields(self)}}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HybridSets":
+        path = Path(path)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise EsgdError(f"{path}: no such file") from None
+        except Exception as err:  # a corrupt file surfaces as many different exception types
+            raise EsgdError(f"{path}: unreadable hybrid data ({err.__class__.__name__})") from None
+        if not isinstance(saved, dict) or saved.pop("format", None) != HYBRID_SETS_FORMAT:
+            raise EsgdError(f"{path}: not a {HYBRID_SETS_FORMAT} file")
+        return cls(**saved)
