@@ -11,8 +11,9 @@ from esgd_asr.population.config import ESGDConfig, load_esgd_config
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.esgd import ESGD
 from esgd_asr.population.optim_pool import OptimizerPool
-from esgd_asr.population.selection import m_elitist, roulette, roulette_probabilities
+from esgd_asr.population.selection import m_elitist, roulette, roulette_parents, roulette_probabilities
 from esgd_asr.train.data import gaussian_clusters
+from esgd_asr.train.newbob import NewBobConfig
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[24, 24], activations=["relu", "sigmoid"], num_targets=6)
 POOL = OptimizerPool(lr_ranges={"sgd": [0.01, 0.2], "adam": [1e-3, 2e-2]}, batch_sizes=[32, 64])
@@ -30,7 +31,8 @@ def data():
 
 
 def config(**changes):
-    values = dict(mu=8, offspring=16, rho=2, generations=4, pool=POOL, seed=3)
+    values = dict(mu=8, offspring=16, rho=2, generations=4, pool=POOL, seed=3,
+                  finetune=NewBobConfig(lr=0.01, batch_size=64, max_epochs=1))
     values.update(changes)
     return ESGDConfig(**values)
 
@@ -56,6 +58,22 @@ def test_roulette_picks_in_proportion_to_reciprocal_loss():
     expected_counts = expected[:4].double() * draws
     chi_square = float(((counts[:4] - expected_counts) ** 2 / expected_counts).sum())
     assert chi_square < 16.27  # chi-square, 3 degrees of freedom, p = 0.001
+
+
+def test_parents_of_an_offspring_are_distinct_and_drawn_by_roulette():
+    fitness = torch.tensor([0.5, 1.0, 2.0, 4.0, float("nan")])
+    picks = roulette_parents(fitness, 30000, 2, torch.Generator().manual_seed(1))
+    assert picks.shape == (30000, 2)
+    assert bool((picks[:, 0] != picks[:, 1]).all()) and not bool((picks == 4).any())
+    counts = torch.bincount(picks[:, 0], minlength=4).double()[:4]
+    expected = torch.tensor([8.0, 4.0, 2.0, 1.0], dtype=torch.float64) / 15.0 * 30000
+    assert float(((counts - expected) ** 2 / expected).sum()) < 16.27  # first spin: the plain roulette wheel
+    # the second spin is proportional among the members not picked first: P(1 | 0 first) = 4 / 7
+    after_best = picks[picks[:, 0] == 0, 1]
+    assert float((after_best == 1).double().mean()) == pytest.approx(4 / 7, abs=0.02)
+    # fewer living members than rho: independent spins
+    lonely = roulette_parents(torch.tensor([1.0, float("inf")]), 5, 2, torch.Generator().manual_seed(0))
+    assert lonely.tolist() == [[0, 0]] * 5
 
 
 def test_m_elitist_keeps_the_best_and_fills_at_random_from_the_rest():
@@ -119,6 +137,28 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path, algorit
     for name, stack in whole.population.params.items():
         assert torch.equal(stack, resumed.population.params[name]), name
     assert torch.equal(whole.fitness, resumed.fitness)
+
+
+def test_resume_after_a_crash_inside_a_generation_equals_an_uninterrupted_run(data, tmp_path):
+    settings = config(generations=3)
+    whole = ESGD(settings, factory, *data)
+    whole_history = run_algorithm(whole, tmp_path / "whole", progress=False, tensorboard=False, plot=False)
+    crashing = ESGD(settings, factory, *data)
+    evolve = crashing.evolution_step
+
+    def crash_in_generation_two(k):
+        if crashing.generation == 1:  # its SGD step has already changed the members and drawn from the RNGs
+            raise RuntimeError("killed")
+        return evolve(k)
+
+    crashing.evolution_step = crash_in_generation_two
+    with pytest.raises(RuntimeError, match="killed"):
+        run_algorithm(crashing, tmp_path / "split", progress=False, tensorboard=False, plot=False)
+    resumed = ESGD(settings, factory, *data)
+    assert run_algorithm(resumed, tmp_path / "split", resume=True, progress=False, tensorboard=False,
+                         plot=False) == whole_history
+    for name, stack in whole.population.params.items():
+        assert torch.equal(stack, resumed.population.params[name]), name
 
 
 def test_baselines_spend_the_same_sgd_budget_without_evolution(data, tmp_path):

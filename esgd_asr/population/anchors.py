@@ -4,7 +4,8 @@ A well-trained anchor joins mu - 1 otherwise randomly initialised members. The a
 of the rho parents of an offspring with probability p_a; m-elitist selection runs over the other parents plus the
 offspring (m elite + mu - m - 1 random); when the best selected member beats the anchor the two are exchanged, so
 the anchor's loss never increases and bounds every member's from below. After `generations` generations a new
-round re-initialises the members around the anchor (the best so far); at the end every model is fine-tuned.
+round starts (iterated anchors): the anchor is the best model so far, the other mu - 1 members are randomly
+initialised again (as the paper does, for diversity); at the end every model is fine-tuned (Kf epochs of new-bob).
 """
 from collections.abc import Callable
 

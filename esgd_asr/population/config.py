@@ -31,7 +31,7 @@ class ESGDConfig:
     fitness_chunk: int = 4096          # validation frames per batched fitness pass
     fitness_members: int = 64          # members per batched fitness pass (bounds logits memory on the GPU)
     pool: OptimizerPool = field(default_factory=OptimizerPool)
-    finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=1e-4, max_epochs=0))
+    finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=1e-4, max_epochs=5))  # Kf = 5
 
     def __post_init__(self):
         checks = [(self.mu >= 2, "mu must be at least 2"), (self.offspring >= 1, "offspring must be at least 1"),

@@ -1,7 +1,7 @@
 """ESGD (Cui et al., NeurIPS 2018, Algorithm 1): SGD step with back-off, then (mu/rho + lambda)-ES evolution.
 
 Each generation k: every member draws an optimizer and hyperparameters from the pool and trains Ks epochs with
-back-off; then lambda offspring, each the mean of rho roulette-chosen parents plus N(0, sigma_k^2) noise,
+back-off; then lambda offspring, each the mean of rho distinct roulette-chosen parents plus N(0, sigma_k^2) noise,
 sigma_k = sigma_0 / k; m-elitist selection over the mu + lambda keeps the best m and fills mu - m at random.
 With back-off and m-elitism the mean loss of the best m members never increases.
 """
@@ -14,7 +14,7 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.population.config import ESGDConfig
 from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
-from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix, roulette
+from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix, roulette_parents
 from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
 from esgd_asr.train.data import as_tensors
 from esgd_asr.train.newbob import train_newbob
@@ -90,9 +90,8 @@ class ESGD:
                 "optimizers": [hyper.describe(i) for i in range(hyper.lr.shape[0])]}
 
     def parent_indices(self) -> torch.Tensor:
-        """(lambda, rho) roulette picks among the members."""
-        picks = roulette(self.fitness, self.config.offspring * self.config.rho, self.rng)
-        return picks.view(self.config.offspring, self.config.rho)
+        """(lambda, rho) roulette picks among the members, rho distinct parents per offspring."""
+        return roulette_parents(self.fitness, self.config.offspring, self.config.rho, self.rng)
 
     def parent_pool(self) -> Population:
         """The models offspring may descend from; parent_indices() index into it."""

@@ -38,6 +38,15 @@ def roulette(fitness: torch.Tensor, count: int, generator: torch.Generator) -> t
     return torch.multinomial(roulette_probabilities(fitness), count, replacement=True, generator=generator)
 
 
+def roulette_parents(fitness: torch.Tensor, offspring: int, rho: int, generator: torch.Generator) -> torch.Tensor:
+    """(offspring, rho) parent indices: per offspring, rho distinct members by successive roulette spins (each
+    spin proportional to 1 / loss among the members not yet picked); with fewer than rho living members the
+    spins are independent (repeats allowed)."""
+    probabilities = roulette_probabilities(fitness)
+    distinct = int((probabilities > 0).sum()) >= rho
+    return torch.multinomial(probabilities.expand(offspring, -1), rho, replacement=not distinct, generator=generator)
+
+
 def m_elitist(fitness: torch.Tensor, size: int, elite: int, generator: torch.Generator,
               what: str = "population") -> torch.Tensor:
     """Indices of the next population: the `elite` best (ascending loss, best first), then `size - elite` drawn
