@@ -1,7 +1,8 @@
 """Bidirectional LSTM acoustic model with a linear bottleneck (the SWB300 hybrid BLSTM).
 
 The LSTM layers are written with nn.Linear and a time loop rather than nn.LSTM, so that `torch.func.vmap`
-batches them over a population (nn.LSTM's fused kernels have no batching rule and fall back to a loop).
+batches them over a population (nn.LSTM's fused kernels have no batching rule and fall back to a loop); the loop
+is TorchScript-compatible (torch.jit.script exports the model).
 """
 from dataclasses import dataclass
 
@@ -43,14 +44,16 @@ class LSTMDirection(nn.Module):
         batch, steps = inputs.shape[0], inputs.shape[1]
         hidden = inputs.new_zeros(batch, self.cells)
         cell = inputs.new_zeros(batch, self.cells)
-        outputs = [None] * steps
-        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
-        for t in order:
+        outputs: list[torch.Tensor] = []
+        for step in range(steps):
+            t = steps - 1 - step if self.reverse else step
             gates = gates_in[:, t] + self.hidden_gates(hidden)
             i, f, g, o = gates.chunk(4, dim=-1)
             cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
             hidden = torch.sigmoid(o) * torch.tanh(cell)
-            outputs[t] = hidden
+            outputs.append(hidden)
+        if self.reverse:
+            outputs.reverse()
         return torch.stack(outputs, dim=1)
 
 
@@ -72,6 +75,6 @@ class BiLSTM(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, time, input_dim) -> (batch, time, num_targets) logits."""
         hidden = features
-        for forward_dir, backward_dir in self.layers:
-            hidden = torch.cat([forward_dir(hidden), backward_dir(hidden)], dim=-1)
+        for directions in self.layers:  # (forward, backward)
+            hidden = torch.cat([directions[0](hidden), directions[1](hidden)], dim=-1)
         return self.output(self.bottleneck(hidden))
