@@ -89,6 +89,19 @@ def test_two_steps_of_each_optimizer_kind_equal_torch_optim(config, members_used
             assert torch.allclose(population.params[name][index], parameter.detach(), atol=1e-5), (index, name)
 
 
+def test_a_member_with_zero_learning_rate_does_not_move():
+    members = make_members(DNN, 4)
+    population = Population.from_modules(members)
+    hyper = mixed_hyper()
+    hyper.lr[1] = hyper.lr[3] = 0.0   # momentum and Adam members
+    before = population.clone()
+    train_epochs(population, OptimizerState.zeros_like(population.params), hyper, data_for(DNN), 1,
+                 torch.Generator().manual_seed(0))
+    for name, stack in population.params.items():
+        assert torch.equal(stack[[1, 3]], before.params[name][[1, 3]]), name
+        assert not torch.equal(stack[0], before.params[name][0]), name
+
+
 def test_grouped_epoch_equals_each_member_trained_alone():
     members = make_members(DNN, 4)
     hyper = mixed_hyper()

@@ -152,7 +152,9 @@ class UpdateRule:
         param  <- param - lr * (f * first + g * grad) / (s * sqrt(second) + e)
     SGD: a1 = momentum, c1 = 1, f = 1 (g = 0) or Nesterov f = momentum, g = 1, s = 0, e = 1.
     Adam: a1 = beta1, c1 = 1 - beta1, f = 1 / (1 - beta1^t), g = 0, s = 1 / sqrt(1 - beta2^t), e = eps.
-    Branches no member of the group uses are skipped, so plain SGD is one fused pass per parameter tensor.
+    Branches no member of the group uses are skipped, so plain SGD is one fused pass per parameter tensor; with
+    Adam members the step is five passes (lerp / mul-add of the moments, sqrt, scale-shift, addcdiv), the
+    -lr * f factor folded into the denominator, since a full pass over mu stacked models is what costs.
     """
 
     def __init__(self, hyper: HyperParams, device: torch.device | str):
@@ -160,7 +162,7 @@ class UpdateRule:
         kind = hyper.kind.cpu()
         is_adam = kind == OPTIMIZER_KINDS.index("adam")
         self.any_adam = bool(is_adam.any())
-        self.any_sgd = not bool(is_adam.all())
+        self.all_adam = bool(is_adam.all())
         momentum = torch.where(is_adam, 0.0, hyper.momentum.cpu().float())
         nesterov = hyper.nesterov.cpu() & ~is_adam
         self.any_momentum = bool((momentum != 0).any()) or self.any_adam
@@ -177,9 +179,9 @@ class UpdateRule:
         self.sgd_lr = self.uniform_lr if self.uniform_lr is not None else self.lr   # float or (mu,) tensor
         self.first_decay = put(torch.where(is_adam, beta1, momentum))
         self.first_gain = put(torch.where(is_adam, 1 - beta1, 1.0))
-        self.uniform_first_gain = not self.any_adam
         self.nesterov_gain = put(torch.where(nesterov, momentum, 1.0))   # f of SGD members
         self.nesterov_grad = put(nesterov.float())                       # g
+        self.second_gain = put(torch.where(is_adam, 1 - beta2, 0.0))     # SGD members: second stays 0
         self.beta1, self.beta2, self.eps = put(beta1), put(beta2), put(hyper.eps.cpu())
 
     @staticmethod
@@ -190,19 +192,17 @@ class UpdateRule:
     def apply(self, params: dict, grads: dict, state: "OptimizerState") -> None:
         """One step of every member in place."""
         state.steps += 1
-        first_scale = self.nesterov_gain
-        denom_scale = denom_shift = None
-        if self.any_adam:
-            adam = self.is_adam
-            bias1 = 1 - self.beta1 ** state.steps
-            bias2_sqrt = (1 - self.beta2 ** state.steps).sqrt()
-            first_scale = torch.where(adam > 0, 1 / bias1, self.nesterov_gain)
-            denom_scale = torch.where(adam > 0, 1 / bias2_sqrt, 0.0)
-            denom_shift = torch.where(adam > 0, self.eps, 1.0)
-            second_decay = torch.where(adam > 0, self.beta2, 1.0)
-            second_gain = torch.where(adam > 0, 1 - self.beta2, 0.0)
-        step_first = -self.lr * first_scale
         step_grad = -self.lr * self.nesterov_grad
+        if self.any_adam:
+            adam = self.is_adam > 0
+            # param += first / d with d = (s * sqrt(second) + e) / (-lr * f): SGD members s = 0, e = 1
+            step_first = -self.lr * torch.where(adam, 1 / (1 - self.beta1 ** state.steps), self.nesterov_gain)
+            still = step_first == 0   # a member with lr 0 does not move: d = inf
+            denom_scale = torch.where(still, 0.0, torch.where(adam, 1 / (1 - self.beta2 ** state.steps).sqrt(), 0.0)
+                                      / step_first)
+            denom_shift = torch.where(still, torch.inf, torch.where(adam, self.eps, 1.0) / step_first)
+        else:
+            step_first = -self.lr * self.nesterov_gain
         for name, param in params.items():
             grad = grads[name]
             if not self.any_momentum:
@@ -213,25 +213,24 @@ class UpdateRule:
                     param.addcmul_(grad, self._per_member(-self.lr, param))
                 continue
             first = state.first[name]
-            first.mul_(self._per_member(self.first_decay, first))
-            if self.uniform_first_gain:
-                first.add_(grad)
+            if self.any_nesterov:
+                param.addcmul_(grad, self._per_member(step_grad, param))
+            if self.all_adam:
+                first.lerp_(grad, self._per_member(self.first_gain, first))
+            elif not self.any_adam:
+                torch.addcmul(grad, first, self._per_member(self.first_decay, first), out=first)
             else:
-                first.addcmul_(grad, self._per_member(self.first_gain, first))
+                first.mul_(self._per_member(self.first_decay, first)).addcmul_(
+                    grad, self._per_member(self.first_gain, first))
             if not self.any_adam:
                 param.addcmul_(first, self._per_member(step_first, param))
-                if self.any_nesterov:
-                    param.addcmul_(grad, self._per_member(step_grad, param))
                 continue
             second = state.second[name]
-            second.mul_(self._per_member(second_decay, second)).addcmul_(
-                grad * self._per_member(second_gain, second), grad)
-            update = first * self._per_member(step_first, first)
-            if self.any_nesterov:
-                update.addcmul_(grad, self._per_member(step_grad, param))
-            denom = second.sqrt().mul_(self._per_member(denom_scale, second)).add_(
-                self._per_member(denom_shift, second))
-            param.add_(update.div_(denom))
+            second.lerp_(grad.square(), self._per_member(self.second_gain, second))
+            denom = second.sqrt()
+            torch.addcmul(self._per_member(denom_shift, denom), denom, self._per_member(denom_scale, denom),
+                          out=denom)
+            param.addcdiv_(first, denom)
 
 
 @torch.no_grad()
