@@ -6,7 +6,7 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models import DNNConfig, FeedForwardDNN
 from esgd_asr.population.engine import Population
 from esgd_asr.train.data import as_tensors, gaussian_clusters
-from esgd_asr.train.newbob import NewBobConfig, train_newbob, train_single_model
+from esgd_asr.train.newbob import NewBobConfig, newbob_epoch, train_newbob, train_single_model
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[24], activations=["relu"], num_targets=6)
 
@@ -80,3 +80,25 @@ def test_bad_settings_and_data_are_reported():
     dataset = torch.utils.data.TensorDataset(torch.zeros(3, 2), torch.zeros(3))
     features, targets = as_tensors(dataset)
     assert features.shape == (3, 2) and targets.dtype == torch.long
+
+
+def test_each_member_backs_off_and_halves_on_its_own_rise(data):
+    """One epoch of a population: only the members whose validation CE rose return to their weights and halve."""
+    train, valid = data
+    torch.manual_seed(0)
+    population = Population.from_modules([FeedForwardDNN(MODEL) for _ in range(4)])
+    before = population.clone()
+    fitness = population.fitness(valid)
+    lr = torch.tensor([0.05, 1.0, 0.1, 1500.0])  # member 1 rises to a finite CE, member 3 diverges (NaN)
+    new_fitness, new_lr, record = newbob_epoch(population, train, valid, NewBobConfig(batch_size=16),
+                                               torch.Generator().manual_seed(1), fitness, lr, 1)
+    tried = torch.tensor(record["tried"])
+    rose = ~(tried <= fitness)
+    assert torch.isfinite(tried[1]) and torch.isnan(tried[3])
+    assert rose.tolist() == [False, True, False, True] and record["backed_off"] == rose.tolist()
+    assert torch.equal(new_lr, torch.where(rose, lr / 2, lr))
+    assert torch.equal(new_fitness, torch.where(rose, fitness, tried))
+    for k in before.params:
+        assert torch.equal(population.params[k][rose], before.params[k][rose])
+    assert not torch.equal(population.params["output.weight"][~rose], before.params["output.weight"][~rose])
+    assert float(population.fitness(valid)[1]) == pytest.approx(float(fitness[1]))

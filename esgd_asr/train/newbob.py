@@ -3,9 +3,12 @@
 Plain SGD; after each epoch a member whose validation CE got worse returns to its previous weights and halves
 its learning rate. Training stops after `max_epochs` or when every learning rate has fallen below `min_lr`.
 """
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from esgd_asr.errors import EsgdError
@@ -32,11 +35,55 @@ class NewBobConfig:
             raise EsgdError("newbob config: halving_factor must be in (0, 1)")
 
 
+def load_newbob_config(path: str | Path, preset: str = "default", **overrides) -> NewBobConfig:
+    """The `train` section of a model config (conf/dnn.yaml): `train.default`, then `train.presets.<preset>`
+    when there is one (a model preset need not change the schedule), then `overrides` (None values ignored)."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise EsgdError(f"{path}: cannot read model config ({err.__class__.__name__})") from err
+    section = document.get("train") if isinstance(document, dict) else None
+    values = dict((section or {}).get("default") or {})
+    values.update(((section or {}).get("presets") or {}).get(preset) or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(NewBobConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise EsgdError(f"{path}: unknown train option {unknown[0]!r}")
+    return NewBobConfig(**values)
+
+
 @dataclass
 class NewBobResult:
     fitness: torch.Tensor        # final validation CE per member
     lr: torch.Tensor             # final learning rate per member
     epochs: list[dict]           # per epoch: validation CE, lr and back-off of every member
+
+
+def newbob_epoch(population: Population, train, valid, config: NewBobConfig, generator: torch.Generator,
+                 fitness: torch.Tensor, lr: torch.Tensor, epoch: int, chunk_size: int = 4096
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One new-bob epoch in place: SGD over `train` for the members whose lr is not below `min_lr`, then back off
+    and halve the lr of each member whose validation CE rose. Returns the new fitness, lr and the epoch record."""
+    active = lr >= config.min_lr
+    hyper = HyperParams.plain_sgd(population.size, config.lr, config.batch_size)
+    hyper.lr = torch.where(active, lr, 0.0)
+    saved = population.clone()
+    train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1, generator)
+    new_fitness = population.fitness(valid, chunk_size).cpu()
+    worse = active & ~(new_fitness <= fitness)
+    population.restore(worse, saved)
+    fitness = torch.where(worse, fitness, new_fitness)
+    lr = torch.where(worse, lr * config.halving_factor, lr)
+    record = {"epoch": epoch, "fitness": fitness.tolist(), "lr": lr.tolist(), "backed_off": worse.tolist(),
+              "tried": new_fitness.tolist()}
+    return fitness, lr, record
+
+
+def finished(config: NewBobConfig, lr: torch.Tensor, epochs_done: int) -> bool:
+    """Stop after `max_epochs`, or once every learning rate has fallen below `min_lr`."""
+    return epochs_done >= config.max_epochs or not bool((lr >= config.min_lr).any())
 
 
 def train_newbob(population: Population, train, valid, config: NewBobConfig, generator: torch.Generator,
@@ -45,20 +92,10 @@ def train_newbob(population: Population, train, valid, config: NewBobConfig, gen
     fitness = population.fitness(valid, chunk_size).cpu() if fitness is None else fitness.clone()
     lr = torch.full((population.size,), float(config.lr))
     epochs = []
-    for epoch in range(1, config.max_epochs + 1):
-        active = lr >= config.min_lr
-        if not active.any():
-            break
-        hyper = HyperParams.plain_sgd(population.size, config.lr, config.batch_size)
-        hyper.lr = torch.where(active, lr, 0.0)
-        saved = population.clone()
-        train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1, generator)
-        new_fitness = population.fitness(valid, chunk_size).cpu()
-        worse = active & ~(new_fitness <= fitness)
-        population.restore(worse, saved)
-        fitness = torch.where(worse, fitness, new_fitness)
-        lr = torch.where(worse, lr * config.halving_factor, lr)
-        epochs.append({"epoch": epoch, "fitness": fitness.tolist(), "lr": lr.tolist(), "backed_off": worse.tolist()})
+    while not finished(config, lr, len(epochs)):
+        fitness, lr, record = newbob_epoch(population, train, valid, config, generator, fitness, lr,
+                                           len(epochs) + 1, chunk_size)
+        epochs.append(record)
     return NewBobResult(fitness, lr, epochs)
 
 
