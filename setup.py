@@ -22,6 +22,8 @@ CONSOLE_SCRIPTS = [
     "esgd-mkgraph = esgd_asr.cli.mkgraph:main",
     "esgd-decode-gmm = esgd_asr.cli.decode_gmm:main",
     "esgd-score = esgd_asr.cli.score:main",
+    "esgd-train-nnet = esgd_asr.cli.train_nnet:main",
+    "esgd-decode-nnet = esgd_asr.cli.decode_nnet:main",
 ]
 
 setup(
