@@ -22,8 +22,13 @@ CONSOLE_SCRIPTS = [
     "esgd-mkgraph = esgd_asr.cli.mkgraph:main",
     "esgd-decode-gmm = esgd_asr.cli.decode_gmm:main",
     "esgd-score = esgd_asr.cli.score:main",
+    "esgd-train-esgd = esgd_asr.cli.train_esgd:main",
     "esgd-train-nnet = esgd_asr.cli.train_nnet:main",
     "esgd-decode-nnet = esgd_asr.cli.decode_nnet:main",
+    "esgd-gmm-train = esgd_asr.cli.gmm_train:main",
+    "esgd-train-tree = esgd_asr.cli.train_tree:main",
+    "esgd-train-lda-mllt = esgd_asr.cli.train_lda_mllt:main",
+    "esgd-fmllr = esgd_asr.cli.fmllr:main",
 ]
 
 setup(

@@ -2,7 +2,7 @@
 # Flat-start monophone GMM-HMM training (Kaldi's steps/train_mono.sh): flat model from the data's global
 # mean/variance, training graphs from the transcripts, equal alignment, then EM passes with Viterbi realignment on
 # a schedule and Gaussian splitting up to --totgauss. Writes <exp-dir>/{0..N}.mdl, final.mdl, tree, phones.txt,
-# fsts.JOB.ark (training graphs), ali.JOB.ark (alignments of the last realignment), log/objf.tsv (log-likelihood
+# fsts.JOB.ark + fsts_tids.JOB.ark (training graphs), ali.JOB.ark (alignments of the last realignment), log/objf.tsv (log-likelihood
 # per frame of every pass) and one log per job under log/.
 set -euo pipefail
 nj=4
@@ -43,11 +43,11 @@ $cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
   esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/0.mdl" "$dir"
 echo "$0: aligning the data equally (pass 0)"
 $cmd JOB=1:"$nj" "$dir/log/align.0.JOB.log" esgd-align align --equal --nj "$nj" --job JOB "$data" "$dir/0.mdl" "$dir"
-numgauss=$(esgd-train-mono info "$dir/0.mdl" | awk '$1 == "number-of-gaussians" {print $2}')
+numgauss=$(esgd-gmm-train info "$dir/0.mdl" | awk '$1 == "number-of-gaussians" {print $2}')
 incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
 [ "$incgauss" -ge 0 ] || incgauss=0
-$cmd JOB=1:"$nj" "$dir/log/acc.0.JOB.log" esgd-train-mono acc --nj "$nj" --job JOB "$data" "$dir" 0
-$cmd "$dir/log/update.0.log" esgd-train-mono est --nj "$nj" --min-gaussian-occupancy 3 --mix-up "$numgauss" \
+$cmd JOB=1:"$nj" "$dir/log/acc.0.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB "$data" "$dir" 0
+$cmd "$dir/log/update.0.log" esgd-gmm-train est --nj "$nj" --min-gaussian-occupancy 3 --mix-up "$numgauss" \
   --power "$power" --realigned true "$dir" 0
 
 beam=6  # 10 after the first realignment, as in Kaldi
@@ -55,19 +55,17 @@ x=1
 while [ "$x" -lt "$num_iters" ]; do
   echo "$0: pass $x"
   realigned=false
-  if echo " $realign_iters " | grep -q " $x "; then
-    $cmd JOB=1:"$nj" "$dir/log/align.$x.JOB.log" esgd-align align --nj "$nj" --job JOB --beam "$beam" \
-      --retry-beam "$retry_beam" "$data" "$dir/$x.mdl" "$dir"
-    realigned=true
-    beam=10
-  fi
-  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-train-mono acc --nj "$nj" --job JOB "$data" "$dir" "$x"
-  $cmd "$dir/log/update.$x.log" esgd-train-mono est --nj "$nj" --mix-up "$numgauss" --power "$power" \
+  if echo " $realign_iters " | grep -q " $x "; then realigned=true; fi
+  # realignment (gmm-align-compiled) and accumulation run in one job
+  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB --realign "$realigned" \
+    --beam "$beam" --retry-beam "$retry_beam" "$data" "$dir" "$x"
+  $realigned && beam=10
+  $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --mix-up "$numgauss" --power "$power" \
     --realigned "$realigned" "$dir" "$x"
   [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
   x=$((x + 1))
 done
 (cd "$dir" && ln -sf "$x.mdl" final.mdl)
 
-failed=$(cat "$dir"/log/align.*.log | grep -c "not aligned:" || true)
+failed=$(cat "$dir"/log/align.*.log "$dir"/log/acc.*.log | grep -c "not aligned:" || true)
 echo "$0: done: $dir/final.mdl; $(tail -n 1 "$dir/log/objf.tsv" | awk '{print "last pass log-likelihood per frame " $3 ", " $5 " Gaussians"}'); $failed alignment failures over all passes (see $dir/log/align.*.log)"

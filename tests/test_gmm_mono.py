@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 
 from esgd_asr.cli import align as align_cli
-from esgd_asr.cli import decode_gmm, mkgraph, score, train_mono
+from esgd_asr.cli import decode_gmm, gmm_train, mkgraph, score, train_mono
 from esgd_asr.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
 from esgd_asr.decode.hclg import read_hclg
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.cmvn import cmvn_stats
 from esgd_asr.features.ubm import FeatureSource
-from esgd_asr.gmm.align import (AlignOptions, TrainingGraphCompiler, ali_to_phones, read_alignments, read_graphs,
-                                viterbi_align, with_costs)
+from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler, ali_to_phones, read_alignments,
+                                read_graphs, viterbi_align)
 from esgd_asr.gmm.fst_arrays import fst_to_arrays
 from esgd_asr.gmm.lang_dir import LangDir
-from esgd_asr.gmm.model import GmmHmm, PdfScorer, tid_loglikes
+from esgd_asr.gmm.model import GmmHmm
 from esgd_asr.gmm.stats import EstimateOptions, GmmStats, estimate
 from esgd_asr.graph.lang import prepare_lang
 
@@ -103,12 +103,10 @@ def train(data, lang, exp):
         align_cli.main(["align", "--equal", f"--nj={NJ}", f"--job={job}", str(data), str(exp / "0.mdl"), str(exp)])
     numgauss = GmmHmm.load(exp / "0.mdl").am.num_gauss
     for x in range(NUM_ITERS):
-        if x in REALIGN:
-            for job in range(1, NJ + 1):
-                align_cli.main(["align", f"--nj={NJ}", f"--job={job}", str(data), str(exp / f"{x}.mdl"), str(exp)])
         for job in range(1, NJ + 1):
-            train_mono.main(["acc", f"--nj={NJ}", f"--job={job}", str(data), str(exp), str(x)])
-        train_mono.main(["est", f"--nj={NJ}", f"--mix-up={numgauss}", f"--realigned={x == 0 or x in REALIGN}",
+            gmm_train.main(["acc", f"--nj={NJ}", f"--job={job}", f"--realign={x in REALIGN}", str(data), str(exp),
+                            str(x)])
+        gmm_train.main(["est", f"--nj={NJ}", f"--mix-up={numgauss}", f"--realigned={x == 0 or x in REALIGN}",
                          "--min-gaussian-occupancy=3", str(exp), str(x)])
         numgauss += 4
     shutil.copy(exp / f"{NUM_ITERS}.mdl", exp / "final.mdl")
@@ -147,8 +145,8 @@ def test_em_likelihood_never_decreases_between_realignments(system, tmp_path):
     shutil.copy(exp / "final.mdl", tmp_path / "0.mdl")
     for x in range(4):
         for job in range(1, NJ + 1):
-            train_mono.main(["acc", f"--nj={NJ}", f"--job={job}", str(system["data"]), str(tmp_path), str(x)])
-        train_mono.main(["est", f"--nj={NJ}", str(tmp_path), str(x)])
+            gmm_train.main(["acc", f"--nj={NJ}", f"--job={job}", str(system["data"]), str(tmp_path), str(x)])
+        gmm_train.main(["est", f"--nj={NJ}", str(tmp_path), str(x)])
     likes = [r[2] for r in objf(tmp_path)]
     assert all(b >= a - 1e-6 for a, b in zip(likes, likes[1:])), likes
     # the schedule of the real run obeys it too between its realignments
@@ -191,22 +189,20 @@ def test_alignments_have_frame_counts_and_transcript_phones(system):
 def test_decoding_training_utterance_with_its_training_graph(system):
     exp, data = system["exp"], system["data"]
     model = GmmHmm.load(exp / "final.mdl")
-    info = model.transitions()
     words = {i: w for w, i in LangDir.read(system["lang"]).words.items()}
     source = FeatureSource(data, model.front_end)
-    scorer = PdfScorer(model.am)
+    scorer = GraphScorer(model, AlignOptions())
     text = read_table(data / "text")
-    costs = info.transition_costs(1.0, 0.1)
     for utt, graph in list(read_graphs(exp / "fsts.1.ark"))[:5]:
-        loglikes = tid_loglikes(scorer.pdf_loglikes(source.load(utt)), info, 0.1)
-        decoder = LatticeDecoder(with_costs(graph, costs), DecodeOptions(beam=13, lattice_beam=4, acwt=0.1))
+        loglikes = scorer(source.load(utt), graph)
+        decoder = LatticeDecoder(graph.fst, DecodeOptions(beam=13, lattice_beam=4, acwt=0.1))
         result = decoder.decode(loglikes)
         assert result.reached_final and result.lattice_text
         ok, _, best_words, _ = kaldifst.get_linear_symbol_sequence(_best(decoder))
         assert ok
         hyp = [words[w] for w in best_words]
         assert hyp == text[utt].split()
-        ali, _ = viterbi_align(with_costs(graph, costs), loglikes, AlignOptions())
+        ali, _ = viterbi_align(graph, loglikes, AlignOptions())
         assert ali is not None and len(ali) == len(loglikes)
 
 
@@ -280,7 +276,7 @@ def test_bad_inputs_name_the_culprit(system, tmp_path, capsys):
     utt, ali = next(read_alignments(exp / "ali.1.ark"))
     kaldiio.save_ark(str(tmp_path / "ali.1.ark"), {utt: ali[:-3].astype(np.int32)})
     with pytest.raises(SystemExit):
-        train_mono.main(["acc", "--nj=2", "--job=1", str(data), str(tmp_path), "0"])
+        gmm_train.main(["acc", "--nj=2", "--job=1", str(data), str(tmp_path), "0"])
     assert f"utterance '{utt}'" in capsys.readouterr().err
     # a model file that is not one
     (tmp_path / "junk.mdl").write_bytes(b"not a model")

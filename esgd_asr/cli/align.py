@@ -3,11 +3,12 @@ gmm-align-compiled, analyze-counts), one job's share of the data at a time.
 
 Usage: esgd-align compile-graphs --nj N --job J <data-dir> <lang-dir> <model> <dir>
        esgd-align align --nj N --job J [--equal] [--beam 10] [--retry-beam 40] [--acoustic-scale 0.1]
-                        [--transition-scale 1.0] [--self-loop-scale 0.1] <data-dir> <model> <dir>
+                        [--transition-scale 1.0] [--self-loop-scale 0.1] [--transforms trans.J.ark]
+                        <data-dir> <model> <dir>
        esgd-align counts --nj N <model> <dir>
 
-compile-graphs writes <dir>/fsts.J.ark (utterances with no transcript are skipped and counted). align reads
-them and writes <dir>/ali.J.ark (transition-ids per utterance, a Kaldi int-vector archive); utterances whose
+compile-graphs writes <dir>/fsts.J.ark and fsts_tids.J.ark (utterances with no transcript are skipped and
+counted). align reads them and writes <dir>/ali.J.ark (transition-ids per utterance, a Kaldi int-vector archive); utterances whose
 Viterbi search fails even with the retry beam are left out and counted, never aligned wrongly. counts writes
 <dir>/pdf_counts, frames per pdf over all jobs' alignments as a Kaldi text vector `[ c0 c1 ... ]` (senone priors).
 Jobs split the data dir's speakers in contiguous blocks (as Kaldi's split_data.sh).
@@ -23,14 +24,14 @@ import numpy as np
 import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
-from esgd_asr.cli.train_mono import check_dim
 from esgd_asr.data.kaldi_dir import atomic_write_text, read_table
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ubm import FeatureSource, FrontEnd
-from esgd_asr.gmm.align import (AlignOptions, TrainingGraphCompiler, equal_align, pdf_counts, read_alignments,
-                                read_graphs, viterbi_align, with_costs, write_alignments, write_graphs)
+from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler, equal_align, pdf_counts,
+                                read_alignments, read_graphs, viterbi_align, write_alignments, write_graphs)
+from esgd_asr.gmm.front_end import ModelFeatures
 from esgd_asr.gmm.lang_dir import LangDir
-from esgd_asr.gmm.model import GmmHmm, PdfScorer, tid_loglikes
+from esgd_asr.gmm.model import GmmHmm
 
 log = logging.getLogger("esgd-align")
 
@@ -62,37 +63,41 @@ def cmd_compile_graphs(args) -> None:
              lang.id2word()[lang.oov])
 
 
-def cmd_align(args) -> None:
-    data, out = Path(args.data_dir), Path(args.dir)
-    model = GmmHmm.load(args.model)
-    info = model.transitions()
-    opts = dataclass_from_args(AlignOptions, args)
-    costs = info.transition_costs(opts.transition_scale, opts.self_loop_scale)
-    source = FeatureSource(data, model.front_end)
-    scorer = None if args.equal else PdfScorer(model.am)
+def align_job(model: GmmHmm, source: FeatureSource, graph_dir: Path, job: int, opts: AlignOptions,
+              equal: bool = False, seed: int = 0) -> dict[str, list[int]]:
+    """Align one job's utterances (graph_dir/fsts.J.ark) and write graph_dir/ali.J.ark; failures are logged,
+    counted and left out."""
+    scorer = None if equal else GraphScorer(model, opts)
     alignments, failed, retried, frames = {}, [], 0, 0
-    for utt, graph in read_graphs(out / f"fsts.{args.job}.ark"):
+    graphs = graph_dir / f"fsts.{job}.ark"
+    for utt, graph in read_graphs(graphs):
         if utt not in source.feats:
-            raise EsgdError(f"{out / f'fsts.{args.job}.ark'}: utterance '{utt}' has no features in "
-                            f"{data / 'feats.scp'}")
+            raise EsgdError(f"{graphs}: utterance '{utt}' has no features in {source.data_dir / 'feats.scp'}")
         feats = source.load(utt)
-        check_dim(model, feats, f"{data}: utterance '{utt}'")
-        if args.equal:
-            ali = equal_align(graph, feats.shape[0], (zlib.crc32(utt.encode()) + args.seed) % 2**31)
+        model.check_dim(feats, f"{source.data_dir}: utterance '{utt}'")
+        if equal:
+            ali = equal_align(graph, feats.shape[0], (zlib.crc32(utt.encode()) + seed) % 2**31)
         else:
-            ll = tid_loglikes(scorer.pdf_loglikes(feats), info, opts.acoustic_scale)
-            ali, was_retried = viterbi_align(with_costs(graph, costs), ll, opts)
+            ali, was_retried = viterbi_align(graph, scorer(feats, graph), opts)
             retried += was_retried
         if ali is None:
             failed.append(utt)
             log.warning("utterance '%s' (%d frames) not aligned: %s", utt, feats.shape[0],
-                        "too short for its transcript" if args.equal else "beam search did not reach the end")
+                        "too short for its transcript" if equal else "beam search did not reach the end")
             continue
         alignments[utt] = ali
         frames += len(ali)
-    write_alignments(out / f"ali.{args.job}.ark", alignments)
+    write_alignments(graph_dir / f"ali.{job}.ark", alignments)
     log.info("job %d: aligned %d utterances (%d frames), %d needed the retry beam, %d failed and are skipped",
-             args.job, len(alignments), frames, retried, len(failed))
+             job, len(alignments), frames, retried, len(failed))
+    return alignments
+
+
+def cmd_align(args) -> None:
+    model = GmmHmm.load(args.model)
+    source = ModelFeatures(args.data_dir, model.front_end, args.transforms)
+    align_job(model, source, Path(args.dir), args.job, dataclass_from_args(AlignOptions, args), args.equal,
+              args.seed)
 
 
 def cmd_counts(args) -> None:
@@ -120,6 +125,8 @@ def build_parser() -> KaldiArgumentParser:
     p.add_argument("--job", type=int, required=True)
     p.add_argument("--equal", action="store_true", help="equal alignment (first pass of flat-start training)")
     p.add_argument("--seed", type=int, default=0, help="seed of equal alignment")
+    p.add_argument("--transforms", default=None,
+                   help="per-speaker feature transforms (fMLLR trans.J.ark / .scp) applied after the model's front end")
     add_dataclass_options(p, AlignOptions)
     for name in ("data_dir", "model", "dir"):
         p.add_argument(name)

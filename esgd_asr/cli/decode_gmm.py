@@ -1,9 +1,10 @@
 """Lattice decoding with a GMM-HMM model, one job's share of a data dir (Kaldi's gmm-latgen-faster).
 
 Usage: esgd-decode-gmm --nj N --job J [--beam 13] [--lattice-beam 6] [--acwt 0.083333] [--frame-shift 0.01]
-                       <graph-dir> <data-dir> <model> <decode-dir>
+                       [--transforms trans.J.ark] <graph-dir> <data-dir> <model> <decode-dir>
 
-Per utterance: the model's front end on feats.scp (+ cmvn.scp), all pdfs' GMM log-likelihoods in torch, then
+Per utterance: the model's front end on feats.scp (+ cmvn.scp), then the speaker's transform from --transforms
+(fMLLR) if given, all pdfs' GMM log-likelihoods in torch (float32, as Kaldi's BaseFloat), then
 kaldi-decoder's LatticeSimpleDecoder over <graph-dir>/HCLG.fst. Writes <decode-dir>/lat.J.gz (Kaldi text lattice
 archive, acoustic costs unscaled; see esgd_asr.decode.lattice) and <decode-dir>/timing.J
 (`frames seconds_likelihoods seconds_search`); the log reports the real-time factor.
@@ -18,12 +19,11 @@ import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
-from esgd_asr.cli.train_mono import check_dim
 from esgd_asr.data.kaldi_dir import atomic_write_text
 from esgd_asr.decode.hclg import check_graph_model, read_hclg
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder, write_lattice_archive
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.features.ubm import FeatureSource
+from esgd_asr.gmm.front_end import ModelFeatures
 from esgd_asr.gmm.model import GmmHmm, PdfScorer, tid_loglikes
 
 log = logging.getLogger("esgd-decode-gmm")
@@ -35,6 +35,7 @@ def main(argv=None):
     parser.add_argument("--nj", type=int, default=1)
     parser.add_argument("--job", type=int, default=1)
     parser.add_argument("--frame-shift", type=float, default=0.01, help="seconds per frame, for the RTF")
+    parser.add_argument("--transforms", default=None, help="per-speaker feature transforms (fMLLR trans.J.ark)")
     add_dataclass_options(parser, DecodeOptions)
     for name in ("graph_dir", "data_dir", "model", "decode_dir"):
         parser.add_argument(name)
@@ -45,9 +46,9 @@ def main(argv=None):
     model = GmmHmm.load(args.model)
     check_graph_model(args.graph_dir, model)
     info = model.transitions()
-    scorer = PdfScorer(model.am)
+    scorer = PdfScorer(model.am, dtype=torch.float32)
     decoder = LatticeDecoder(read_hclg(args.graph_dir), opts)
-    source = FeatureSource(args.data_dir, model.front_end).shard(args.nj, args.job)
+    source = ModelFeatures(args.data_dir, model.front_end, args.transforms).shard(args.nj, args.job)
     out = Path(args.decode_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames, like_seconds, search_seconds, partial = 0, 0.0, 0.0, []
@@ -57,7 +58,7 @@ def main(argv=None):
         for utt in source.utts:
             start = time.perf_counter()
             feats = source.load(utt)
-            check_dim(model, feats, f"{args.data_dir}: utterance '{utt}'")
+            model.check_dim(feats, f"{args.data_dir}: utterance '{utt}'")
             loglikes = tid_loglikes(scorer.pdf_loglikes(feats), info, opts.acwt)
             like_seconds += time.perf_counter() - start
             result = decoder.decode(loglikes)

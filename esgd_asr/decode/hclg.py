@@ -1,8 +1,8 @@
 """HCLG = H o C o L_disambig o G with kaldifst, as Kaldi's utils/mkgraph.sh builds it.
 
 LG = L_disambig o G, determinized (log semiring) and minimized; CLG from `kaldifst.compose_context` with the
-model's context width (1 for a monophone system, so C only relabels; a triphone tree needs no other change
-here); H o CLG determinized, disambiguation transition-ids removed, self-loops added (not reordered) and
+model's context width and central position (1 and 0 for a monophone system, so C only relabels; 3 and 1 for a
+triphone tree); H o CLG determinized, disambiguation transition-ids removed, self-loops added (not reordered) and
 transition costs added with `--transition-scale` / `--self-loop-scale` (Kaldi's defaults 1.0 / 0.1). Input
 labels are transition-ids, so lattices and best paths give alignments directly; `disambig_tid.int` lists the
 labels that stood for disambiguation symbols before they were removed.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import kaldi_hmm_gmm as khg
 import kaldifst
 
 from esgd_asr.data.kaldi_dir import atomic_write_text, replace_dir
@@ -37,19 +36,10 @@ def make_hclg(lang: LangDir, model: GmmHmm, transition_scale: float = 1.0, self_
     kaldifst.determinize_star(lg, use_log=True)
     kaldifst.minimize_encoded(lg)
     clg, ilabel_info = kaldifst.compose_context(
-        disambig_syms=lang.disambig, context_width=model.ctx_dep.context_width,
-        central_position=model.ctx_dep.central_position, ifst=lg)
-    topo = khg.HmmTopology()
-    topo.read(model.topo_text)
+        disambig_syms=lang.disambig, context_width=model.context_width,
+        central_position=model.central_position, ifst=lg)
     info = model.transitions()
-
-    def pdf_of(window: list[int], pdf_class: int) -> int:
-        ok, pdf = model.ctx_dep.compute(phone_seq=window, pdf_class=pdf_class)
-        if not ok:
-            raise EsgdError(f"context dependency has no pdf for window {window}, class {pdf_class}")
-        return pdf
-
-    h = make_h(ilabel_info, model.ctx_dep.central_position, topo, info, pdf_of, lang.disambig)
+    h = make_h(ilabel_info, model.central_position, model.topology(), info, model.pdf_of, lang.disambig)
     hclg = compose_h(h, clg, info, str(lang.path))
     hclg = add_transition_costs(hclg, info.transition_costs(transition_scale, self_loop_scale))
     fst = arrays_to_fst(hclg)

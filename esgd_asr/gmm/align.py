@@ -1,11 +1,15 @@
 """Training graphs, equal and Viterbi alignment, and what alignments are turned into.
 
 Training graphs (Kaldi's compile-train-graphs): the transcript as a linear word acceptor, composed with L.fst,
-the context FST and H, determinized, with self-loops and no transition costs; kept in a Kaldi FST archive
-(`fsts.JOB.ark`). Each alignment pass adds the current transition costs (transition scale, self-loop scale)
-and runs kaldi-decoder's FasterDecoder on acoustic-scaled GMM log-likelihoods, retrying with a wider beam when
-the final state is not reached (gmm-align-compiled). Alignments are transition-id sequences, one per utterance,
-in a Kaldi int-vector archive (`ali.JOB.ark`).
+the context FST and H, determinized, with self-loops and no transition costs. A graph's input labels are made
+compact, 1..K standing for the K transition-ids it uses (`TrainingGraph.tids`), so that an alignment pass scores
+only the pdfs of the utterance: column k-1 of the (T, K) matrix that kaldi-decoder's DecodableCtc reads holds the
+acoustic-scaled log-likelihood of label k's pdf minus label k's transition cost (transition scale, self-loop
+scale), which is what Kaldi's gmm-align-compiled gets by adding the costs to the graph's arcs (they depend only on
+the transition-id). Graphs are kept in a Kaldi FST archive (`fsts.JOB.ark`) with the label maps beside it
+(`fsts_tids.JOB.ark`, int vectors). Alignment runs FasterDecoder and retries with a wider beam when the final
+state is not reached. Alignments are transition-id sequences, one per utterance, in a Kaldi int-vector archive
+(`ali.JOB.ark`).
 """
 from __future__ import annotations
 
@@ -19,12 +23,34 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 import kaldiio
 import numpy as np
+import torch
 
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import arrays_to_fst, fst_to_arrays
-from esgd_asr.gmm.hmm_graph import add_transition_costs, compose_h, make_h
+from esgd_asr.gmm.fst_arrays import FstArrays, arrays_to_fst
+from esgd_asr.gmm.hmm_graph import compose_h, make_h
 from esgd_asr.gmm.lang_dir import LangDir
-from esgd_asr.gmm.model import GmmHmm, TransitionInfo
+from esgd_asr.gmm.model import GmmHmm, PdfScorer, TransitionInfo
+
+
+@dataclass
+class TrainingGraph:
+    """A training graph whose input label k (1..K) stands for transition-id `tids[k - 1]`."""
+
+    fst: kaldifst.StdVectorFst
+    tids: np.ndarray  # (K,) int64
+
+    @classmethod
+    def from_arrays(cls, fa: FstArrays) -> "TrainingGraph":
+        tids, local = np.unique(fa.ilabel, return_inverse=True)
+        if tids.size and tids[0] == 0:  # epsilon stays 0
+            tids, labels = tids[1:], local.reshape(-1)
+        else:
+            labels = local.reshape(-1) + 1
+        fa.ilabel = labels.astype(np.int64)
+        return cls(arrays_to_fst(fa), tids.astype(np.int64))
+
+    def to_tids(self, labels) -> list[int]:
+        return self.tids[np.asarray(labels, dtype=np.int64) - 1].tolist()
 
 
 class TrainingGraphCompiler:
@@ -35,27 +61,20 @@ class TrainingGraphCompiler:
         self.model, self.lang = model, lang
         self.lexicon = lang.read_fst("L.fst")
         kaldifst.arcsort(self.lexicon, sort_type="olabel")
-        self.topo = khg.HmmTopology()
-        self.topo.read(model.topo_text)
+        self.topo = model.topology()
         self.info = model.transitions()
 
-    def pdf_of(self, window: list[int], pdf_class: int) -> int:
-        ok, pdf = self.model.ctx_dep.compute(phone_seq=window, pdf_class=pdf_class)
-        if not ok:
-            raise EsgdError(f"context dependency has no pdf for window {window}, class {pdf_class}")
-        return pdf
-
-    def compile(self, word_ids: list[int], what: str) -> kaldifst.StdVectorFst:
+    def compile(self, word_ids: list[int], what: str) -> TrainingGraph:
         words = kaldifst.make_linear_acceptor(word_ids)
         lw = kaldifst.compose(self.lexicon, words)
         if lw.num_states == 0:
             raise EsgdError(f"{what}: the lexicon has no pronunciation path for the transcript")
         clw, ilabel_info = kaldifst.compose_context(
-            disambig_syms=self.lang.disambig, context_width=self.model.ctx_dep.context_width,
-            central_position=self.model.ctx_dep.central_position, ifst=lw)
-        h = make_h(ilabel_info, self.model.ctx_dep.central_position, self.topo, self.info, self.pdf_of,
+            disambig_syms=self.lang.disambig, context_width=self.model.context_width,
+            central_position=self.model.central_position, ifst=lw)
+        h = make_h(ilabel_info, self.model.central_position, self.topo, self.info, self.model.pdf_of,
                    self.lang.disambig)
-        return arrays_to_fst(compose_h(h, clw, self.info, what))
+        return TrainingGraph.from_arrays(compose_h(h, clw, self.info, what))
 
 
 @dataclass(frozen=True)
@@ -69,37 +88,48 @@ class AlignOptions:
     self_loop_scale: float = 0.1
 
 
-def with_costs(graph: kaldifst.StdVectorFst, costs: np.ndarray) -> kaldifst.StdVectorFst:
-    return arrays_to_fst(add_transition_costs(fst_to_arrays(graph), costs))
+class GraphScorer:
+    """(T, K) DecodableCtc matrices of a training graph: acoustic-scaled log-likelihoods of the pdfs of its labels'
+    transition-ids (only those pdfs are computed, in float32) minus the labels' transition costs."""
+
+    def __init__(self, model: GmmHmm, opts: AlignOptions):
+        self.info = model.transitions()
+        self.scorer = PdfScorer(model.am, dtype=torch.float32)
+        self.costs = self.info.transition_costs(opts.transition_scale, opts.self_loop_scale)
+        self.scale = opts.acoustic_scale
+
+    def __call__(self, feats: torch.Tensor, graph: TrainingGraph) -> np.ndarray:
+        pdfs, local = np.unique(self.info.pdf[graph.tids], return_inverse=True)
+        ll = self.scorer.pdf_loglikes(feats, pdfs)[:, torch.from_numpy(local.reshape(-1))]
+        return (ll * self.scale - torch.from_numpy(self.costs[graph.tids]).float()).numpy()
 
 
-def viterbi_align(graph: kaldifst.StdVectorFst, tid_loglikes: np.ndarray, opts: AlignOptions
-                  ) -> tuple[list[int] | None, bool]:
-    """Best transition-id sequence through a training graph (with costs) for acoustic-scaled log-likelihoods
-    laid out for DecodableCtc; (None, retried) when even the retry beam does not reach a final state."""
+def viterbi_align(graph: TrainingGraph, loglikes: np.ndarray, opts: AlignOptions) -> tuple[list[int] | None, bool]:
+    """Best transition-id sequence through a training graph for its (T, K) `GraphScorer` matrix; (None, retried)
+    when even the retry beam does not reach a final state."""
     retried = False
     for beam in (opts.beam, opts.retry_beam):
         if beam <= 0:
             continue
-        decoder = kaldi_decoder.FasterDecoder(graph, kaldi_decoder.FasterDecoderOptions(beam=beam))
-        decoder.decode(kaldi_decoder.DecodableCtc(tid_loglikes))
+        decoder = kaldi_decoder.FasterDecoder(graph.fst, kaldi_decoder.FasterDecoderOptions(beam=beam))
+        decoder.decode(kaldi_decoder.DecodableCtc(loglikes))
         if decoder.reached_final():
             ok, best = decoder.get_best_path()
             if ok:
-                ok, tids, _, _ = kaldifst.get_linear_symbol_sequence(best)
-                if ok and len(tids) == len(tid_loglikes):
-                    return list(tids), retried
+                ok, labels, _, _ = kaldifst.get_linear_symbol_sequence(best)
+                if ok and len(labels) == len(loglikes):
+                    return graph.to_tids(labels), retried
         retried = True
     return None, retried
 
 
-def equal_align(graph: kaldifst.StdVectorFst, num_frames: int, seed: int) -> list[int] | None:
+def equal_align(graph: TrainingGraph, num_frames: int, seed: int) -> list[int] | None:
     """A path of exactly `num_frames` transition-ids with time spread evenly (align-equal-compiled)."""
-    ok, path = kaldifst.equal_align(ifst=graph, length=num_frames, rand_seed=seed, num_retries=10)
+    ok, path = kaldifst.equal_align(ifst=graph.fst, length=num_frames, rand_seed=seed, num_retries=10)
     if not ok:
         return None
-    ok, tids, _, _ = kaldifst.get_linear_symbol_sequence(path)
-    return list(tids) if ok and len(tids) == num_frames else None
+    ok, labels, _, _ = kaldifst.get_linear_symbol_sequence(path)
+    return graph.to_tids(labels) if ok and len(labels) == num_frames else None
 
 
 def ali_to_pdf(tids, info: TransitionInfo) -> np.ndarray:
@@ -136,33 +166,61 @@ def read_alignments(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
         raise EsgdError(f"{path}: unreadable alignment archive ({type(err).__name__}: {err})") from None
 
 
-def read_graphs(path: str | Path) -> Iterator[tuple[str, kaldifst.StdVectorFst]]:
+def tids_path(graph_archive: str | Path) -> Path:
+    """fsts.J.ark -> fsts_tids.J.ark, the label maps beside a graph archive."""
+    path = Path(graph_archive)
+    stem, _, rest = path.name.partition(".")
+    return path.parent / f"{stem}_tids.{rest}"
+
+
+def read_alignment_dir(ali_dir: str | Path) -> dict[str, np.ndarray]:
+    """All alignments of a system or alignment dir (ali.1.ark .. ali.N.ark, N from num_jobs), whatever the
+    number of jobs that reads them."""
+    ali_dir = Path(ali_dir)
+    num_jobs = ali_dir / "num_jobs"
+    if not num_jobs.is_file():
+        raise EsgdError(f"{num_jobs}: no such file")
+    try:
+        nj = int(num_jobs.read_text().split()[0])
+    except (ValueError, IndexError):
+        raise EsgdError(f"{num_jobs}: expected the number of jobs") from None
+    return {utt: ali for job in range(1, nj + 1) for utt, ali in read_alignments(ali_dir / f"ali.{job}.ark")}
+
+
+def read_graphs(path: str | Path) -> Iterator[tuple[str, TrainingGraph]]:
     path = Path(path)
     if not path.is_file():
         raise EsgdError(f"{path}: no such graph archive")
+    label_maps = read_alignments(tids_path(path))
     reader = kaldifst.SequentialVectorFstReader(f"ark:{path}")
-    while not reader.done:
-        yield reader.key, kaldifst.StdVectorFst(reader.value)  # the reader reuses its value on next()
+    for key, tids in label_maps:
+        if reader.done or reader.key != key:
+            raise EsgdError(f"{path}: graphs and {tids_path(path)} disagree at '{key}' (rerun compile-graphs)")
+        yield key, TrainingGraph(kaldifst.StdVectorFst(reader.value), tids)  # the reader reuses its value
         reader.next()
+    if not reader.done:
+        raise EsgdError(f"{path}: graph '{reader.key}' has no label map in {tids_path(path)}")
 
 
-def write_graphs(path: str | Path, graphs: Iterator[tuple[str, kaldifst.StdVectorFst]]) -> int:
-    """Kaldi FST archive, written beside `path` and renamed into place; returns the number written."""
+def write_graphs(path: str | Path, graphs: Iterator[tuple[str, TrainingGraph]]) -> int:
+    """Kaldi FST archive and its label maps, written beside `path` and renamed into place; returns the number
+    written."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp"
     writer = kaldifst.VectorFstWriter(f"ark:{tmp}")
-    count = 0
+    label_maps = {}
     try:
-        for key, fst in graphs:
-            writer.write(key, fst)
-            count += 1
+        for key, graph in graphs:
+            writer.write(key, graph.fst)
+            label_maps[key] = graph.tids
         writer.close()
+        write_alignments(tids_path(path), label_maps)
         os.replace(tmp, path)
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    return count
+    return len(label_maps)
 
 
 def pdf_counts(alignments: Iterator[np.ndarray], info: TransitionInfo, num_pdfs: int) -> np.ndarray:

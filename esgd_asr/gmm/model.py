@@ -1,16 +1,24 @@
 """A GMM-HMM acoustic model: HMM topology, context dependency, transition model and diagonal GMMs.
 
+The context dependency is either kaldi-hmm-gmm's monophone `ContextDependency` or a decision tree
+(`esgd_asr.gmm.tree.ContextTree`, triphones); `GmmHmm.pdf_of`, `context_width` and `central_position` hide which,
+so training graphs, HCLG, alignment and decoding treat both alike. kaldi-hmm-gmm cannot build a TransitionModel
+from a tree, so a triphone TransitionModel is made from the tree's transition-state tuples and set through the
+object's pickling state, computed as Kaldi's TransitionModel constructor does (`transition_model_from_tuples`).
+
 The model file (e.g. `final.mdl`) is a pickle of a dict that kaldi-hmm-gmm reads back (its objects pickle through
 their own `__getstate__`, which holds Kaldi's binary form):
-`{"format": "esgd-gmm-hmm", "topo": <topo text>, "ctx_dep": ContextDependency, "trans_model": TransitionModel,
-"am": AmDiagGmm, "front_end": {FrontEnd fields}}`. The front end (per-speaker CMVN, deltas) is kept with the model
-so that alignment and decoding reproduce the features it was trained on.
+`{"format": "esgd-gmm-hmm", "topo": <topo text>, "ctx_dep": ContextDependency or None, "tree": <ContextTree text>
+or None, "trans_model": TransitionModel, "am": AmDiagGmm, "front_end": {kind, fields}}`. The front end (CMVN and
+deltas, or CMVN, splicing and final.mat; `esgd_asr.gmm.front_end`) is kept with the model so that alignment and
+decoding reproduce the features it was trained on.
 
-Log-likelihoods of all pdfs for a whole utterance are computed in torch from the AmDiagGmm's parameters.
+Log-likelihoods of all pdfs (or of a chosen few) for a whole utterance are computed in torch from the AmDiagGmm's
+parameters.
 """
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
 import pickle
 import tempfile
@@ -22,7 +30,10 @@ import numpy as np
 import torch
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.features.affine_io import split_affine
 from esgd_asr.features.ubm import FrontEnd
+from esgd_asr.gmm.front_end import LdaFrontEnd, front_end_from_state, front_end_state
+from esgd_asr.gmm.tree import ContextTree, hmm_pdf_classes_of
 
 MODEL_FORMAT = "esgd-gmm-hmm"
 
@@ -73,13 +84,14 @@ class TransitionInfo:
 
 @dataclass
 class GmmHmm:
-    """Topology text, ContextDependency, TransitionModel, AmDiagGmm and the feature front end."""
+    """Topology text, context dependency (monophone ContextDependency or ContextTree), TransitionModel, AmDiagGmm
+    and the feature front end."""
 
     topo_text: str
-    ctx_dep: khg.ContextDependency
+    ctx_dep: khg.ContextDependency | ContextTree
     trans_model: khg.TransitionModel
     am: khg.AmDiagGmm
-    front_end: FrontEnd
+    front_end: FrontEnd | LdaFrontEnd
 
     @property
     def num_pdfs(self) -> int:
@@ -88,6 +100,30 @@ class GmmHmm:
     @property
     def dim(self) -> int:
         return self.am.dim
+
+    @property
+    def context_width(self) -> int:
+        return self.ctx_dep.context_width
+
+    @property
+    def central_position(self) -> int:
+        return self.ctx_dep.central_position
+
+    def pdf_of(self, window: list[int], pdf_class: int) -> int:
+        """The pdf of a phone window (context_width phones, 0 = none) and pdf-class."""
+        ok, pdf = self.ctx_dep.compute(phone_seq=list(window), pdf_class=pdf_class)
+        if not ok:
+            raise EsgdError(f"context dependency has no pdf for window {list(window)}, pdf-class {pdf_class}")
+        return pdf
+
+    def check_dim(self, feats: torch.Tensor, where: str) -> None:
+        if feats.shape[1] != self.dim:
+            raise EsgdError(f"{where}: feature dimension {feats.shape[1]} does not match the model's {self.dim}")
+
+    def topology(self) -> khg.HmmTopology:
+        topo = khg.HmmTopology()
+        topo.read(self.topo_text)
+        return topo
 
     def transitions(self) -> TransitionInfo:
         return TransitionInfo.of(self.trans_model)
@@ -98,8 +134,10 @@ class GmmHmm:
     def save(self, path: str | Path) -> None:
         """Write the model atomically."""
         path = Path(path)
-        state = {"format": MODEL_FORMAT, "topo": self.topo_text, "ctx_dep": self.ctx_dep,
-                 "trans_model": self.trans_model, "am": self.am, "front_end": dataclasses.asdict(self.front_end)}
+        tree = isinstance(self.ctx_dep, ContextTree)
+        state = {"format": MODEL_FORMAT, "topo": self.topo_text, "ctx_dep": None if tree else self.ctx_dep,
+                 "tree": self.ctx_dep.to_text() if tree else None, "trans_model": self.trans_model, "am": self.am,
+                 "front_end": front_end_state(self.front_end)}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
@@ -123,39 +161,108 @@ class GmmHmm:
             raise EsgdError(f"{path}: not a readable GMM-HMM model ({type(err).__name__})") from None
         if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
             raise EsgdError(f"{path}: not an {MODEL_FORMAT} model file")
-        return cls(state["topo"], state["ctx_dep"], state["trans_model"], state["am"],
-                   FrontEnd(**state["front_end"]))
+        ctx_dep = ContextTree.from_text(state["tree"], str(path)) if state.get("tree") else state["ctx_dep"]
+        return cls(state["topo"], ctx_dep, state["trans_model"], state["am"],
+                   front_end_from_state(state["front_end"]))
+
+
+def transition_model_from_tuples(topo: khg.HmmTopology, tuples: list[tuple[int, int, int, int]],
+                                 num_pdfs: int) -> khg.TransitionModel:
+    """A TransitionModel for sorted unique transition-state tuples (phone, hmm_state, forward_pdf, self_loop_pdf),
+    e.g. `ContextTree.transition_tuples`, with the topology's initial probabilities (Kaldi's TransitionModel
+    constructor: ComputeDerived, InitializeProbs), set through kaldi-hmm-gmm's pickling state."""
+    tuples = [tuple(int(v) for v in t) for t in tuples]
+    if tuples != sorted(set(tuples)):
+        raise EsgdError("transition-state tuples must be sorted and unique")
+    state2id, id2state, id2pdf, log_probs, non_loop = [0, 1], [0], [0], [0.0], [0.0]
+    for tstate, (phone, hmm_state, forward_pdf, loop_pdf) in enumerate(tuples, 1):
+        if not (0 <= forward_pdf < num_pdfs and 0 <= loop_pdf < num_pdfs):
+            raise EsgdError(f"transition state {tuples[tstate - 1]}: pdf outside 0..{num_pdfs - 1}")
+        entry = topo.topology_for_phone(phone)[hmm_state]
+        loop_prob = 0.0
+        for dest, prob in entry.transitions:
+            id2state.append(tstate)
+            id2pdf.append(loop_pdf if dest == hmm_state else forward_pdf)
+            log_probs.append(math.log(prob) if prob > 0 else -math.inf)
+            if dest == hmm_state:
+                loop_prob = prob
+        state2id.append(len(id2state))
+        non_loop.append(math.log(max(1.0 - loop_prob, 1e-10)) if loop_prob > 0 else 0.0)
+    tm = khg.TransitionModel.__new__(khg.TransitionModel)  # pybind11 builds the object in __setstate__
+    tm.__setstate__(([khg_tuple(*t) for t in tuples], topo, state2id, id2state, id2pdf, num_pdfs, log_probs,
+                     non_loop))
+    return tm
+
+
+def khg_tuple(phone: int, hmm_state: int, forward_pdf: int, self_loop_pdf: int):
+    """kaldi-hmm-gmm's TransitionModelTuple (not exported by name; the type of a TransitionModel's tuples)."""
+    return _TUPLE_TYPE(phone, hmm_state, forward_pdf, self_loop_pdf)
+
+
+def _tuple_type():
+    topo = khg.HmmTopology()
+    topo.read("<Topology>\n<TopologyEntry>\n<ForPhones> 1 </ForPhones>\n<State> 0 <PdfClass> 0 <Transition> 0 0.5 "
+              "<Transition> 1 0.5 </State>\n<State> 1 </State>\n</TopologyEntry>\n</Topology>\n")
+    ctx = khg.monophone_context_dependency(phones=[1], phone2num_pdf_classes=[0, 1])
+    return type(khg.TransitionModel(ctx_dep=ctx, hmm_topo=topo).tuples[0])
+
+
+_TUPLE_TYPE = _tuple_type()
 
 
 class PdfScorer:
-    """All pdfs' log-likelihoods for (T, dim) features in one batched torch computation."""
+    """Pdfs' log-likelihoods for (T, dim) features in one batched torch computation: all pdfs, or chosen ones.
 
-    def __init__(self, am: khg.AmDiagGmm):
-        consts, proj, slots = [], [], []
+    float64 by default (training statistics); float32 (Kaldi's BaseFloat) is enough for alignment and decoding."""
+
+    def __init__(self, am: khg.AmDiagGmm, dtype: torch.dtype = torch.float64):
+        consts, mean_ivar, ivar, slots = [], [], [], []
         offset = 0
         for pdf in range(am.num_pdfs):
             gmm = am.get_pdf(pdf)
             inv_vars = np.asarray(gmm.inv_vars, dtype=np.float64)
             consts.append(np.asarray(gmm.gconsts, dtype=np.float64))
-            proj.append(np.concatenate([np.asarray(gmm.means_invvars, dtype=np.float64), -0.5 * inv_vars], 1))
+            mean_ivar.append(np.asarray(gmm.means_invvars, dtype=np.float64))
+            ivar.append(inv_vars)
             slots.append(np.arange(offset, offset + inv_vars.shape[0]))
             offset += inv_vars.shape[0]
         width = max(len(s) for s in slots)
-        self.num_gauss = offset
+        self.num_gauss, self.dtype = offset, dtype
         # (num_pdfs, width) Gaussian index per slot; padding points at an extra column holding -inf
         self.slots = torch.tensor(np.stack([np.pad(s, (0, width - len(s)), constant_values=offset) for s in slots]))
-        self.gconst = torch.tensor(np.concatenate(consts))
-        self.proj = torch.tensor(np.concatenate(proj).T.copy())  # (2 * dim, G)
+        self.gconst = torch.tensor(np.concatenate(consts), dtype=dtype)
+        self.mean_invvar = torch.tensor(np.concatenate(mean_ivar), dtype=dtype)  # (G, D)
+        self.inv_var = torch.tensor(np.concatenate(ivar), dtype=dtype)  # (G, D)
+        self.proj = torch.cat([self.mean_invvar, -0.5 * self.inv_var], 1).T.contiguous()  # (2 * dim, G)
 
     def gauss_loglikes(self, feats: torch.Tensor) -> torch.Tensor:
         """(T, G + 1) per-Gaussian log-likelihoods including weights; the last column is -inf padding."""
-        x = feats.double()
-        ll = self.gconst + torch.cat([x, x * x], 1) @ self.proj
+        x = feats.to(self.dtype)
+        ll = torch.addmm(self.gconst, torch.cat([x, x * x], 1), self.proj)
         return torch.cat([ll, torch.full((x.shape[0], 1), -torch.inf, dtype=ll.dtype)], 1)
 
-    def pdf_loglikes(self, feats: torch.Tensor) -> torch.Tensor:
-        """(T, num_pdfs) log-likelihoods (float64)."""
-        return torch.logsumexp(self.gauss_loglikes(feats)[:, self.slots], dim=2)
+    def pdf_loglikes(self, feats: torch.Tensor, pdfs=None) -> torch.Tensor:
+        """(T, num_pdfs) log-likelihoods, or (T, len(pdfs)) of the given pdf ids only (Gaussians of other pdfs are
+        not computed)."""
+        if pdfs is None:
+            return torch.logsumexp(self.gauss_loglikes(feats)[:, self.slots], dim=2)
+        slots = self.slots[torch.as_tensor(np.asarray(pdfs), dtype=torch.long)]
+        gauss, local = torch.unique(slots, return_inverse=True)
+        real = gauss[gauss < self.num_gauss]  # the padding index, if present, sorts last
+        x = feats.to(self.dtype)
+        ll = torch.addmm(self.gconst[real], torch.cat([x, x * x], 1), self.proj[:, real])
+        ll = torch.cat([ll, torch.full((x.shape[0], 1), -torch.inf, dtype=ll.dtype)], 1)
+        return torch.logsumexp(ll[:, local], dim=2)
+
+    def aligned_gauss_loglikes(self, feats: torch.Tensor, pdfs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each frame, the log-likelihoods (T, width) of the Gaussians of its own pdf (`pdfs` (T,)), -inf in
+        padding slots, and those slots' Gaussian indices (T, width) (padding = num_gauss)."""
+        slots = self.slots[pdfs]
+        safe = slots.clamp_max(self.num_gauss - 1)
+        x = feats.to(self.dtype)
+        ll = (self.gconst[safe] + torch.einsum("td,twd->tw", x, self.mean_invvar[safe])
+              - 0.5 * torch.einsum("td,twd->tw", x * x, self.inv_var[safe]))
+        return ll.masked_fill(slots == self.num_gauss, -torch.inf), slots
 
 
 def tid_loglikes(pdf_loglikes: torch.Tensor, info: TransitionInfo, scale: float) -> np.ndarray:
@@ -183,3 +290,46 @@ def init_flat_model(topo_text: str, phone_sets: list[list[int]], feats_mean: np.
     for _ in range(ctx_dep.num_pdfs):
         am.add_pdf(gmm)
     return GmmHmm(topo_text, ctx_dep, trans_model, am, front_end)
+
+
+def transform_means(am: khg.AmDiagGmm, matrix) -> None:
+    """Kaldi's gmm-transform-means: every Gaussian's mean mu -> A mu (+ b), variances kept; in place."""
+    A, b = split_affine(matrix, am.dim, "mean transform")
+    A, b = A.numpy(), b.numpy()
+    for pdf in range(am.num_pdfs):
+        gmm = am.get_pdf(pdf)  # a reference into the model
+        means = np.asarray(gmm.means_invvars, dtype=np.float64) / np.asarray(gmm.inv_vars, dtype=np.float64)
+        gmm.set_means((means @ A.T + b).astype(np.float32))
+        gmm.compute_gconsts()
+
+
+def init_model_from_tree(topo_text: str, tree: ContextTree, pdf_stats: np.ndarray, front_end,
+                         var_floor: float = 0.01) -> GmmHmm:
+    """Kaldi's gmm-init-model: a TransitionModel for the tree's transition-state tuples and one Gaussian per pdf
+    from the tree statistics summed per pdf (`ContextTree.pdf_stats`, rows [count, sum, sum of squares]); variances
+    floored at `var_floor`; a pdf without statistics gets the mean and variance of all the data."""
+    topo = khg.HmmTopology()
+    topo.read(topo_text)
+    if sorted(tree.phones) != sorted(topo.phones):
+        raise EsgdError(f"the tree's phones ({len(tree.phones)}) are not the topology's ({len(topo.phones)})")
+    pdf_stats = np.asarray(pdf_stats, dtype=np.float64)
+    if pdf_stats.shape[0] != tree.num_pdfs or pdf_stats.shape[1] % 2 != 1:
+        raise EsgdError(f"pdf statistics of shape {pdf_stats.shape} for a tree of {tree.num_pdfs} pdfs")
+    dim = (pdf_stats.shape[1] - 1) // 2
+    total = pdf_stats.sum(0)
+    if total[0] <= 0:
+        raise EsgdError("gmm-init-model: the tree statistics are empty")
+    tuples = tree.transition_tuples(hmm_pdf_classes_of(topo, tree.phones))
+    trans_model = transition_model_from_tuples(topo, tuples, tree.num_pdfs)
+    am = khg.AmDiagGmm()
+    for row in pdf_stats:
+        row = row if row[0] > 0 else total
+        mean = row[1:1 + dim] / row[0]
+        var = np.maximum(row[1 + dim:] / row[0] - mean * mean, var_floor)
+        gmm = khg.DiagGmm(nmix=1, dim=dim)
+        gmm.set_weights(np.ones(1, dtype=np.float32))
+        gmm.set_means(mean.astype(np.float32)[None])
+        gmm.set_invvars((1.0 / var).astype(np.float32)[None])
+        gmm.compute_gconsts()
+        am.add_pdf(gmm)
+    return GmmHmm(topo_text, tree, trans_model, am, front_end)

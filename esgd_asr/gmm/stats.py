@@ -34,23 +34,20 @@ class GmmStats:
                    np.zeros(num_tids + 1), 0.0, 0)
 
     def add_utterance(self, scorer: PdfScorer, feats: torch.Tensor, pdfs: np.ndarray, tids: np.ndarray) -> float:
-        """Add one aligned utterance (Gaussian posteriors within each frame's pdf); returns its log-likelihood."""
-        ll = scorer.gauss_loglikes(feats)  # (T, G + 1)
-        slots = scorer.slots[torch.from_numpy(pdfs)]  # (T, width)
-        frame_ll = ll.gather(1, slots)
+        """Add one aligned utterance (Gaussian posteriors within each frame's pdf; only those Gaussians are
+        evaluated); returns its log-likelihood."""
+        frame_ll, slots = scorer.aligned_gauss_loglikes(feats, torch.from_numpy(np.asarray(pdfs, dtype=np.int64)))
         total = torch.logsumexp(frame_ll, dim=1)
         post = torch.exp(frame_ll - total[:, None])  # padding columns get 0
         x = feats.double()
-        occ = torch.zeros(scorer.num_gauss + 1, dtype=torch.float64)
-        occ.index_add_(0, slots.reshape(-1), post.reshape(-1))
-        weighted = post[:, :, None] * x[:, None, :]  # (T, width, D)
-        xs = torch.zeros(scorer.num_gauss + 1, x.shape[1], dtype=torch.float64)
-        xs.index_add_(0, slots.reshape(-1), weighted.reshape(-1, x.shape[1]))
-        x2s = torch.zeros_like(xs)
-        x2s.index_add_(0, slots.reshape(-1), (weighted * x[:, None, :]).reshape(-1, x.shape[1]))
-        self.occ += occ[:-1].numpy()
-        self.x += xs[:-1].numpy()
-        self.x2 += x2s[:-1].numpy()
+        flat = slots.reshape(-1)
+        keep = flat < scorer.num_gauss
+        index, weight = flat[keep], post.reshape(-1)[keep]
+        frame = torch.arange(x.shape[0]).repeat_interleave(slots.shape[1])[keep]
+        weighted = weight[:, None] * x[frame]
+        torch.from_numpy(self.occ).index_add_(0, index, weight)  # in place into the numpy arrays
+        torch.from_numpy(self.x).index_add_(0, index, weighted)
+        torch.from_numpy(self.x2).index_add_(0, index, weighted * x[frame])
         np.add.at(self.trans, tids, 1.0)
         utt_ll = float(total.sum())
         self.loglike += utt_ll
