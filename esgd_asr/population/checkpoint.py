@@ -40,14 +40,15 @@ def atomic_save(obj, path: str | Path) -> Path:
     return path
 
 
-def save_checkpoint(out_dir: str | Path, algorithm, history: list[dict]) -> Path:
-    """Write out_dir/checkpoint.pt atomically and return its path."""
-    state = {"algorithm": algorithm.state_dict(), "history": history, "rng": rng_states()}
+def save_checkpoint(out_dir: str | Path, algorithm, history: list[dict], fingerprint: dict | None = None) -> Path:
+    """Write out_dir/checkpoint.pt atomically and return its path; `fingerprint`: the run's settings."""
+    state = {"algorithm": algorithm.state_dict(), "history": history, "rng": rng_states(), "fingerprint": fingerprint}
     return atomic_save(state, Path(out_dir) / CHECKPOINT_NAME)
 
 
-def load_checkpoint(out_dir: str | Path, algorithm) -> list[dict]:
-    """Restore `algorithm` and the global RNGs from out_dir/checkpoint.pt; returns the history so far."""
+def load_checkpoint(out_dir: str | Path, algorithm, fingerprint: dict | None = None) -> list[dict]:
+    """Restore `algorithm` and the global RNGs from out_dir/checkpoint.pt; returns the history so far. A checkpoint
+    whose fingerprint differs from `fingerprint` (both given) is refused, naming the settings that differ."""
     path = Path(out_dir) / CHECKPOINT_NAME
     if not path.is_file():
         raise EsgdError(f"{path}: no checkpoint to resume from")
@@ -55,6 +56,10 @@ def load_checkpoint(out_dir: str | Path, algorithm) -> list[dict]:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a corrupt file surfaces as many different exception types
         raise EsgdError(f"{path}: unreadable checkpoint ({err.__class__.__name__})") from err
+    theirs = saved.get("fingerprint")
+    if fingerprint is not None and theirs is not None and theirs != fingerprint:
+        differs = sorted(k for k in {*theirs, *fingerprint} if theirs.get(k) != fingerprint.get(k))
+        raise EsgdError(f"{path}: made with other settings ({', '.join(differs)}); remove it or run into another dir")
     algorithm.load_state_dict(saved["algorithm"])
     set_rng_states(saved["rng"])
     return saved["history"]

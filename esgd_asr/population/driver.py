@@ -1,4 +1,5 @@
 """The generation loop shared by every population algorithm: checkpoint each generation, resume, log, fine-tune."""
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -10,13 +11,18 @@ FINAL_MODEL_NAME = "final.pt"
 
 
 def run_algorithm(algorithm, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
-                  progress: bool = True, tensorboard: bool = True, plot: bool = True) -> list[dict]:
+                  progress: bool = True, tensorboard: bool = True, plot: bool = True,
+                  fingerprint: dict | None = None, save_model: Callable[[dict, Path], object] | None = None
+                  ) -> list[dict]:
     """Run the remaining generations of `algorithm`, then its `finish()` (fine-tune), saving an atomic
-    checkpoint after each; out_dir/final.pt gets the best model's state dict. With `resume` the run continues
-    from out_dir/checkpoint.pt exactly as if never stopped. `stop_after` ends after that many generations
-    in total (to split a run). Returns the history records."""
+    checkpoint after each; out_dir/final.pt gets the best model (`save_model(state_dict, path)`, default: the
+    bare state dict). With `resume` the run continues from out_dir/checkpoint.pt exactly as if never stopped;
+    `fingerprint` (the run's settings) is kept in the checkpoint and a resume with other settings is refused.
+    `stop_after` ends after that many generations in total (to split a run). Returns the history records."""
     out_dir = Path(out_dir)
-    history = load_checkpoint(out_dir, algorithm) if resume and (out_dir / CHECKPOINT_NAME).exists() else []
+    history = []
+    if resume and (out_dir / CHECKPOINT_NAME).exists():
+        history = load_checkpoint(out_dir, algorithm, fingerprint)
     log = GenerationLog(out_dir, tensorboard=tensorboard, plot=plot, first_generation=algorithm.generation)
     try:
         last = algorithm.total_generations if stop_after is None else min(stop_after, algorithm.total_generations)
@@ -25,16 +31,18 @@ def run_algorithm(algorithm, out_dir: str | Path, resume: bool = False, stop_aft
         while algorithm.generation < last:
             record = algorithm.step()
             history.append(record)
-            save_checkpoint(out_dir, algorithm, history)
+            save_checkpoint(out_dir, algorithm, history, fingerprint)
             log.write(history)
             bar.update(1)
             bar.set_postfix(best=f"{record['best']:.4f}", elite=f"{record['elite_mean']:.4f}")
         bar.close()
-        if algorithm.generation == algorithm.total_generations and not algorithm.finished:
+        finishing = algorithm.generation == algorithm.total_generations and not algorithm.finished
+        if finishing:
             history.append({"finish": algorithm.name, **algorithm.finish()})
-            save_checkpoint(out_dir, algorithm, history)
+            save_checkpoint(out_dir, algorithm, history, fingerprint)
             log.write(history)
-            atomic_save(algorithm.best_state(), out_dir / FINAL_MODEL_NAME)
+        if finishing or (algorithm.finished and not (out_dir / FINAL_MODEL_NAME).exists()):
+            (save_model or atomic_save)(algorithm.best_state(), out_dir / FINAL_MODEL_NAME)
     finally:
         log.close()
     return history

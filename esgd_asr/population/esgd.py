@@ -3,7 +3,9 @@
 Each generation k: every member draws an optimizer and hyperparameters from the pool and trains Ks epochs with
 back-off; then lambda offspring, each the mean of rho distinct roulette-chosen parents plus N(0, sigma_k^2) noise,
 sigma_k = sigma_0 / k; m-elitist selection over the mu + lambda keeps the best m and fills mu - m at random.
-With back-off and m-elitism the mean loss of the best m members never increases.
+With back-off and m-elitism the mean loss of the best m members never increases. At the end every member is
+fine-tuned (Kf epochs of new-bob: plain SGD, back-off and lr halving). Scaled-down runs may train each epoch on
+`epoch_samples` samples drawn afresh and measure the fitness on a fixed draw of `fitness_samples` validation samples.
 """
 from collections.abc import Callable
 
@@ -16,8 +18,8 @@ from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
 from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix, roulette_parents
 from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
-from esgd_asr.train.data import as_tensors
-from esgd_asr.train.newbob import train_newbob
+from esgd_asr.train.data import Data, as_tensors
+from esgd_asr.train.newbob import finished, newbob_epoch
 
 
 class ESGD:
@@ -31,7 +33,8 @@ class ESGD:
         self.factory = factory
         self.device = torch.device(device)
         self.train = as_tensors(train, self.device, "train")
-        self.valid = as_tensors(valid, self.device, "valid")
+        self.valid = random_subset(as_tensors(valid, self.device, "valid"), config.fitness_samples,
+                                   torch.Generator().manual_seed(config.seed + 2))
         self.rng = torch.Generator().manual_seed(config.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.population = Population.from_factory(factory, self.trainable_size, self.rng, self.device)
@@ -78,15 +81,22 @@ class ESGD:
         self.optimizer_state = OptimizerState.zeros_like(self.population.params)
         return self.run_sgd(self.hyper, self.optimizer_state)
 
+    def epoch_data(self) -> Data:
+        """The training data of one SGD epoch: all of it, or `epoch_samples` samples drawn afresh."""
+        return random_subset(self.train, self.config.epoch_samples, self.rng)
+
     def run_sgd(self, hyper: HyperParams, state: OptimizerState) -> dict:
-        result = sgd_with_backoff(self.population, state, hyper, self.fitness, self.train, self.valid,
-                                  self.config.sgd_epochs, self.config.backoff_prob, self.rng, self.config.fitness_chunk,
-                                  self.config.fitness_members)
-        self.fitness = result.fitness
+        backed_off = torch.zeros(self.population.size, dtype=torch.bool)
+        for _ in range(self.config.sgd_epochs):
+            result = sgd_with_backoff(self.population, state, hyper, self.fitness, self.epoch_data(), self.valid, 1,
+                                      self.config.backoff_prob, self.rng, self.config.fitness_chunk,
+                                      self.config.fitness_members)
+            self.fitness = result.fitness
+            backed_off |= result.backed_off
         self.member_sgd_epochs += self.population.size * self.config.sgd_epochs
         best = int(torch.argmin(torch.where(torch.isfinite(self.fitness), self.fitness, torch.inf)))
         living(self.fitness, f"generation {self.generation + 1} after the SGD step")
-        return {"backed_off": int(result.backed_off.sum()), "best_optimizer": hyper.describe(best),
+        return {"backed_off": int(backed_off.sum()), "best_optimizer": hyper.describe(best),
                 "optimizers": [hyper.describe(i) for i in range(hyper.lr.shape[0])]}
 
     def parent_indices(self) -> torch.Tensor:
@@ -104,8 +114,9 @@ class ESGD:
         offspring = make_offspring(pool, weights, self.config.sigma(k), self.noise_rng)
         if self.config.offspring_sgd_epochs:
             hyper = self.config.pool.sample(offspring.size, k, self.rng)
-            train_epochs(offspring, OptimizerState.zeros_like(offspring.params), hyper, self.train,
-                         self.config.offspring_sgd_epochs, self.rng)
+            state = OptimizerState.zeros_like(offspring.params)
+            for _ in range(self.config.offspring_sgd_epochs):
+                train_epochs(offspring, state, hyper, self.epoch_data(), 1, self.rng)
             self.member_sgd_epochs += offspring.size * self.config.offspring_sgd_epochs
         return offspring, self.evaluate(offspring)
 
@@ -137,17 +148,21 @@ class ESGD:
                 "worst": float(ranked[-1]), "dead": int((~alive).sum()), "member_sgd_epochs": self.member_sgd_epochs}
 
     def finish(self) -> dict:
-        """Fine-tune every model held with new-bob for `finetune.max_epochs` epochs (Kf); returns the record."""
+        """Fine-tune every model held for Kf = `finetune.max_epochs` epochs of new-bob (plain SGD; a member whose
+        fitness got worse backs off and halves its lr); returns the record."""
         self.finished = True
         population, fitness = self.all_members()
-        if self.config.finetune.max_epochs == 0:
-            return {"finetune_epochs": 0, "best": float(fitness[torch.isfinite(fitness)].min())}
-        result = train_newbob(population, self.train, self.valid, self.config.finetune, self.rng, fitness,
-                              self.config.fitness_chunk)
-        self.set_all_members(population, result.fitness)
-        self.member_sgd_epochs += population.size * len(result.epochs)
-        return {"finetune_epochs": len(result.epochs), "best": float(result.fitness.min()),
-                "finetune": result.epochs, "member_sgd_epochs": self.member_sgd_epochs}
+        schedule = self.config.finetune
+        lr = torch.full((population.size,), float(schedule.lr))
+        epochs = []
+        while not finished(schedule, lr, len(epochs)):
+            fitness, lr, record = newbob_epoch(population, self.epoch_data(), self.valid, schedule, self.rng, fitness,
+                                               lr, len(epochs) + 1, self.config.fitness_chunk)
+            epochs.append(record)
+        self.set_all_members(population, fitness)
+        self.member_sgd_epochs += population.size * len(epochs)
+        return {"finetune_epochs": len(epochs), "best": float(fitness[torch.isfinite(fitness)].min()),
+                "finetune": epochs, "member_sgd_epochs": self.member_sgd_epochs}
 
     def set_all_members(self, population: Population, fitness: torch.Tensor) -> None:
         self.population, self.fitness = population, fitness
@@ -194,3 +209,13 @@ class ESGD:
         """A population of this run's architecture from (checkpointed) stacked tensors, moved to the device."""
         return Population(self.population.template, {k: v.to(self.device) for k, v in params.items()},
                           {k: v.to(self.device) for k, v in buffers.items()})
+
+
+def random_subset(data: Data, count: int | None, generator: torch.Generator) -> Data:
+    """`count` samples of (features, targets) drawn without replacement, in their original order (all when None
+    or not fewer than there are)."""
+    features, targets = data
+    if count is None or count >= features.shape[0]:
+        return data
+    pick = torch.randperm(features.shape[0], generator=generator)[:count].sort().values.to(features.device)
+    return features[pick], targets[pick]

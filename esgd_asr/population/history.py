@@ -1,6 +1,7 @@
 """Per-generation history: history.tsv, history.jsonl, TensorBoard scalars and fitness.png in the run directory."""
 import json
 import math
+import time
 from pathlib import Path
 
 TSV_COLUMNS = ["generation", "best", "mean", "elite_mean", "worst", "dead", "backed_off", "offspring_selected",
@@ -19,12 +20,18 @@ def _cell(value) -> str:
 
 
 class GenerationLog:
-    """Rewrites the TSV, JSON lines and plot from the whole history (so a resumed run stays consistent)."""
+    """Rewrites the TSV, JSON lines and plot from the whole history (so a resumed run stays consistent).
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True, plot: bool = True, first_generation: int = 0):
+    The plot costs about a second, so it is redrawn at most every `plot_every` seconds and once more on close."""
+
+    def __init__(self, out_dir: str | Path, tensorboard: bool = True, plot: bool = True, first_generation: int = 0,
+                 plot_every: float = 60.0):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.plot = plot
+        self.plot_every = plot_every
+        self.plotted_at = None
+        self.unplotted: list[dict] = []
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -48,7 +55,9 @@ class GenerationLog:
                     self.writer.add_scalar(f"esgd/{key}", value, last["generation"])
             self.writer.flush()
         if self.plot and generations:
-            self.plot_fitness(generations)
+            self.unplotted = generations
+            if self.plotted_at is None or time.monotonic() - self.plotted_at >= self.plot_every:
+                self.plot_fitness(generations)
 
     def plot_fitness(self, generations: list[dict]) -> None:
         import matplotlib
@@ -67,7 +76,11 @@ class GenerationLog:
         figure.tight_layout()
         figure.savefig(self.out_dir / "fitness.png")
         plt.close(figure)
+        self.plotted_at = time.monotonic()
+        self.unplotted = []
 
     def close(self) -> None:
+        if self.unplotted:
+            self.plot_fitness(self.unplotted)
         if self.writer is not None:
             self.writer.close()

@@ -1,0 +1,113 @@
+"""Train a hybrid DNN or BiLSTM with a population algorithm: ESGD, ESGD with (iterated) anchors, the papers'
+baselines, Population Descent or OpenAI-ES.
+
+Usage: esgd-train-esgd --algorithm esgd|anchored|iterated|population|no-evolution|popdescent|openai-es
+                       [--esgd-config conf/esgd.yaml] [--esgd-preset NAME] [--esgd-opt key=value ...]
+                       [--nnet-config conf/dnn.yaml] [--model-type dnn|blstm] [--preset default]
+                       [--model-opt key=value ...] [--anchor PATH] [--cmvn true|false]
+                       [--train-ivectors DIR --valid-ivectors DIR] [--device cpu|cuda] [--resume true|false]
+                       <train-data> <train-ali> <valid-data> <valid-ali> <exp-dir>
+
+The data are read as by esgd-train-nnet (esgd_asr.data.hybrid.prepare_hybrid_sets), the model shape from
+--nnet-config, the algorithm's settings from --esgd-config (esgd_asr.population.algorithms: a preset per
+algorithm, then --esgd-opt dotted keys such as pool.lr_decay=0.8). --anchor (anchored, iterated) is a model file
+of ours, a bare state dict or a TorchScript module of the same architecture (esgd_asr.models.anchor.load_anchor).
+Writes <exp-dir>/checkpoint.pt after every generation (--resume true continues exactly), history.tsv,
+history.jsonl, tensorboard/, fitness.png, and at the end final.pt: the best model as a hybrid model file whose
+info holds its cross-entropy and frame accuracy on the whole validation set (valid_ce, valid_acc).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
+import torch
+
+from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
+from esgd_asr.cli.train_nnet import model_option
+from esgd_asr.data.hybrid import prepare_hybrid_sets
+from esgd_asr.errors import EsgdError, cli_main
+from esgd_asr.models.anchor import config_kind, config_to_dict, load_anchor, save_hybrid_model
+from esgd_asr.models.config import build_model, load_model_config
+from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
+from esgd_asr.population.driver import run_algorithm
+from esgd_asr.train.nnet import evaluate
+
+log = logging.getLogger("esgd-train-esgd")
+
+
+def build_parser() -> KaldiArgumentParser:
+    parser = KaldiArgumentParser(prog="esgd-train-esgd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--algorithm", required=True, help=f"one of {', '.join(ALGORITHMS)}")
+    parser.add_argument("--esgd-config", default="conf/esgd.yaml")
+    parser.add_argument("--esgd-preset", help="preset of --esgd-config (default: anchors for anchored, iterated "
+                                              "for iterated, else default)")
+    parser.add_argument("--esgd-opt", type=model_option, action="append", default=[],
+                        help="override a setting, e.g. --esgd-opt mu=20 --esgd-opt pool.lr_decay=0.8")
+    parser.add_argument("--nnet-config", help="model YAML (default: conf/<model-type>.yaml)")
+    parser.add_argument("--model-type", choices=["dnn", "blstm"], help="must match the config's type")
+    parser.add_argument("--preset", default="default", help="model preset of --nnet-config")
+    parser.add_argument("--model-opt", type=model_option, action="append", default=[],
+                        help="override a model config field, e.g. --model-opt hidden=[512,512]")
+    parser.add_argument("--anchor", help="anchor model (anchored, iterated): ours, a state dict or TorchScript")
+    parser.add_argument("--cmvn", type=parse_bool, default=False, help="per-speaker CMVN from cmvn.scp")
+    parser.add_argument("--norm-vars", type=parse_bool, default=False)
+    parser.add_argument("--delta-order", type=int, default=0)
+    parser.add_argument("--train-ivectors", help="i-vector dir of the training set (ivector_online.scp)")
+    parser.add_argument("--valid-ivectors", help="i-vector dir of the validation set")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--resume", type=parse_bool, default=False, help="continue from <exp-dir>/checkpoint.pt")
+    parser.add_argument("--tensorboard", type=parse_bool, default=True)
+    parser.add_argument("--plot", type=parse_bool, default=True, help="fitness.png")
+    parser.add_argument("--progress", type=parse_bool, default=True, help="tqdm progress bar on stderr")
+    for name in ("train_data", "train_ali", "valid_data", "valid_ali", "exp_dir"):
+        parser.add_argument(name)
+    return parser
+
+
+@cli_main
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_anchor(args.algorithm, bool(args.anchor))
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise EsgdError(f"--device {args.device}: CUDA is not available")
+    settings = load_settings(args.algorithm, args.esgd_config, args.esgd_preset, dict(args.esgd_opt))
+    nnet_config = args.nnet_config or f"conf/{args.model_type or 'dnn'}.yaml"
+    config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
+    if args.model_type and config_kind(config) != args.model_type:
+        raise EsgdError(f"--model-type {args.model_type}, but {nnet_config} describes a {config_kind(config)}")
+    sets = prepare_hybrid_sets(config, args.train_data, args.train_ali, args.valid_data, args.valid_ali,
+                               args.train_ivectors, args.valid_ivectors, args.cmvn, args.norm_vars, args.delta_order)
+    config = sets.fit_config(config)
+    anchor = load_anchor(args.anchor, config, sets.nnet_input) if args.anchor else None
+    algorithm = build_algorithm(args.algorithm, settings, lambda: build_model(config), sets.train, sets.valid,
+                                anchor, args.device)
+    log.info("%s on a %s of %d parameters (%s); %s", args.algorithm, config_kind(config),
+             sum(p.numel() for p in build_model(config).parameters()), config, settings)
+    fingerprint = {"algorithm": args.algorithm, "settings": dataclasses.asdict(settings),
+                   "model": config_to_dict(config), "train": list(sets.train[0].shape),
+                   "valid": list(sets.valid[0].shape), "anchor": str(args.anchor) if args.anchor else None}
+
+    def save_final(state: dict, path: Path) -> None:
+        module = build_model(config)
+        module.load_state_dict(state)
+        ce, acc = evaluate(module, sets.valid)
+        save_hybrid_model(path, module, config, sets.nnet_input, sets.pdf_counts, valid_ce=ce, valid_acc=acc,
+                          algorithm=args.algorithm, generations=algorithm.generation)
+        log.info("wrote %s: validation CE %.4f, frame accuracy %.2f %% (whole validation set)", path, ce, 100 * acc)
+
+    history = run_algorithm(algorithm, args.exp_dir, args.resume, progress=args.progress,
+                            tensorboard=args.tensorboard, plot=args.plot, fingerprint=fingerprint,
+                            save_model=save_final)
+    last = [r for r in history if "generation" in r][-1]
+    log.info("%s: %d generations, best fitness %.4f%s", args.exp_dir, last["generation"], last["best"],
+             "".join(f", after the fine-tune {r['best']:.4f}" for r in history if "finish" in r))
+
+if __name__ == "__main__":
+    main()

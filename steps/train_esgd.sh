@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Train a hybrid DNN or BiLSTM with a population algorithm on the senone alignments of a GMM system: ESGD
+# (NeurIPS 2018), ESGD with anchors and iterated anchors (Interspeech 2019), the papers' population baseline and
+# ESGD without evolution, Population Descent, OpenAI-ES. Reads the same data as steps/train_nnet.sh; the
+# validation set (held-out data dir aligned by the same system) gives the fitness. Settings: conf/esgd.yaml.
+# Writes <exp-dir>/{final.pt,final.mdl,checkpoint.pt,history.tsv,history.jsonl,fitness.png,tensorboard/} and
+# log/train.log; a checkpoint after every generation, so a killed run continues with --resume true.
+set -euo pipefail
+cmd=${train_cmd:-esgd-queue}
+nj=1
+algorithm=esgd
+esgd_config=conf/esgd.yaml
+esgd_preset=
+esgd_opts=
+model_type=dnn
+nnet_config=
+preset=default
+anchor=
+cmvn=false
+train_ivectors=
+valid_ivectors=
+device=cpu
+num_threads=0
+resume=false
+help_message="Usage: $0 [options] <train-data> <train-ali-dir> <valid-data> <valid-ali-dir> <exp-dir>
+e.g.: $0 --algorithm anchored --anchor exp/dnn/final.pt data/train exp/tri3_ali data/dev exp/tri3_ali_dev exp/esgd_dnn_anchored
+Options:
+  --algorithm <name>           # esgd, anchored, iterated, population, no-evolution, popdescent, openai-es
+                               # (default: $algorithm)
+  --esgd-config <yaml>         # the algorithms' settings (default: $esgd_config)
+  --esgd-preset <name>         # a preset of it (default: anchors for anchored, iterated for iterated, else default;
+                               # the papers': bn50, swb300, bn50_anchors, bn50_iterated, swb300_anchors, ...)
+  --esgd-opts '<k=v ...>'      # overrides, space-separated dotted keys (e.g. 'mu=20 pool.lr_decay=0.8')
+  --model-type <dnn|blstm>     # network (default: $model_type)
+  --nnet-config <yaml>         # model shapes (default: conf/<model-type>.yaml)
+  --preset <name>              # a model preset of it (default: $preset)
+  --anchor <file>              # anchor model for anchored / iterated (exp/<dir>/final.pt, a state dict or TorchScript)
+  --cmvn <bool>                # per-speaker CMVN from <data>/cmvn.scp (default: $cmvn)
+  --train-ivectors <dir>       # online i-vectors of the training set (BiLSTM input 40 + 100)
+  --valid-ivectors <dir>       # online i-vectors of the validation set
+  --device <cpu|cuda>          # where training runs (default: $device)
+  --num-threads <n>            # torch threads, 0 = torch's default (default: $num_threads)
+  --resume <bool>              # continue from <exp-dir>/checkpoint.pt (default: $resume)
+  --nj <n>                     # accepted for uniformity; the population trains in one job (default: $nj)
+  --cmd <cmd>                  # job runner (default: \$train_cmd from cmd.sh)"
+. "$(dirname "$0")/parse_options.sh"
+if [ $# -ne 5 ]; then echo "$help_message" >&2; exit 1; fi
+train=$1
+train_ali=$2
+valid=$3
+valid_ali=$4
+dir=$5
+case "$algorithm" in
+  esgd|anchored|iterated|population|no-evolution|popdescent|openai-es) ;;
+  *) echo "$0: --algorithm: unknown algorithm '$algorithm' (see --help)" >&2; exit 1 ;;
+esac
+case "$model_type" in dnn|blstm) ;; *) echo "$0: --model-type must be dnn or blstm, got '$model_type'" >&2; exit 1 ;; esac
+case "$algorithm" in
+  anchored|iterated) [ -n "$anchor" ] || { echo "$0: --algorithm $algorithm needs --anchor <model>" >&2; exit 1; } ;;
+  *) [ -z "$anchor" ] || { echo "$0: --anchor is for --algorithm anchored or iterated only" >&2; exit 1; } ;;
+esac
+[ -n "$nnet_config" ] || nnet_config=conf/$model_type.yaml
+for f in "$esgd_config" "$nnet_config" "$train/feats.scp" "$valid/feats.scp" "$train_ali/final.mdl" \
+         "$valid_ali/final.mdl" ${anchor:+"$anchor"}; do
+  [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
+done
+for d in $train_ivectors $valid_ivectors; do
+  [ -f "$d/ivector_online.scp" ] || { echo "$0: no such file: $d/ivector_online.scp" >&2; exit 1; }
+done
+mkdir -p "$dir/log"
+$resume || rm -f "$dir/checkpoint.pt"
+rm -f "$dir/final.pt"  # the dir stops claiming a finished model until this run completes
+cp "$train_ali/final.mdl" "$dir/final.mdl"
+opts=(--algorithm "$algorithm" --esgd-config "$esgd_config" --nnet-config "$nnet_config" --model-type "$model_type"
+      --preset "$preset" --cmvn "$cmvn" --device "$device" --num-threads "$num_threads" --resume "$resume")
+[ -z "$esgd_preset" ] || opts+=(--esgd-preset "$esgd_preset")
+for o in $esgd_opts; do opts+=(--esgd-opt "$o"); done
+[ -z "$anchor" ] || opts+=(--anchor "$anchor")
+[ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors" --valid-ivectors "$valid_ivectors")
+$cmd "$dir/log/train.log" esgd-train-esgd "${opts[@]}" "$train" "$train_ali" "$valid" "$valid_ali" "$dir"
+echo "$0: $dir/final.pt: $(grep -o 'validation CE [0-9.]*, frame accuracy [0-9.]* %' "$dir/log/train.log" | tail -n 1) after $(tail -n 1 "$dir/history.tsv" | cut -f1) generations"

@@ -1,0 +1,96 @@
+"""esgd-train-esgd on the tiny hybrid task: every algorithm writes a decodable final.pt with its validation CE,
+anchored and iterated runs never end worse than their anchor, and bad input fails with one clear line."""
+import kaldi_hmm_gmm  # noqa: F401  (before kaldifst)
+from pathlib import Path
+
+import pytest
+import torch
+
+from esgd_asr.cli import train_esgd
+from esgd_asr.data.hybrid import prepare_hybrid_sets
+from esgd_asr.errors import EsgdError
+from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.population.algorithms import load_settings
+from esgd_asr.train.nnet import evaluate
+from hybrid_fixture import make_hybrid_task
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["--esgd-config", str(REPO / "conf/esgd.yaml"), "--nnet-config", str(REPO / "conf/dnn.yaml")]
+MODEL = ["--model-opt", "splice=5", "--model-opt", "hidden=[24,24]", "--model-opt", "activations=[relu,sigmoid]"]
+TINY = {"mu": 5, "offspring": 8, "generations": 2, "pool.batch_sizes": [32, 64], "pool.lr_ranges.sgd": [0.05, 0.5],
+        "pool.lr_ranges.adam": [1e-3, 1e-2], "finetune.lr": 0.05, "finetune.max_epochs": 1}
+
+
+def options(values: dict) -> list[str]:
+    return [arg for key, value in values.items() for arg in ("--esgd-opt", f"{key}={value}")]
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return make_hybrid_task(tmp_path_factory.mktemp("esgd_cli"))
+
+
+def data_args(task) -> list[str]:
+    return ["--cmvn", "true", str(task["data"]), str(task["train_ali"]), str(task["data"]), str(task["valid_ali"])]
+
+
+def train(task, out: Path, algorithm: str, extra=(), values=None) -> dict:
+    train_esgd.main(["--algorithm", algorithm, *CONFIGS, *MODEL, *options({**TINY, **(values or {})}),
+                     "--tensorboard", "false", "--plot", "false", "--progress", "false", *extra, *data_args(task),
+                     str(out)])
+    return torch.load(out / "final.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def single(task, tmp_path_factory):
+    """A single model trained by the no-evolution run, reused as the anchor."""
+    out = tmp_path_factory.mktemp("single")
+    train(task, out, "no-evolution", values={"mu": 2, "generations": 3})
+    return out / "final.pt"
+
+
+@pytest.mark.parametrize("algorithm", ["esgd", "population", "popdescent", "openai-es"])
+def test_each_algorithm_writes_a_hybrid_model_with_its_validation_ce(task, tmp_path, algorithm):
+    values = {"popdescent": {"mu": 3, "elite": 1, "generations": 2, "local_steps": 2, "batch_size": 32},
+              "openai-es": {"pairs": 8, "generations": 2, "updates_per_generation": 2, "batch_size": 64,
+                            "noise_table_size": 100000, "bucket_size": 500}}.get(algorithm)
+    if values is not None:
+        train_esgd.main(["--algorithm", algorithm, *CONFIGS, *MODEL, *options(values), "--tensorboard", "false",
+                         "--plot", "false", "--progress", "false", *data_args(task), str(tmp_path)])
+        saved = torch.load(tmp_path / "final.pt", weights_only=True)
+    else:
+        saved = train(task, tmp_path, algorithm)
+    assert saved["format"] == "esgd-hybrid-model" and saved["info"]["algorithm"] == algorithm
+    model = load_hybrid_model(tmp_path / "final.pt")
+    assert model.nnet_input["left_context"] == 2 and model.pdf_counts.sum() > 0
+    assert (tmp_path / "history.tsv").read_text().count("\n") == 3   # header + 2 generations
+    assert saved["info"]["valid_ce"] > 0 and 0 <= saved["info"]["valid_acc"] <= 1
+
+
+def test_anchored_and_iterated_never_end_worse_than_their_anchor(task, single, tmp_path):
+    anchor = load_hybrid_model(single)
+    sets = prepare_hybrid_sets(anchor.config, task["data"], task["train_ali"], task["data"], task["valid_ali"],
+                               cmvn=True)
+    anchor_ce, _ = evaluate(anchor.module, sets.valid)
+    for algorithm in ("anchored", "iterated"):
+        saved = train(task, tmp_path / algorithm, algorithm, ["--anchor", str(single)])
+        assert saved["info"]["valid_ce"] <= anchor_ce + 1e-6
+        history = (tmp_path / algorithm / "history.tsv").read_text().splitlines()
+        assert len(history) == 1 + (4 if algorithm == "iterated" else 2)   # iterated: 2 rounds of 2
+    with pytest.raises(SystemExit):
+        train(task, tmp_path / "none", "anchored")
+
+
+def test_resume_refuses_other_settings_and_bad_options_fail_clearly(task, tmp_path, capsys):
+    train(task, tmp_path, "esgd", values={"generations": 1})
+    with pytest.raises(SystemExit):
+        train(task, tmp_path, "esgd", ["--resume", "true"], values={"generations": 1, "mu": 6})
+    assert "checkpoint.pt: made with other settings (settings)" in capsys.readouterr().err
+    for bad, message in [(["--algorithm", "cmaes"], "unknown algorithm 'cmaes'"),
+                         (["--algorithm", "esgd", "--anchor", "x.pt"], "--anchor is used by"),
+                         (["--algorithm", "esgd", "--esgd-opt", "muu=3"], "unknown option 'muu'")]:
+        with pytest.raises(SystemExit):
+            train_esgd.main(bad + data_args(task) + [str(tmp_path / "bad")])
+        assert message in capsys.readouterr().err
+    with pytest.raises(EsgdError, match="iterated needs rounds >= 2"):
+        load_settings("iterated", str(REPO / "conf/esgd.yaml"), "anchors")
