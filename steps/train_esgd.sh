@@ -19,6 +19,7 @@ anchor=
 cmvn=false
 train_ivectors=
 valid_ivectors=
+egs=
 device=cpu
 num_threads=0
 resume=false
@@ -38,6 +39,8 @@ Options:
   --cmvn <bool>                # per-speaker CMVN from <data>/cmvn.scp (default: $cmvn)
   --train-ivectors <dir>       # online i-vectors of the training set (BiLSTM input 40 + 100)
   --valid-ivectors <dir>       # online i-vectors of the validation set
+  --egs <file>                 # cache of the prepared tensors, shared by runs on the same data (read when newer
+                               # than the data, alignments and i-vectors, else made)
   --device <cpu|cuda>          # where training runs (default: $device)
   --num-threads <n>            # torch threads, 0 = torch's default (default: $num_threads)
   --resume <bool>              # continue from <exp-dir>/checkpoint.pt (default: $resume)
@@ -76,6 +79,7 @@ opts=(--algorithm "$algorithm" --esgd-config "$esgd_config" --nnet-config "$nnet
 [ -z "$esgd_preset" ] || opts+=(--esgd-preset "$esgd_preset")
 for o in $esgd_opts; do opts+=(--esgd-opt "$o"); done
 [ -z "$anchor" ] || opts+=(--anchor "$anchor")
+[ -z "$egs" ] || opts+=(--egs "$egs")
 [ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors" --valid-ivectors "$valid_ivectors")
 $cmd "$dir/log/train.log" esgd-train-esgd "${opts[@]}" "$train" "$train_ali" "$valid" "$valid_ali" "$dir"
 echo "$0: $dir/final.pt: $(grep -o 'validation CE [0-9.]*, frame accuracy [0-9.]* %' "$dir/log/train.log" | tail -n 1) after $(tail -n 1 "$dir/history.tsv" | cut -f1) generations"

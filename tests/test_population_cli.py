@@ -81,6 +81,20 @@ def test_anchored_and_iterated_never_end_worse_than_their_anchor(task, single, t
         train(task, tmp_path / "none", "anchored")
 
 
+def test_prepared_tensors_are_cached_until_an_input_changes(task, tmp_path, caplog):
+    egs = ["--egs", str(tmp_path / "egs" / "egs.pt")]
+    first = train(task, tmp_path / "a", "esgd", egs, values={"generations": 1})
+    with caplog.at_level("INFO"):
+        second = train(task, tmp_path / "b", "esgd", egs, values={"generations": 1})
+    assert "the prepared tensors of an earlier run" in caplog.text
+    assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
+    caplog.clear()
+    (task["valid_ali"] / "final.mdl").touch()
+    with caplog.at_level("INFO"):
+        train(task, tmp_path / "c", "esgd", egs, values={"generations": 1})
+    assert "older than its inputs" in caplog.text
+
+
 def test_resume_refuses_other_settings_and_bad_options_fail_clearly(task, tmp_path, capsys):
     train(task, tmp_path, "esgd", values={"generations": 1})
     with pytest.raises(SystemExit):

@@ -1,9 +1,12 @@
-"""Print the recipe's results: corpus summary, LM perplexity, and each system's best WER per decoded set.
+"""Print the recipe's results: corpus summary, LM perplexity, each system's best WER per decoded set, and the
+hybrid systems in the shape of the ESGD papers' Table 1 (validation CE, test WER).
 
 Usage: esgd-show-results [<data-root>] [<exp-dir>]
 """
 import json
 from pathlib import Path
+
+import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.data.corpus_summary import print_summary
@@ -36,6 +39,38 @@ def main(argv=None):
         print(f"{best.parent.parent.name:<24}{best.parent.name[len('decode_'):]:<10}{fields[1]:>8}")
     if not rows:
         print("(no decoded system yet)")
+    print_table1(args.exp_dir)
+
+
+# Table 1 rows per network (dnn, blstm): exp dir name pattern and the papers' name of the system
+TABLE1_SYSTEMS = [("{kind}", "single baseline (new-bob SGD)"), ("{kind}_ft", "single baseline + fine-tune"),
+                  ("esgd_{kind}_population", "population baseline"),
+                  ("esgd_{kind}_no_evolution", "ESGD without evolution"), ("esgd_{kind}_esgd", "ESGD"),
+                  ("esgd_{kind}_anchored", "ESGD with anchor (single baseline)"),
+                  ("esgd_{kind}_iterated", "ESGD with iterated anchors")]
+
+
+def best_wer(decode_dir: Path) -> str:
+    path = decode_dir / "best_wer"
+    return path.read_text().split()[1] if path.is_file() else "-"
+
+
+def print_table1(exp_dir: Path) -> None:
+    """Validation CE (on the whole validation set, from final.pt) and dev / test WER of the hybrid systems."""
+    lines = []
+    for kind in ("dnn", "blstm"):
+        for pattern, label in TABLE1_SYSTEMS:
+            system = exp_dir / pattern.format(kind=kind)
+            if not (system / "final.pt").is_file():
+                continue
+            info = torch.load(system / "final.pt", map_location="cpu", weights_only=True).get("info") or {}
+            ce = f"{info['valid_ce']:.3f}" if "valid_ce" in info else "-"
+            lines.append(f"{kind:<7}{label:<37}{system.name:<26}{ce:>9}{best_wer(system / 'decode_dev'):>9}"
+                         f"{best_wer(system / 'decode_test'):>10}")
+    if lines:
+        print(f"\nTable 1 (ESGD papers' shape)\n{'model':<7}{'system':<37}{'exp dir':<26}{'valid CE':>9}"
+              f"{'dev WER%':>9}{'test WER%':>10}")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Usage: esgd-train-esgd --algorithm esgd|anchored|iterated|population|no-evolutio
                        [--esgd-config conf/esgd.yaml] [--esgd-preset NAME] [--esgd-opt key=value ...]
                        [--nnet-config conf/dnn.yaml] [--model-type dnn|blstm] [--preset default]
                        [--model-opt key=value ...] [--anchor PATH] [--cmvn true|false]
-                       [--train-ivectors DIR --valid-ivectors DIR] [--device cpu|cuda] [--resume true|false]
+                       [--train-ivectors DIR --valid-ivectors DIR] [--egs FILE] [--device cpu|cuda]
+                       [--num-threads N] [--resume true|false]
                        <train-data> <train-ali> <valid-data> <valid-ali> <exp-dir>
 
 The data are read as by esgd-train-nnet (esgd_asr.data.hybrid.prepare_hybrid_sets), the model shape from
@@ -27,12 +28,13 @@ import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
 from esgd_asr.cli.train_nnet import model_option
-from esgd_asr.data.hybrid import prepare_hybrid_sets
+from esgd_asr.data.hybrid import NnetInput, prepare_hybrid_sets, read_ivector_period
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.models.anchor import config_kind, config_to_dict, load_anchor, save_hybrid_model
 from esgd_asr.models.config import build_model, load_model_config
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
 from esgd_asr.population.driver import run_algorithm
+from esgd_asr.train.data import HybridSets
 from esgd_asr.train.nnet import evaluate
 
 log = logging.getLogger("esgd-train-esgd")
@@ -57,6 +59,9 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--delta-order", type=int, default=0)
     parser.add_argument("--train-ivectors", help="i-vector dir of the training set (ivector_online.scp)")
     parser.add_argument("--valid-ivectors", help="i-vector dir of the validation set")
+    parser.add_argument("--egs", help="cache of the prepared tensors, shared by runs on the same data: read when "
+                                      "newer than the data, alignments and i-vectors and made for the same "
+                                      "network input, else prepared and written")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--resume", type=parse_bool, default=False, help="continue from <exp-dir>/checkpoint.pt")
@@ -66,6 +71,31 @@ def build_parser() -> KaldiArgumentParser:
     for name in ("train_data", "train_ali", "valid_data", "valid_ali", "exp_dir"):
         parser.add_argument(name)
     return parser
+
+
+def hybrid_sets(args, config) -> HybridSets:
+    """The training and validation tensors: the --egs cache when it is newer than every input and was made for the
+    network input asked for, else prepare_hybrid_sets (then cached in --egs)."""
+    egs = Path(args.egs) if args.egs else None
+    if egs is not None and egs.is_file():
+        inputs = [Path(d) / name for d in (args.train_data, args.valid_data) for name in ("feats.scp", "cmvn.scp")]
+        inputs += [p for d in (args.train_ali, args.valid_ali) for p in Path(d).glob("ali.*.ark")]
+        inputs += [Path(d) / "final.mdl" for d in (args.train_ali, args.valid_ali)]
+        inputs += [Path(d) / "ivector_online.scp" for d in (args.train_ivectors, args.valid_ivectors) if d]
+        if all(egs.stat().st_mtime > p.stat().st_mtime for p in inputs if p.exists()):
+            sets = HybridSets.load(egs)
+            period = read_ivector_period(args.train_ivectors) if args.train_ivectors else 0
+            wanted = NnetInput.for_model(config, cmvn=args.cmvn, norm_vars=args.norm_vars,
+                                         delta_order=args.delta_order, ivector_period=period).to_dict()
+            if all(sets.nnet_input.get(k) == v for k, v in wanted.items() if k != "global_stats"):
+                log.info("%s: the prepared tensors of an earlier run", egs)
+                return sets
+        log.info("%s: older than its inputs or made for another network input: prepared again", egs)
+    sets = prepare_hybrid_sets(config, args.train_data, args.train_ali, args.valid_data, args.valid_ali,
+                               args.train_ivectors, args.valid_ivectors, args.cmvn, args.norm_vars, args.delta_order)
+    if egs is not None:
+        sets.save(egs)
+    return sets
 
 
 @cli_main
@@ -82,8 +112,7 @@ def main(argv=None):
     config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
     if args.model_type and config_kind(config) != args.model_type:
         raise EsgdError(f"--model-type {args.model_type}, but {nnet_config} describes a {config_kind(config)}")
-    sets = prepare_hybrid_sets(config, args.train_data, args.train_ali, args.valid_data, args.valid_ali,
-                               args.train_ivectors, args.valid_ivectors, args.cmvn, args.norm_vars, args.delta_order)
+    sets = hybrid_sets(args, config)
     config = sets.fit_config(config)
     anchor = load_anchor(args.anchor, config, sets.nnet_input) if args.anchor else None
     algorithm = build_algorithm(args.algorithm, settings, lambda: build_model(config), sets.train, sets.valid,
