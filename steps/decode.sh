@@ -9,6 +9,7 @@ beam=13.0
 lattice_beam=6.0
 acwt=0.083333
 model=
+transforms=
 skip_scoring=false
 scoring_opts=
 help_message="Usage: $0 [options] <graph-dir> <data-dir> <decode-dir>
@@ -20,6 +21,7 @@ Options:
   --lattice-beam <b>       # lattice pruning beam (default: $lattice_beam)
   --acwt <w>               # acoustic scale during the search (default: $acwt)
   --model <mdl>            # model (default: <decode-dir>/../final.mdl)
+  --transforms <ark>       # per-speaker feature transforms, JOB for the job number (fMLLR; steps/decode_fmllr.sh)
   --skip-scoring <bool>    # do not run steps/score.sh (default: $skip_scoring)
   --scoring-opts <opts>    # options for steps/score.sh"
 . "$(dirname "$0")/parse_options.sh"
@@ -35,7 +37,8 @@ mkdir -p "$dir/log"
 rm -f "$dir"/lat.*.gz "$dir"/timing.* "$dir/best_wer"
 echo "$nj" > "$dir/num_jobs"
 $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-gmm --nj "$nj" --job JOB --beam "$beam" \
-  --lattice-beam "$lattice_beam" --acwt "$acwt" "$graph" "$data" "$model" "$dir"
+  --lattice-beam "$lattice_beam" --acwt "$acwt" ${transforms:+--transforms "$transforms"} \
+  "$graph" "$data" "$model" "$dir"
 cat "$dir"/timing.* | awk '{f += $1; l += $2; s += $3} END {
   printf "real-time factor %.4f (likelihoods %.4f, search %.4f) over %.1f s of audio, %d jobs\n",
          (l + s) / (f * 0.01), l / (f * 0.01), s / (f * 0.01), f * 0.01, NR }' | tee "$dir/log/rtf"

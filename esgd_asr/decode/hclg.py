@@ -17,7 +17,7 @@ import kaldifst
 from esgd_asr.data.kaldi_dir import atomic_write_text, replace_dir
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.fst_arrays import arrays_to_fst
-from esgd_asr.gmm.hmm_graph import add_transition_costs, compose_h, disambig_tid, make_h
+from esgd_asr.gmm.hmm_graph import HBuilder, add_transition_costs, compose_h, disambig_tid
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm
 
@@ -39,7 +39,7 @@ def make_hclg(lang: LangDir, model: GmmHmm, transition_scale: float = 1.0, self_
         disambig_syms=lang.disambig, context_width=model.context_width,
         central_position=model.central_position, ifst=lg)
     info = model.transitions()
-    h = make_h(ilabel_info, model.central_position, model.topology(), info, model.pdf_of, lang.disambig)
+    h = HBuilder(model.topology(), info, model.central_position, model.pdfs_of, lang.disambig).make(ilabel_info)
     hclg = compose_h(h, clg, info, str(lang.path))
     hclg = add_transition_costs(hclg, info.transition_costs(transition_scale, self_loop_scale))
     fst = arrays_to_fst(hclg)
@@ -59,7 +59,7 @@ def write_graph_dir(graph_dir: str | Path, hclg: kaldifst.StdVectorFst, lang: La
         shutil.copy(lang.path / name, tmp / name)
     shutil.copytree(lang.path / "phones", tmp / "phones")
     num_tids = model.trans_model.num_transition_ids
-    tids = [disambig_tid(num_tids, lang.disambig, p) for p in lang.disambig]
+    tids = [disambig_tid(num_tids, lang.disambig, p) for p in lang.disambig + ([0] if model.context_width > 1 else [])]
     atomic_write_text(tmp / "disambig_tid.int", "".join(f"{t}\n" for t in tids))
     atomic_write_text(tmp / "num_pdfs", f"{model.num_pdfs}\n")
     replace_dir(tmp, graph_dir)

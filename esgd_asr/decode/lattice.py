@@ -133,8 +133,20 @@ def best_paths(lat: LatticeArrays, lmwts: list[float], penalties: list[float], w
                ) -> dict[tuple[float, float], list[int]]:
     """Best word sequence for every (LM weight, insertion penalty); an empty lattice gives empty sequences."""
     combos = [(lmwt, wip) for lmwt in lmwts for wip in penalties]
+    return {c: [int(lat.olabel[a]) for a in arcs if lat.olabel[a]]
+            for c, arcs in zip(combos, _best_path_arcs(lat, combos, where))}
+
+
+def best_path_labels(lat: LatticeArrays, lmwt: float, where: str = "lattice") -> list[int]:
+    """Input labels (transition-ids, one per frame) of the best path at LM weight `lmwt` (no insertion penalty), as
+    Kaldi's lattice-best-path --acoustic-scale=1/lmwt writes the alignment; empty for an empty lattice."""
+    return [int(lat.ilabel[a]) for a in _best_path_arcs(lat, [(lmwt, 0.0)], where)[0] if lat.ilabel[a]]
+
+
+def _best_path_arcs(lat: LatticeArrays, combos: list[tuple[float, float]], where: str) -> list[list[int]]:
+    """The arcs of the best path for every (LM weight, insertion penalty), in order."""
     if lat.start < 0 or lat.final_state.size == 0:
-        return {c: [] for c in combos}
+        return [[] for _ in combos]
     inv_lmwt = torch.tensor([1.0 / c[0] for c in combos], dtype=torch.float64)
     wip = torch.tensor([c[1] for c in combos], dtype=torch.float64)
     is_word = torch.from_numpy(lat.olabel != 0).double()
@@ -168,15 +180,14 @@ def best_paths(lat: LatticeArrays, lmwts: list[float], penalties: list[float], w
     best_final = lat.final_state[final_cost.argmin(0).numpy()]
     reachable = torch.isfinite(final_cost.min(0).values).numpy()
     back_np = back.numpy()
-    out = {}
-    for c, combo in enumerate(combos):
-        words, state = [], int(best_final[c])
+    out = []
+    for c in range(len(combos)):
+        arcs, state = [], int(best_final[c])
         while reachable[c] and state != lat.start:
             arc = back_np[state, c]
             if arc < 0:
                 raise EsgdError(f"{where}: broken back-pointer while tracing the best path")
-            if lat.olabel[arc]:
-                words.append(int(lat.olabel[arc]))
+            arcs.append(int(arc))
             state = int(lat.src[arc])
-        out[combo] = words[::-1]
+        out.append(arcs[::-1])
     return out

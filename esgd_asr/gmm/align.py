@@ -27,7 +27,7 @@ import torch
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.fst_arrays import FstArrays, arrays_to_fst
-from esgd_asr.gmm.hmm_graph import compose_h, make_h
+from esgd_asr.gmm.hmm_graph import HBuilder, compose_h
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm, PdfScorer, TransitionInfo
 
@@ -61,8 +61,8 @@ class TrainingGraphCompiler:
         self.model, self.lang = model, lang
         self.lexicon = lang.read_fst("L.fst")
         kaldifst.arcsort(self.lexicon, sort_type="olabel")
-        self.topo = model.topology()
         self.info = model.transitions()
+        self.h_builder = HBuilder(model.topology(), self.info, model.central_position, model.pdfs_of, lang.disambig)
 
     def compile(self, word_ids: list[int], what: str) -> TrainingGraph:
         words = kaldifst.make_linear_acceptor(word_ids)
@@ -72,9 +72,7 @@ class TrainingGraphCompiler:
         clw, ilabel_info = kaldifst.compose_context(
             disambig_syms=self.lang.disambig, context_width=self.model.context_width,
             central_position=self.model.central_position, ifst=lw)
-        h = make_h(ilabel_info, self.model.central_position, self.topo, self.info, self.model.pdf_of,
-                   self.lang.disambig)
-        return TrainingGraph.from_arrays(compose_h(h, clw, self.info, what))
+        return TrainingGraph.from_arrays(compose_h(self.h_builder.make(ilabel_info), clw, self.info, what))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ central phone with its pdfs from the context dependency, entered from one hub st
 determinization (Kaldi's AddSelfLoops without reordering: a state whose outgoing arcs all leave one HMM state
 gets that state's self-loop; other states are split first). Transition costs depend only on the transition-id,
 so they are added last, arc by arc, which lets training graphs be stored without them and rescored every pass.
-For a triphone system only `pdf_of` changes (a tree instead of the monophone ContextDependency).
+For a triphone system only the pdf lookup changes (a tree instead of the monophone ContextDependency).
 """
 from __future__ import annotations
 
@@ -23,59 +23,84 @@ from esgd_asr.gmm.model import TransitionInfo
 
 
 def disambig_tid(num_tids: int, disambig_phones: list[int], phone: int) -> int:
-    """Input label standing for a disambiguation phone in H: beyond every transition-id (disambig_tid.int)."""
+    """Input label standing for a disambiguation phone in H: beyond every transition-id (disambig_tid.int);
+    phone 0 stands for C's start-of-utterance symbol #-1 (context width > 1), which gets the label after them."""
+    if phone == 0:
+        return num_tids + 1 + len(disambig_phones)
     return num_tids + 1 + disambig_phones.index(phone)
 
 
-def make_h(ilabel_info: list[list[int]], central_position: int, topo: khg.HmmTopology, info: TransitionInfo,
-           pdf_of: Callable[[list[int], int], int], disambig_phones: list[int]) -> kaldifst.StdVectorFst:
-    """Ha: transition-ids (no self-loops, no costs) -> indices into `ilabel_info`, sorted on output labels."""
-    num_tids = len(info.tstate) - 1
-    by_tuple = {t: s + 1 for s, t in enumerate(info.tuples)}
-    tid_of = {}  # (transition state, destination hmm state) -> transition-id
-    for tid in range(1, num_tids + 1):
-        s = int(info.tstate[tid])
-        phone, hmm_state = info.tuples[s - 1][:2]
-        dest = topo.topology_for_phone(phone)[hmm_state].transitions[tid - info.first_tid[s]][0]
-        tid_of[s, dest] = tid
-    arcs: list[tuple[int, int, int, int]] = []
-    num_states = 1  # state 0: the hub, start and final
-    for index, window in enumerate(ilabel_info):
-        if not window:
-            continue
-        if window[0] < 0:  # compose_context writes a disambiguation symbol d as the window [-d]
-            phone = -window[0]
-            if phone not in disambig_phones:
-                raise EsgdError(f"context window {window}: {phone} is not a disambiguation symbol")
-            arcs.append((0, 0, disambig_tid(num_tids, disambig_phones, phone), index))
-            continue
-        phone = window[central_position]
-        if phone == 0:
-            continue  # a window with no central phone carries no acoustics
-        hmm = topo.topology_for_phone(phone)
-        final = len(hmm) - 1
-        states = {h: num_states + h for h in range(final)}
-        num_states += final
-        for h in range(final):
-            forward, loop = hmm[h].forward_pdf_class, hmm[h].self_loop_pdf_class
-            tuple_ = (phone, h, pdf_of(window, forward), pdf_of(window, loop))
-            if tuple_ not in by_tuple:
-                raise EsgdError(f"phone {phone} state {h}: no transition state {tuple_} in the transition model")
-            tstate = by_tuple[tuple_]
-            for dest, _ in hmm[h].transitions:
-                if dest == h:
-                    continue
-                tid = tid_of[tstate, dest]
-                target = 0 if dest == final else states[dest]
-                arcs.append((states[h], target, tid, 0))
-                if h == 0:
-                    arcs.append((0, target, tid, index))
-    a = np.array(arcs, dtype=np.int64).reshape(-1, 4)
-    h = arrays_to_fst(FstArrays(a[:, 0], a[:, 1], a[:, 2], a[:, 3], np.zeros(len(a)), np.array([0]),
-                                np.array([0.0]), 0, num_states))
-    kaldifst.connect(h)
-    kaldifst.arcsort(h, sort_type="olabel")
-    return h
+class HBuilder:
+    """Builds Ha for any C's ilabel_info with one model: the topology's HMMs, the transition states by tuple and
+    the transition-ids by (transition state, destination) are tabulated once."""
+
+    def __init__(self, topo: khg.HmmTopology, info: TransitionInfo, central_position: int,
+                 pdfs_of: Callable[[np.ndarray, np.ndarray], np.ndarray], disambig_phones: list[int]):
+        self.info, self.central_position, self.pdfs_of = info, central_position, pdfs_of
+        self.disambig_phones = list(disambig_phones)
+        self.num_tids = len(info.tstate) - 1
+        self.by_tuple = {t: s + 1 for s, t in enumerate(info.tuples)}
+        # per phone: per emitting HMM state (forward pdf-class, self-loop pdf-class, destinations other than itself)
+        self.hmms: dict[int, list[tuple[int, int, list[int]]]] = {}
+        for phone in topo.phones:
+            hmm = topo.topology_for_phone(phone)
+            self.hmms[phone] = [(hmm[h].forward_pdf_class, hmm[h].self_loop_pdf_class,
+                                 [dest for dest, _ in hmm[h].transitions]) for h in range(len(hmm) - 1)]
+        self.tid_of = {}  # (transition state, destination hmm state) -> transition-id
+        for tid in range(1, self.num_tids + 1):
+            s = int(info.tstate[tid])
+            phone, hmm_state = info.tuples[s - 1][:2]
+            self.tid_of[s, self.hmms[phone][hmm_state][2][tid - info.first_tid[s]]] = tid
+
+    def make(self, ilabel_info: list[list[int]]) -> kaldifst.StdVectorFst:
+        """Ha: transition-ids (no self-loops, no costs) -> indices into `ilabel_info`, sorted on output labels."""
+        arcs: list[tuple[int, int, int, int]] = []
+        windows, indices = [], []
+        for index, window in enumerate(ilabel_info):
+            if not window:
+                continue
+            if len(window) == 1 and window[0] <= 0:  # C writes a disambiguation symbol d as [-d], #-1 as [0]
+                phone = -window[0]
+                if phone and phone not in self.disambig_phones:
+                    raise EsgdError(f"context window {window}: {phone} is not a disambiguation symbol")
+                arcs.append((0, 0, disambig_tid(self.num_tids, self.disambig_phones, phone), index))
+            elif window[self.central_position] != 0:  # a window with no central phone carries no acoustics
+                windows.append(window)
+                indices.append(index)
+        # the pdfs of every (window, HMM state, forward / self-loop pdf-class), in one batch
+        rows, classes = [], []
+        for w, window in enumerate(windows):
+            for forward, loop, _ in self.hmms[window[self.central_position]]:
+                rows += [w, w]
+                classes += [forward, loop]
+        pdfs = self.pdfs_of(np.asarray(windows, dtype=np.int64).reshape(len(windows), -1)[rows],
+                            np.asarray(classes, dtype=np.int64)).tolist() if rows else []
+        num_states, k = 1, 0  # state 0: the hub, start and final
+        for window, index in zip(windows, indices):
+            phone = window[self.central_position]
+            hmm = self.hmms[phone]
+            final = len(hmm)
+            for h, (_, _, dests) in enumerate(hmm):
+                tuple_ = (phone, h, pdfs[k], pdfs[k + 1])
+                k += 2
+                tstate = self.by_tuple.get(tuple_)
+                if tstate is None:
+                    raise EsgdError(f"phone {phone} state {h}: no transition state {tuple_} in the transition model")
+                for dest in dests:
+                    if dest == h:
+                        continue
+                    tid = self.tid_of[tstate, dest]
+                    target = 0 if dest == final else num_states + dest
+                    arcs.append((num_states + h, target, tid, 0))
+                    if h == 0:
+                        arcs.append((0, target, tid, index))
+            num_states += final
+        a = np.array(arcs, dtype=np.int64).reshape(-1, 4)
+        h = arrays_to_fst(FstArrays(a[:, 0], a[:, 1], a[:, 2], a[:, 3], np.zeros(len(a)), np.array([0]),
+                                    np.array([0.0]), 0, num_states))
+        kaldifst.connect(h)
+        kaldifst.arcsort(h, sort_type="olabel")
+        return h
 
 
 def remove_disambig_tids(fa: FstArrays, num_tids: int) -> FstArrays:

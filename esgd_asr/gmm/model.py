@@ -116,6 +116,18 @@ class GmmHmm:
             raise EsgdError(f"context dependency has no pdf for window {list(window)}, pdf-class {pdf_class}")
         return pdf
 
+    def pdfs_of(self, windows: np.ndarray, pdf_classes: np.ndarray) -> np.ndarray:
+        """`pdf_of` for many (window, pdf-class) pairs: (n, context_width) windows, (n,) pdf-classes."""
+        windows, pdf_classes = np.asarray(windows, dtype=np.int64), np.asarray(pdf_classes, dtype=np.int64)
+        if isinstance(self.ctx_dep, ContextTree):
+            pdfs = self.ctx_dep.map_events(np.concatenate([windows, pdf_classes[:, None]], 1))
+            if (pdfs < 0).any():
+                bad = int(np.flatnonzero(pdfs < 0)[0])
+                raise EsgdError(f"context tree has no pdf for window {windows[bad].tolist()}, pdf-class "
+                                f"{int(pdf_classes[bad])}")
+            return pdfs
+        return np.array([self.pdf_of(w, c) for w, c in zip(windows.tolist(), pdf_classes.tolist())], dtype=np.int64)
+
     def check_dim(self, feats: torch.Tensor, where: str) -> None:
         if feats.shape[1] != self.dim:
             raise EsgdError(f"{where}: feature dimension {feats.shape[1]} does not match the model's {self.dim}")

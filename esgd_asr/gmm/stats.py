@@ -96,7 +96,7 @@ class EstimateOptions:
 
     min_gaussian_occupancy: float = 10.0
     min_gaussian_weight: float = 1e-5
-    min_variance: float = 0.001
+    min_variance: float = 1e-5  # Kaldi: 0.001, for MFCC scales; this PLP's delta-deltas have variances near 0.005
     mix_up: int = 0
     power: float = 0.25
     perturb_factor: float = 0.01

@@ -624,7 +624,7 @@ class ContextTree:
         return (False, -1) if pdf is None else (True, pdf)
 
     def pdf_of(self, window: Sequence[int], pdf_class: int) -> int:
-        """As `lookup`, raising EsgdError where there is no answer (the `pdf_of` that `hmm_graph.make_h` takes)."""
+        """As `lookup`, raising EsgdError where there is no answer (what `GmmHmm.pdf_of` answers for a tree)."""
         pdf = self.lookup(window, pdf_class)
         if pdf is None:
             raise EsgdError(f"context tree has no pdf for window {list(window)}, pdf-class {pdf_class}")

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Triphone GMM-HMM training on delta features (Kaldi's steps/train_deltas.sh): tree statistics from the previous
+# system's alignments, questions by clustering phones, a decision tree with <num-leaves> leaves (senones), one
+# Gaussian per leaf, the alignments converted to the new model, then EM passes with realignment on a schedule and
+# mixing up to <tot-gauss> Gaussians. Writes <exp-dir>/{tree,questions.int,treeacc,1..N.mdl,final.mdl,
+# fsts.JOB.ark,fsts_tids.JOB.ark,ali.JOB.ark,phones.txt,num_jobs} and log/ (objf.tsv: log-likelihood per frame).
+set -euo pipefail
+nj=4
+cmd=${train_cmd:-esgd-queue}
+num_iters=35
+max_iter_inc=25
+realign_iters="10 20 30"
+beam=10
+retry_beam=40
+power=0.25
+tree_config=conf/tree.conf
+help_message="Usage: $0 [options] <num-leaves> <tot-gauss> <data-dir> <lang-dir> <ali-dir> <exp-dir>
+e.g.: $0 --nj 4 2000 10000 data/train data/lang exp/mono_ali exp/tri1
+<ali-dir> holds the previous system's final.mdl and ali.*.ark (steps/align_si.sh).
+Options:
+  --nj <n>               # parallel jobs (default: $nj)
+  --cmd <cmd>            # job runner (default: \$train_cmd from cmd.sh)
+  --num-iters <n>        # EM passes (default: $num_iters)
+  --max-iter-inc <n>     # last pass that adds Gaussians (default: $max_iter_inc)
+  --realign-iters <list> # passes preceded by realignment (default: \"$realign_iters\")
+  --beam <b>             # alignment beam (default: $beam)
+  --retry-beam <b>       # beam of the retry after a failure (default: $retry_beam)
+  --power <p>            # exponent of occupancy when allotting Gaussians (default: $power)
+  --tree-config <file>   # build-tree options, --name=value lines (default: $tree_config)"
+. "$(dirname "$0")/parse_options.sh"
+if [ $# -ne 6 ]; then echo "$help_message" >&2; exit 1; fi
+numleaves=$1
+totgauss=$2
+data=$3
+lang=$4
+alidir=$5
+dir=$6
+for f in "$data/feats.scp" "$data/text" "$lang/L.fst" "$lang/phones/roots.int" "$lang/phones/sets.int" \
+         "$alidir/final.mdl" "$alidir/ali.1.ark" "$tree_config"; do
+  [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
+done
+mkdir -p "$dir/log"
+echo "$nj" > "$dir/num_jobs"
+rm -f "$dir/final.mdl"
+cp "$lang/phones.txt" "$dir/phones.txt"
+
+echo "$0: accumulating tree statistics"
+$cmd JOB=1:"$nj" "$dir/log/acc_tree.JOB.log" \
+  esgd-train-tree acc --nj "$nj" --job JOB "$data" "$lang" "$alidir" "$dir"
+echo "$0: building the tree ($numleaves leaves) and the initial model"
+$cmd "$dir/log/build_tree.log" esgd-train-tree build --nj "$nj" --tree-config "$tree_config" --num-leaves "$numleaves" \
+  "$lang" "$alidir" "$dir"
+echo "$0: converting the alignments and compiling training graphs"
+$cmd JOB=1:"$nj" "$dir/log/convert_ali.JOB.log" esgd-train-tree convert-ali --nj "$nj" --job JOB "$data" "$alidir" "$dir"
+$cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
+  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/1.mdl" "$dir"
+
+numgauss=$(esgd-gmm-train info "$dir/1.mdl" | awk '$1 == "number-of-pdfs" {print $2}')
+incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
+[ "$incgauss" -ge 0 ] || incgauss=0
+x=1
+while [ "$x" -lt "$num_iters" ]; do
+  echo "$0: pass $x"
+  realigned=false
+  if echo " $realign_iters " | grep -q " $x "; then realigned=true; fi
+  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB --realign "$realigned" \
+    --beam "$beam" --retry-beam "$retry_beam" "$data" "$dir" "$x"
+  $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --first-iter 1 --mix-up "$numgauss" \
+    --power "$power" --realigned "$realigned" "$dir" "$x"
+  [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
+  x=$((x + 1))
+done
+(cd "$dir" && ln -sf "$x.mdl" final.mdl)
+
+failed=$(cat "$dir"/log/acc.*.log | grep -c "not aligned:" || true)
+echo "$0: done: $dir/final.mdl; $(tail -n 1 "$dir/log/objf.tsv" | awk '{print "last pass log-likelihood per frame " $3 ", " $5 " Gaussians"}'); $failed alignment failures over all passes (see $dir/log/acc.*.log)"

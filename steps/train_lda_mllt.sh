@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Triphone GMM-HMM training on LDA+MLLT features (Kaldi's steps/train_lda_mllt.sh): LDA of CMVN'd features spliced
+# over +-4 frames down to 40 dims, classes = the senones of the previous system's alignments (0.mat); tree,
+# initial model and converted alignments as in train_deltas.sh but on the LDA features; EM passes with
+# realignment, and MLLT re-estimated on a schedule (the model's front end becomes MLLT . LDA, its means follow).
+# The front end (final.mat) lives in the model, so alignment and decoding apply it. Writes <exp-dir>/{0.mat,
+# final.mat,tree,questions.int,final.mdl,fsts.JOB.ark,ali.JOB.ark,...} and log/ (objf.tsv).
+set -euo pipefail
+nj=4
+cmd=${train_cmd:-esgd-queue}
+lda_config=conf/lda.conf
+tree_config=conf/tree.conf
+num_iters=35
+mllt_iters="2 4 6 12"
+max_iter_inc=25
+realign_iters="10 20 30"
+beam=10
+retry_beam=40
+power=0.25
+help_message="Usage: $0 [options] <num-leaves> <tot-gauss> <data-dir> <lang-dir> <ali-dir> <exp-dir>
+e.g.: $0 --nj 4 2500 15000 data/train data/lang exp/tri1_ali exp/tri2
+Options:
+  --nj <n>               # parallel jobs (default: $nj)
+  --cmd <cmd>            # job runner (default: \$train_cmd from cmd.sh)
+  --config <file>        # these options as shell assignments (e.g. conf/tri2.conf)
+  --lda-config <file>    # LDA / MLLT options, --name=value lines (default: $lda_config): splicing context, dim,
+                         # --silence-weight, MLLT update sweeps
+  --tree-config <file>   # build-tree options (default: $tree_config)
+  --num-iters <n>        # EM passes (default: $num_iters)
+  --mllt-iters <list>    # passes preceded by an MLLT estimate (default: \"$mllt_iters\")
+  --max-iter-inc <n>     # last pass that adds Gaussians (default: $max_iter_inc)
+  --realign-iters <list> # passes preceded by realignment (default: \"$realign_iters\")
+  --beam <b>             # alignment beam (default: $beam)
+  --retry-beam <b>       # beam of the retry after a failure (default: $retry_beam)
+  --power <p>            # exponent of occupancy when allotting Gaussians (default: $power)"
+. "$(dirname "$0")/parse_options.sh"
+if [ $# -ne 6 ]; then echo "$help_message" >&2; exit 1; fi
+numleaves=$1
+totgauss=$2
+data=$3
+lang=$4
+alidir=$5
+dir=$6
+for f in "$data/feats.scp" "$data/text" "$lang/L.fst" "$lang/phones/roots.int" "$alidir/final.mdl" \
+         "$alidir/ali.1.ark" "$alidir/num_jobs" "$lda_config" "$tree_config"; do
+  [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
+done
+conf_value() { sed -n "s/^--$1=\([^ #]*\).*/\1/p" "$lda_config" | tail -n 1; }
+left=$(conf_value left-context)
+right=$(conf_value right-context)
+lda_opts=(--config "$lda_config" --num-iters "$num_iters" --mllt-iters "${mllt_iters// /,}")
+mkdir -p "$dir/log"
+echo "$nj" > "$dir/num_jobs"
+rm -f "$dir/final.mdl" "$dir/final.mat"
+cp "$lang/phones.txt" "$dir/phones.txt"
+
+echo "$0: LDA on spliced features, classes = senones of $alidir"
+$cmd JOB=1:"$nj" "$dir/log/lda_acc.JOB.log" \
+  esgd-train-lda-mllt acc-lda "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$alidir" "$dir"
+$cmd "$dir/log/lda_est.log" esgd-train-lda-mllt est-lda "${lda_opts[@]}" --nj "$nj" "$dir"
+front_end=(--lda-mat "$dir/0.mat" --left-context "${left:-4}" --right-context "${right:-4}")
+echo "$0: accumulating tree statistics on the LDA features"
+$cmd JOB=1:"$nj" "$dir/log/acc_tree.JOB.log" \
+  esgd-train-tree acc --nj "$nj" --job JOB "${front_end[@]}" "$data" "$lang" "$alidir" "$dir"
+echo "$0: building the tree ($numleaves leaves) and the initial model"
+$cmd "$dir/log/build_tree.log" esgd-train-tree build --nj "$nj" --tree-config "$tree_config" \
+  --num-leaves "$numleaves" "${front_end[@]}" "$lang" "$alidir" "$dir"
+$cmd JOB=1:"$nj" "$dir/log/convert_ali.JOB.log" esgd-train-tree convert-ali --nj "$nj" --job JOB "$data" "$alidir" "$dir"
+$cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
+  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/1.mdl" "$dir"
+
+numgauss=$(esgd-gmm-train info "$dir/1.mdl" | awk '$1 == "number-of-pdfs" {print $2}')
+incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
+[ "$incgauss" -ge 0 ] || incgauss=0
+x=1
+while [ "$x" -lt "$num_iters" ]; do
+  echo "$0: pass $x"
+  realigned=false
+  if echo " $realign_iters " | grep -q " $x "; then realigned=true; fi
+  acc_realign=$realigned
+  if echo " $mllt_iters " | grep -q " $x "; then
+    # as in Kaldi: realign, then MLLT on those alignments, then this pass's statistics on the new features
+    if $realigned; then
+      $cmd JOB=1:"$nj" "$dir/log/align.$x.JOB.log" esgd-align align --nj "$nj" --job JOB --beam "$beam" \
+        --retry-beam "$retry_beam" "$data" "$dir/$x.mdl" "$dir"
+      acc_realign=false
+    fi
+    $cmd JOB=1:"$nj" "$dir/log/mllt_acc.$x.JOB.log" \
+      esgd-train-lda-mllt acc-mllt "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$dir" "$x"
+    $cmd "$dir/log/mllt_est.$x.log" esgd-train-lda-mllt est-mllt "${lda_opts[@]}" --nj "$nj" "$dir" "$x"
+  fi
+  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB --realign "$acc_realign" \
+    --beam "$beam" --retry-beam "$retry_beam" "$data" "$dir" "$x"
+  $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --first-iter 1 --mix-up "$numgauss" \
+    --power "$power" --realigned "$realigned" "$dir" "$x"
+  [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
+  x=$((x + 1))
+done
+(cd "$dir" && ln -sf "$x.mdl" final.mdl)
+cur_mat=$(ls "$dir"/[0-9]*.mat | sed 's|.*/||; s|\.mat$||' | sort -n | tail -n 1)
+(cd "$dir" && ln -sf "$cur_mat.mat" final.mat)
+
+failed=$(cat "$dir"/log/acc.*.log "$dir"/log/align.*.log 2>/dev/null | grep -c "not aligned:" || true)
+echo "$0: done: $dir/final.mdl (front end $dir/final.mat); $(tail -n 1 "$dir/log/objf.tsv" | awk '{print "last pass log-likelihood per frame " $3 ", " $5 " Gaussians"}'); $failed alignment failures over all passes"
