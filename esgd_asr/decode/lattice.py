@@ -59,7 +59,9 @@ class LatticeDecoder:
         start = time.perf_counter()
         self.decoder.decode(kaldi_decoder.DecodableCtc(tid_loglikes))
         reached_final = np.isfinite(self.decoder.final_relative_cost())
-        ok, lattice = self.decoder.get_raw_lattice(use_final_probs=reached_final)
+        # after the decoder's FinalizeDecoding final probabilities must be used; with no final state reached, Kaldi
+        # then takes every surviving token of the last frame as final (the partial lattice)
+        ok, lattice = self.decoder.get_raw_lattice(use_final_probs=True)
         text = ""
         if ok and lattice.num_states > 0:
             kaldifst.scale_lattice(scale=kaldifst.lattice_scale(lmwt=1.0, acwt=1.0 / self.opts.acwt), in_out=lattice)

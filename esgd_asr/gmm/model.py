@@ -242,6 +242,7 @@ class PdfScorer:
         self.num_gauss, self.dtype = offset, dtype
         # (num_pdfs, width) Gaussian index per slot; padding points at an extra column holding -inf
         self.slots = torch.tensor(np.stack([np.pad(s, (0, width - len(s)), constant_values=offset) for s in slots]))
+        self.gauss2pdf = torch.tensor(np.repeat(np.arange(len(slots)), [len(s) for s in slots]))
         self.gconst = torch.tensor(np.concatenate(consts), dtype=dtype)
         self.mean_invvar = torch.tensor(np.concatenate(mean_ivar), dtype=dtype)  # (G, D)
         self.inv_var = torch.tensor(np.concatenate(ivar), dtype=dtype)  # (G, D)
@@ -256,15 +257,23 @@ class PdfScorer:
     def pdf_loglikes(self, feats: torch.Tensor, pdfs=None) -> torch.Tensor:
         """(T, num_pdfs) log-likelihoods, or (T, len(pdfs)) of the given pdf ids only (Gaussians of other pdfs are
         not computed)."""
-        if pdfs is None:
-            return torch.logsumexp(self.gauss_loglikes(feats)[:, self.slots], dim=2)
-        slots = self.slots[torch.as_tensor(np.asarray(pdfs), dtype=torch.long)]
-        gauss, local = torch.unique(slots, return_inverse=True)
-        real = gauss[gauss < self.num_gauss]  # the padding index, if present, sorts last
+        gauss2pdf = self.gauss2pdf
+        gauss = None
+        num = gauss2pdf.max().item() + 1 if self.num_gauss else 0
+        if pdfs is not None:
+            pdfs = torch.as_tensor(np.asarray(pdfs), dtype=torch.long)
+            slots = self.slots[pdfs]
+            gauss = slots[slots < self.num_gauss]
+            gauss2pdf = torch.arange(len(pdfs)).repeat_interleave((slots < self.num_gauss).sum(1))
+            num = len(pdfs)
         x = feats.to(self.dtype)
-        ll = torch.addmm(self.gconst[real], torch.cat([x, x * x], 1), self.proj[:, real])
-        ll = torch.cat([ll, torch.full((x.shape[0], 1), -torch.inf, dtype=ll.dtype)], 1)
-        return torch.logsumexp(ll[:, local], dim=2)
+        proj, gconst = (self.proj, self.gconst) if gauss is None else (self.proj[:, gauss], self.gconst[gauss])
+        ll = torch.addmm(gconst, torch.cat([x, x * x], 1), proj)
+        # log-sum-exp within each pdf, shifted by the pdf's best Gaussian in the frame
+        index = gauss2pdf.expand(x.shape[0], -1)
+        top = torch.full((x.shape[0], num), -torch.inf, dtype=ll.dtype).scatter_reduce_(1, index, ll, "amax")
+        total = torch.zeros(x.shape[0], num, dtype=ll.dtype).index_add_(1, gauss2pdf, torch.exp(ll - top[:, gauss2pdf]))
+        return torch.log(total) + top
 
     def aligned_gauss_loglikes(self, feats: torch.Tensor, pdfs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For each frame, the log-likelihoods (T, width) of the Gaussians of its own pdf (`pdfs` (T,)), -inf in
