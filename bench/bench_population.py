@@ -100,9 +100,9 @@ def main(argv=None):
     population = Population.from_modules(modules, device)
     hyper = make_hyper(args.mu, args.optimizer, lr, args.batch_size)
     state = OptimizerState.zeros_like(population.params)
-    path = "batched-matmul" if population.fast else "vmap"
+    path = "batched-matmul" if population.fast else "stacked BiLSTM" if population.stacked else "vmap"
     engines[f"batched engine ({path})"] = lambda: train_epochs(population, state, hyper, data, 1, generator)
-    if args.vmap and population.fast:
+    if args.vmap and (population.fast or population.stacked):
         generic = Population.from_modules(modules, device, fast=False)
         generic_state = OptimizerState.zeros_like(generic.params)
         engines["generic vmap path"] = lambda: train_epochs(generic, generic_state, hyper, data, 1, generator)

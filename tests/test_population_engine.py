@@ -206,6 +206,22 @@ def test_batched_matmul_path_equals_the_vmap_path():
         Population.from_modules(make_members(BLSTM, 2), fast=True)
 
 
+def test_stacked_blstm_path_equals_the_vmap_path():
+    members = make_members(BLSTM, 3)
+    stacked, generic = Population.from_modules(members), Population.from_modules(members, fast=False)
+    assert stacked.stacked is not None and generic.stacked is None
+    assert stacked.select(torch.tensor([2, 0])).stacked is not None
+    features, targets = data_for(BLSTM)
+    targets[0, :4] = -100
+    grads, losses = stacked.loss_and_grads(stacked.params, stacked.buffers, features, targets)
+    expected_grads, expected_losses = generic.loss_and_grads(generic.params, generic.buffers, features, targets)
+    assert torch.allclose(losses, expected_losses, atol=1e-6)
+    for name in grads:
+        assert torch.allclose(grads[name], expected_grads[name], atol=1e-6), name
+    assert torch.allclose(stacked.fitness((features, targets), chunk_size=5), generic.fitness((features, targets)),
+                          atol=1e-6)
+
+
 @pytest.mark.parametrize("lrs", [[0.05] * 4, [0.05, 0.01, 0.2, 0.0]], ids=["uniform-lr", "per-member-lr"])
 def test_fused_sgd_epoch_equals_the_vmap_path_and_torch_optim(lrs):
     members = make_members(DNN, 4)

@@ -189,6 +189,9 @@ def test_run_directory_holds_logs_plot_and_final_model(data, tmp_path):
 def test_config_file_presets_and_bad_options(tmp_path):
     settings = load_esgd_config("conf/esgd.yaml", "bn50_anchors", {"pool.lr_decay": 0.8, "mu": 12})
     assert (settings.rho, settings.sigma0, settings.mu, settings.pool.lr_decay) == (3, 0.001, 12, 0.8)
+    written_as_text = load_esgd_config("conf/esgd.yaml",
+                                       overrides={"sigma0": "5e-4", "pool.lr_ranges.adam": ["1e-4", 0.01]})
+    assert written_as_text.sigma0 == 5e-4 and written_as_text.pool.lr_ranges["adam"] == [1e-4, 0.01]  # YAML 1.1 text
     with pytest.raises(EsgdError, match="unknown option 'muu'"):
         load_esgd_config("conf/esgd.yaml", overrides={"muu": 3})
     with pytest.raises(EsgdError, match="no preset 'nope'"):

@@ -64,6 +64,20 @@ class ESGDConfig:
         return max(1, min(round(self.elite_fraction * self.mu), selectable))
 
 
+def _yaml_numbers(value):
+    """Numbers that YAML 1.1 reads as text (5e-4, 1e3: no dot or no signed exponent) as floats, recursively."""
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_yaml_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _yaml_numbers(v) for k, v in value.items()}
+    return value
+
+
 def _build(config_class, values: dict, where: str):
     known = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - set(known))
@@ -77,7 +91,7 @@ def _build(config_class, values: dict, where: str):
                 raise EsgdError(f"{where}: {name} must be a mapping")
             built[name] = _build(nested[name], value, f"{where}: {name}")
         else:
-            built[name] = value
+            built[name] = _yaml_numbers(value)
     try:
         return config_class(**built)
     except TypeError as err:

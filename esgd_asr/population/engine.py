@@ -2,8 +2,9 @@
 
 Forward, loss and gradients of all members are computed at once, so a generation costs about one large model
 rather than mu small ones: models made of Linear layers and element-wise activations (FeedForwardDNN) take the
-direct batched-matmul path of `fastpath.py`; any other module is one `torch.func.vmap` over `functional_call` on a
-template module. Members are extracted or inserted as state dicts / nn.Modules (e.g. an anchor).
+direct batched-matmul path of `fastpath.py`, the BiLSTM the stacked forward of `stacked.py`; any other module is one
+`torch.func.vmap` over `functional_call` on a template module; the last two are differentiated by autograd.
+Members are extracted or inserted as state dicts / nn.Modules (e.g. an anchor).
 """
 import copy
 from collections.abc import Callable
@@ -11,10 +12,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from esgd_asr.errors import EsgdError
-from esgd_asr.population import fastpath
+from esgd_asr.population import fastpath, stacked
 
 Tensors = dict[str, torch.Tensor]
 
@@ -31,11 +32,22 @@ def member_loss_sum(template: nn.Module, params: Tensors, buffers: Tensors, feat
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
 
 
+def stacked_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed and mean cross-entropy per member (mu,) from stacked logits (mu, ..., classes) of one shared batch
+    (targets -100 are ignored; the mean is nan without labelled frames, as F.cross_entropy's)."""
+    members, classes = logits.shape[0], logits.shape[-1]
+    targets = targets.reshape(-1)
+    per_frame = F.cross_entropy(logits.reshape(-1, classes), targets.repeat(members), reduction="none")
+    sums = per_frame.view(members, -1).sum(dim=1)
+    return sums, sums / (targets != -100).sum()
+
+
 class Population:
     """Stacked parameters (`params`) and buffers (`buffers`) of `size` members sharing a template module.
 
-    `fast`: None (default) uses the batched-matmul path whenever the template is a Linear chain, False forces the
-    generic vmap path (for comparisons), True requires the fast path.
+    `fast`: None (default) uses the batched-matmul path whenever the template is a Linear chain (fastpath.py) and
+    the stacked forward for a BiLSTM (stacked.py), False forces the generic vmap path (for comparisons), True
+    requires the batched-matmul path.
     """
 
     def __init__(self, template: nn.Module, params: Tensors, buffers: Tensors, fast: bool | None = None):
@@ -43,14 +55,16 @@ class Population:
         if len(sizes) != 1:
             raise EsgdError(f"population: stacked tensors disagree on the member count {sorted(sizes)}")
         self.template = template
+        self.path_choice = fast   # passed on to the populations made from this one
         self.params = params
         self.buffers = buffers
-        self._grad_fn = vmap(grad_and_value(self._loss), in_dims=(0, 0, None, None), randomness="different")
+        self._loss_fn = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
         self._forward_fn = vmap(self._loss_sum, in_dims=(0, 0, None, None), randomness="different")
         self.plan = None if fast is False else fastpath.linear_plan(template)
         if fast and self.plan is None:
             raise EsgdError(f"population: no batched-matmul path for {type(template).__name__} (Linear chains only)")
         self.fast = self.plan is not None
+        self.stacked = None if fast is False or self.fast else stacked.stacked_forward(template)
         self._workspace = self._eval_workspace = None
 
     def _loss(self, params, buffers, features, targets):
@@ -122,16 +136,16 @@ class Population:
         """A new population of the members at `indices` (repeats allowed), copying the tensors."""
         indices = indices.to(self.device)
         return Population(self.template, {k: v[indices] for k, v in self.params.items()},
-                          {k: v[indices] for k, v in self.buffers.items()}, self.fast)
+                          {k: v[indices] for k, v in self.buffers.items()}, self.path_choice)
 
     def concat(self, other: "Population") -> "Population":
         """Members of self followed by the members of other."""
         return Population(self.template, {k: torch.cat([v, other.params[k]]) for k, v in self.params.items()},
-                          {k: torch.cat([v, other.buffers[k]]) for k, v in self.buffers.items()}, self.fast)
+                          {k: torch.cat([v, other.buffers[k]]) for k, v in self.buffers.items()}, self.path_choice)
 
     def clone(self) -> "Population":
         return Population(self.template, {k: v.clone() for k, v in self.params.items()},
-                          {k: v.clone() for k, v in self.buffers.items()}, self.fast)
+                          {k: v.clone() for k, v in self.buffers.items()}, self.path_choice)
 
     def restore(self, mask: torch.Tensor, snapshot: "Population") -> None:
         """Members where `mask` is true take back their tensors from `snapshot` (back-off), exactly."""
@@ -151,7 +165,22 @@ class Population:
                 self._workspace = fastpath.Workspace()
             return fastpath.loss_and_grads(self.plan, params, features, targets,
                                            self._workspace if reuse_buffers else None)
-        return self._grad_fn(params, buffers, features, targets)
+        return self._autograd_loss_and_grads(params, buffers, features, targets)
+
+    def _autograd_loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets
+                                 ) -> tuple[Tensors, torch.Tensor]:
+        """The stacked (or vmap'd) forward, differentiated by plain autograd: every member's loss depends on its
+        own slice of the stacked parameters only, so the gradient of the summed losses is the stack of the
+        members' gradients (several times faster than vmap over grad_and_value, whose per-op transform overhead
+        dominates)."""
+        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            if self.stacked is not None:
+                losses = stacked_losses(self.stacked(leaves, features), targets)[1]
+            else:
+                losses = self._loss_fn(leaves, buffers, features, targets)
+            grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads)), losses.detach()
 
     def sgd_step(self, params: Tensors, buffers: Tensors, features, targets,
                  lr: float | torch.Tensor) -> torch.Tensor:
@@ -162,7 +191,7 @@ class Population:
             if self._workspace is None:
                 self._workspace = fastpath.Workspace()
             return fastpath.loss_and_grads(self.plan, params, features, targets, self._workspace, sgd_lr=lr)[1]
-        grads, losses = self._grad_fn(params, buffers, features, targets)
+        grads, losses = self._autograd_loss_and_grads(params, buffers, features, targets)
         with torch.no_grad():
             for name, param in params.items():
                 if isinstance(lr, torch.Tensor):
@@ -180,6 +209,8 @@ class Population:
                 self._eval_workspace = fastpath.Workspace()
             workspace = self._eval_workspace if features.device.type == "cpu" else None
             return fastpath.loss_sum(self.plan, params, features, targets, workspace)
+        if self.stacked is not None:
+            return stacked_losses(self.stacked(params, features), targets)[0]
         return self._forward_fn(params, buffers, features, targets)
 
     @torch.no_grad()
