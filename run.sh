@@ -12,6 +12,7 @@ synth_config=conf/synth.conf
 device=cpu
 ubm_gauss=256
 ivector_dim=100
+nnet_gmm=mono   # the GMM system whose senones, alignments and graph the hybrid DNN / BiLSTM use
 force=false
 help_message="Usage: ./run.sh [options]
 Runs the recipe's stages in order; a finished stage is skipped unless --force.
@@ -26,6 +27,8 @@ Options:
   --device <cpu|cuda>  # where torch stages (i-vectors, neural models) run (default: $device)
   --ubm-gauss <n>      # Gaussians of the i-vector UBM (default: $ubm_gauss)
   --ivector-dim <n>    # i-vector dimension (default: $ivector_dim)
+  --nnet-gmm <sys>     # GMM system of the hybrid models: mono (PLP + CMVN input) or tri3 (fMLLR input,
+                       # data/*_fmllr) (default: $nnet_gmm)
   --force              # redo stages even if they finished before
 Stages:
   1  data        corpus -> lhotse manifests (data/manifests) + Kaldi data dirs data/{train,dev,test}
@@ -36,6 +39,9 @@ Stages:
   6  plp         PLP features (Kaldi compute-plp-feats semantics) + per-speaker CMVN stats -> data/*/feats.scp
   7  ivector     diagonal UBM + i-vector extractor on train; online i-vectors of every set
                  -> exp/ivectors_{train,dev,test}/ivector_online.scp; speaker EER of dev and test
+  12 dnn         hybrid DNN (9 spliced frames) on the --nnet-gmm system's senones, new-bob SGD; dev aligned for
+                 the validation CE; decode dev and test -> exp/dnn (final.pt, history.tsv, decode_*/best_wer)
+  13 blstm       hybrid BiLSTM (21-frame chunks, features + 100-dim online i-vectors), likewise -> exp/blstm
 After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
@@ -113,6 +119,30 @@ stage_ivector() {  # stage_ivector NUM_GAUSS IVECTOR_DIM
   for x in dev test; do esgd-ivector-eer "data/$x" "exp/ivectors_$x" || return 1; done
 }
 
+stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones of exp/GMM; decode dev and test
+  local type=$1 gmm=$2 feats= cmvn=false x
+  case "$gmm" in
+    mono) cmvn=true ;;  # PLP features as the monophone system sees them: per-speaker CMVN
+    *) feats=_fmllr ;;  # speaker-adapted LDA features of the SAT system
+  esac
+  local train_opts=() decode_opts=()
+  if [ "$type" = blstm ]; then
+    train_opts=(--train-ivectors exp/ivectors_train --valid-ivectors exp/ivectors_dev)
+  fi
+  # validation targets: dev aligned by the same system (stage 11 aligns it for tri3, with fMLLR; the monophone
+  # system's is made here, again whenever the system is newer than the alignment)
+  if [ "$gmm" = mono ] && [ ! "exp/mono_ali_dev/pdf_counts" -nt exp/mono/final.mdl ]; then
+    steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/dev data/lang exp/mono exp/mono_ali_dev || return 1
+  fi
+  steps/train_nnet.sh --cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" "${train_opts[@]}" \
+    "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" "exp/$type" || return 1
+  for x in dev test; do
+    [ "$type" = blstm ] && decode_opts=(--ivectors "exp/ivectors_$x")
+    steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \
+      "exp/$gmm/graph" "data/$x$feats" "exp/$type/decode_$x" || return 1
+  done
+}
+
 run_stage 1 data stage_data
 run_stage 2 validate stage_validate
 run_stage 3 dict local/prepare_dict.sh --cmd "$train_cmd" data/local/dict data/train data/dev data/test
@@ -120,5 +150,7 @@ run_stage 4 lang steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>
 run_stage 5 lm stage_lm
 run_stage 6 plp stage_plp
 run_stage 7 ivector stage_ivector "$ubm_gauss" "$ivector_dim"
+run_stage 12 dnn stage_nnet dnn "$nnet_gmm"
+run_stage 13 blstm stage_nnet blstm "$nnet_gmm"
 
 local/show_results.sh

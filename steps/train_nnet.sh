@@ -21,7 +21,7 @@ init_model=
 seed=0
 device=cpu
 resume=false
-num_threads=0
+num_threads=1
 help_message="Usage: $0 [options] <train-data> <train-ali-dir> <valid-data> <valid-ali-dir> <exp-dir>
 e.g.: $0 --model-type dnn data/train_fmllr exp/tri3_ali data/dev_fmllr exp/tri3_ali_dev exp/dnn
 Options:
@@ -38,7 +38,7 @@ Options:
   --init-model <file>          # start from this model (ours or TorchScript) instead of a random one
   --seed <n>                   # initialisation and shuffling seed (default: $seed)
   --device <cpu|cuda>          # where training runs (default: $device)
-  --num-threads <n>            # torch threads, 0 = torch's default (default: $num_threads)
+  --num-threads <n>            # torch threads; more than 1 slows down badly on a loaded machine (default: $num_threads)
   --resume <bool>              # continue from <exp-dir>/checkpoint.pt (default: $resume)
   --nj <n>                     # accepted for uniformity; training is one job (default: $nj)
   --cmd <cmd>                  # job runner (default: \$train_cmd from cmd.sh)"

@@ -57,7 +57,8 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--init-model", help="start from this model instead of a random initialisation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="torch threads (0: torch's default; more threads spin badly on a loaded machine)")
     parser.add_argument("--resume", type=parse_bool, default=False, help="continue from <exp-dir>/checkpoint.pt")
     parser.add_argument("--tensorboard", type=parse_bool, default=True)
     for name in ("train_data", "train_ali", "valid_data", "valid_ali", "exp_dir"):
