@@ -34,7 +34,7 @@ rm -f "$dir/pdf_counts"
 cp -L "$src/final.mdl" "$dir/final.mdl"
 for f in tree phones.txt final.mat; do [ -e "$src/$f" ] && cp -L "$src/$f" "$dir/$f"; done
 $cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
-  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/final.mdl" "$dir"
+  esgd-align compile-graphs --nj "$nj" --job JOB --reuse-from "$src" "$data" "$lang" "$dir/final.mdl" "$dir"
 echo "$0: aligning on speaker-independent features"
 $cmd JOB=1:"$nj" "$dir/log/align_si.JOB.log" esgd-align align --nj "$nj" --job JOB --beam "$beam" \
   --retry-beam "$retry_beam" "$data" "$dir/final.mdl" "$dir"

@@ -29,7 +29,7 @@ rm -f "$dir/pdf_counts"
 cp -L "$src/final.mdl" "$dir/final.mdl"
 for f in tree phones.txt; do [ -f "$src/$f" ] && cp "$src/$f" "$dir/$f"; done
 $cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
-  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/final.mdl" "$dir"
+  esgd-align compile-graphs --nj "$nj" --job JOB --reuse-from "$src" "$data" "$lang" "$dir/final.mdl" "$dir"
 $cmd JOB=1:"$nj" "$dir/log/align.JOB.log" esgd-align align --nj "$nj" --job JOB --beam "$beam" \
   --retry-beam "$retry_beam" "$data" "$dir/final.mdl" "$dir"
 $cmd "$dir/log/pdf_counts.log" esgd-align counts --nj "$nj" "$dir/final.mdl" "$dir"

@@ -3,6 +3,7 @@ decoding, LDA+MLLT and fMLLR, run in-process through the CLIs as steps/train_del
 train_sat.sh run them (shortened schedules)."""
 import kaldi_hmm_gmm as khg  # noqa: F401  (before kaldifst)
 import shutil
+import subprocess
 from pathlib import Path
 
 import kaldifst
@@ -253,3 +254,30 @@ def test_triphone_model_and_other_phone_set_stop(systems, tmp_path):
     with pytest.raises(SystemExit):
         train_tree.main(["acc", f"--nj={NJ}", "--job=1", str(systems["data"]), str(tmp_path / "lang"),
                          str(systems["mono"]), str(tmp_path / "exp")])
+
+
+@pytest.mark.parametrize("script,args", [("train_deltas.sh", 6), ("train_lda_mllt.sh", 6), ("train_sat.sh", 6),
+                                         ("align_fmllr.sh", 4), ("decode_fmllr.sh", 3), ("make_fmllr_feats.sh", 5)])
+def test_triphone_steps_scripts_fail_loudly(script, args, tmp_path):
+    path = str(Path(__file__).resolve().parents[1] / "steps" / script)
+    usage = subprocess.run(["bash", path], capture_output=True, text=True)
+    assert usage.returncode != 0 and "Usage:" in usage.stderr
+    missing = subprocess.run(["bash", path] + ["7"] * (args - 4 if args == 6 else 0)
+                             + [str(tmp_path / f"nothing{i}") for i in range(args if args != 6 else 4)],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "no such file" in missing.stderr and str(tmp_path) in missing.stderr
+
+
+def test_alignment_dirs_reuse_training_graphs_of_the_same_model_only(systems, tmp_path, caplog):
+    data, lang, tri1 = systems["data"], systems["lang"], systems["tri1"]
+    with caplog.at_level("INFO"):
+        align_cli.main(["compile-graphs", f"--nj={NJ}", "--job=1", f"--reuse-from={tri1}", str(data), str(lang),
+                        str(tri1 / "final.mdl"), str(tmp_path / "same")])
+        align_cli.main(["compile-graphs", f"--nj={NJ}", "--job=1", f"--reuse-from={systems['mono']}", str(data),
+                        str(lang), str(tri1 / "final.mdl"), str(tmp_path / "other")])
+    assert caplog.text.count("copied from") == 1
+    assert (tmp_path / "same" / "fsts.1.ark").read_bytes() == (tri1 / "fsts.1.ark").read_bytes()
+    same = dict(read_graphs(tmp_path / "same" / "fsts.1.ark"))
+    other = dict(read_graphs(tmp_path / "other" / "fsts.1.ark"))
+    assert same.keys() == other.keys()
+    assert all((same[u].tids == other[u].tids).all() for u in same)  # recompiled, the same graphs

@@ -1,21 +1,25 @@
 """Training graphs, alignment and pdf counts of a GMM-HMM system (compile-train-graphs, align-equal-compiled,
 gmm-align-compiled, analyze-counts), one job's share of the data at a time.
 
-Usage: esgd-align compile-graphs --nj N --job J <data-dir> <lang-dir> <model> <dir>
+Usage: esgd-align compile-graphs --nj N --job J [--reuse-from SRC] <data-dir> <lang-dir> <model> <dir>
        esgd-align align --nj N --job J [--equal] [--beam 10] [--retry-beam 40] [--acoustic-scale 0.1]
                         [--transition-scale 1.0] [--self-loop-scale 0.1] [--transforms trans.J.ark]
                         <data-dir> <model> <dir>
        esgd-align counts --nj N <model> <dir>
 
-compile-graphs writes <dir>/fsts.J.ark and fsts_tids.J.ark (utterances with no transcript are skipped and
-counted). align reads them and writes <dir>/ali.J.ark (transition-ids per utterance, a Kaldi int-vector archive); utterances whose
+compile-graphs writes <dir>/fsts.J.ark, fsts_tids.J.ark and fsts.J.id (what they were made from; utterances
+with no transcript are skipped and counted); with --reuse-from SRC, SRC's graphs of job J are copied instead when
+their fsts.J.id matches (steps/align_si.sh after training on the same data). align reads them and writes <dir>/ali.J.ark (transition-ids per utterance, a Kaldi int-vector archive); utterances whose
 Viterbi search fails even with the retry beam are left out and counted, never aligned wrongly. counts writes
 <dir>/pdf_counts, frames per pdf over all jobs' alignments as a Kaldi text vector `[ c0 c1 ... ]` (senone priors).
 Jobs split the data dir's speakers in contiguous blocks (as Kaldi's split_data.sh).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -36,13 +40,35 @@ from esgd_asr.gmm.model import GmmHmm
 log = logging.getLogger("esgd-align")
 
 
+def graphs_id(model: GmmHmm, lang: LangDir, utts: list[str], text: dict[str, str]) -> str:
+    """What a job's training graphs depend on: the transcripts, the lexicon, the topology and transition states."""
+    h = hashlib.sha1()
+    for utt in utts:
+        h.update(f"{utt} {text.get(utt, '')}\n".encode())
+    h.update((lang.path / "L.fst").read_bytes())
+    h.update(model.topo_text.encode())
+    h.update(repr(model.transitions().tuples).encode())
+    return h.hexdigest()
+
+
 def cmd_compile_graphs(args) -> None:
     data, out = Path(args.data_dir), Path(args.dir)
     lang = LangDir.read(args.lang_dir)
     model = GmmHmm.load(args.model)
-    compiler = TrainingGraphCompiler(model, lang)
     utts = FeatureSource(data, FrontEnd(cmvn=False)).shard(args.nj, args.job).utts
     text = read_table(data / "text", allow_empty_value=True)
+    job_id = graphs_id(model, lang, utts, text)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.reuse_from:
+        src = Path(args.reuse_from)
+        src_id = src / f"fsts.{args.job}.id"
+        if src_id.is_file() and src_id.read_text().strip() == job_id and src.resolve() != out.resolve():
+            for name in (f"fsts.{args.job}.ark", f"fsts_tids.{args.job}.ark", f"fsts.{args.job}.id"):
+                shutil.copyfile(src / name, out / f".{name}.tmp")
+                os.replace(out / f".{name}.tmp", out / name)
+            log.info("job %d: training graphs of the same transcripts and model copied from %s", args.job, src)
+            return
+    compiler = TrainingGraphCompiler(model, lang)
     skipped, oov = [], 0
 
     def graphs():
@@ -56,8 +82,9 @@ def cmd_compile_graphs(args) -> None:
             oov += sum(1 for w in words if w not in lang.words)
             yield utt, compiler.compile(ids, f"{data / 'text'}: utterance '{utt}'")
 
-    out.mkdir(parents=True, exist_ok=True)
+    (out / f"fsts.{args.job}.id").unlink(missing_ok=True)
     count = write_graphs(out / f"fsts.{args.job}.ark", graphs())
+    atomic_write_text(out / f"fsts.{args.job}.id", job_id + "\n")
     log.info("job %d: compiled %d training graphs; %d utterances without transcript skipped%s; %d OOV words "
              "mapped to %s", args.job, count, len(skipped), f" (e.g. {skipped[0]})" if skipped else "", oov,
              lang.id2word()[lang.oov])
@@ -117,6 +144,8 @@ def build_parser() -> KaldiArgumentParser:
     p = sub.add_parser("compile-graphs", help="training graphs of one job -> fsts.J.ark")
     p.add_argument("--nj", type=int, required=True)
     p.add_argument("--job", type=int, required=True)
+    p.add_argument("--reuse-from", default=None,
+                   help="a dir whose graphs of this job are copied if made from the same transcripts and model")
     for name in ("data_dir", "lang_dir", "model", "dir"):
         p.add_argument(name)
     p.set_defaults(func=cmd_compile_graphs)
