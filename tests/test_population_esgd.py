@@ -9,7 +9,7 @@ from esgd_asr.models import DNNConfig, FeedForwardDNN
 from esgd_asr.population.baselines import NoEvolutionESGD, PopulationBaseline
 from esgd_asr.population.config import ESGDConfig, load_esgd_config
 from esgd_asr.population.driver import run_algorithm
-from esgd_asr.population.esgd import ESGD
+from esgd_asr.population.esgd import ESGD, random_subset
 from esgd_asr.population.optim_pool import OptimizerPool
 from esgd_asr.population.selection import m_elitist, roulette, roulette_parents, roulette_probabilities
 from esgd_asr.train.data import gaussian_clusters
@@ -159,6 +159,18 @@ def test_resume_after_a_crash_inside_a_generation_equals_an_uninterrupted_run(da
                          plot=False) == whole_history
     for name, stack in whole.population.params.items():
         assert torch.equal(stack, resumed.population.params[name]), name
+
+
+def test_scaled_down_epochs_and_fitness_draw_whole_samples(data):
+    algorithm = ESGD(config(epoch_frames=100, fitness_frames=50), factory, *data)
+    first, second = algorithm.epoch_data(), algorithm.epoch_data()
+    assert first[0].shape[0] == 100 and not torch.equal(first[1], second[1])   # drawn afresh
+    assert algorithm.valid[0].shape[0] == 50
+    again = ESGD(config(epoch_frames=100, fitness_frames=50), factory, *data)
+    assert torch.equal(again.valid[1], algorithm.valid[1])                      # one fixed draw per run (seed)
+    chunks = (torch.zeros(40, 7, 3), torch.zeros(40, 7, dtype=torch.long))       # BiLSTM chunks of 7 frames
+    assert random_subset(chunks, 70, torch.Generator().manual_seed(0))[0].shape == (10, 7, 3)
+    assert random_subset(chunks, None, torch.Generator())[0].shape[0] == 40
 
 
 def test_baselines_spend_the_same_sgd_budget_without_evolution(data, tmp_path):

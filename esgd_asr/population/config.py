@@ -28,8 +28,8 @@ class ESGDConfig:
     rounds: int = 1                    # anchors: iterated rounds, the best of a round is the next anchor
     anchor_prob: float = 0.25          # anchors: p_a, probability that the anchor is a parent of an offspring
     seed: int = 0
-    epoch_samples: int | None = None   # training samples of one SGD epoch, drawn afresh each epoch (None: all)
-    fitness_samples: int | None = None # validation samples of the fitness, one fixed draw per run (None: all)
+    epoch_frames: int | None = None    # training frames of one SGD epoch, drawn afresh each epoch (None: all)
+    fitness_frames: int | None = None  # validation frames of the fitness, one fixed draw per run (None: all)
     fitness_chunk: int = 4096          # validation frames per batched fitness pass
     fitness_members: int = 64          # members per batched fitness pass (bounds logits memory on the GPU)
     pool: OptimizerPool = field(default_factory=OptimizerPool)
@@ -46,9 +46,8 @@ class ESGDConfig:
                   (0 <= self.backoff_prob <= 1, "backoff_prob must be in [0, 1]"),
                   (self.generations >= 1, "generations must be at least 1"), (self.rounds >= 1, "rounds must be >= 1"),
                   (0 <= self.anchor_prob <= 1, "anchor_prob must be in [0, 1]"),
-                  (self.epoch_samples is None or self.epoch_samples >= 1, "epoch_samples must be positive or null"),
-                  (self.fitness_samples is None or self.fitness_samples >= 1,
-                   "fitness_samples must be positive or null"),
+                  (self.epoch_frames is None or self.epoch_frames >= 1, "epoch_frames must be positive or null"),
+                  (self.fitness_frames is None or self.fitness_frames >= 1, "fitness_frames must be positive or null"),
                   (self.fitness_chunk >= 1, "fitness_chunk must be at least 1"),
                   (self.fitness_members >= 1, "fitness_members must be at least 1")]
         for ok, message in checks:

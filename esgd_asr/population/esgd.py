@@ -5,7 +5,8 @@ back-off; then lambda offspring, each the mean of rho distinct roulette-chosen p
 sigma_k = sigma_0 / k; m-elitist selection over the mu + lambda keeps the best m and fills mu - m at random.
 With back-off and m-elitism the mean loss of the best m members never increases. At the end every member is
 fine-tuned (Kf epochs of new-bob: plain SGD, back-off and lr halving). Scaled-down runs may train each epoch on
-`epoch_samples` samples drawn afresh and measure the fitness on a fixed draw of `fitness_samples` validation samples.
+`epoch_frames` frames drawn afresh and measure the fitness on a fixed draw of `fitness_frames` validation frames
+(whole samples: frames for a DNN, chunks for a BiLSTM).
 """
 from collections.abc import Callable
 
@@ -33,7 +34,7 @@ class ESGD:
         self.factory = factory
         self.device = torch.device(device)
         self.train = as_tensors(train, self.device, "train")
-        self.valid = random_subset(as_tensors(valid, self.device, "valid"), config.fitness_samples,
+        self.valid = random_subset(as_tensors(valid, self.device, "valid"), config.fitness_frames,
                                    torch.Generator().manual_seed(config.seed + 2))
         self.rng = torch.Generator().manual_seed(config.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
@@ -82,8 +83,8 @@ class ESGD:
         return self.run_sgd(self.hyper, self.optimizer_state)
 
     def epoch_data(self) -> Data:
-        """The training data of one SGD epoch: all of it, or `epoch_samples` samples drawn afresh."""
-        return random_subset(self.train, self.config.epoch_samples, self.rng)
+        """The training data of one SGD epoch: all of it, or `epoch_frames` frames drawn afresh."""
+        return random_subset(self.train, self.config.epoch_frames, self.rng)
 
     def run_sgd(self, hyper: HyperParams, state: OptimizerState) -> dict:
         backed_off = torch.zeros(self.population.size, dtype=torch.bool)
@@ -211,10 +212,11 @@ class ESGD:
                           {k: v.to(self.device) for k, v in buffers.items()})
 
 
-def random_subset(data: Data, count: int | None, generator: torch.Generator) -> Data:
-    """`count` samples of (features, targets) drawn without replacement, in their original order (all when None
-    or not fewer than there are)."""
+def random_subset(data: Data, frames: int | None, generator: torch.Generator) -> Data:
+    """Samples of (features, targets) holding about `frames` frames (a sample is a frame or a chunk of frames),
+    drawn without replacement, in their original order (all when None or not fewer than there are)."""
     features, targets = data
+    count = None if frames is None else max(1, round(frames / targets[0].numel()))
     if count is None or count >= features.shape[0]:
         return data
     pick = torch.randperm(features.shape[0], generator=generator)[:count].sort().values.to(features.device)
