@@ -13,6 +13,7 @@ device=cpu
 ubm_gauss=256
 ivector_dim=100
 nnet_gmm=mono   # the GMM system whose senones, alignments and graph the hybrid DNN / BiLSTM use
+esgd_jobs=2     # population runs of stages 14-15 at a time, one thread each
 force=false
 help_message="Usage: ./run.sh [options]
 Runs the recipe's stages in order; a finished stage is skipped unless --force.
@@ -29,6 +30,7 @@ Options:
   --ivector-dim <n>    # i-vector dimension (default: $ivector_dim)
   --nnet-gmm <sys>     # GMM system of the hybrid models: mono (PLP + CMVN input) or tri3 (fMLLR input,
                        # data/*_fmllr) (default: $nnet_gmm)
+  --esgd-jobs <n>      # population runs of stages 14-15 at a time, one thread each (default: $esgd_jobs)
   --force              # redo stages even if they finished before
 Stages:
   1  data        corpus -> lhotse manifests (data/manifests) + Kaldi data dirs data/{train,dev,test}
@@ -42,6 +44,11 @@ Stages:
   12 dnn         hybrid DNN (9 spliced frames) on the --nnet-gmm system's senones, new-bob SGD; dev aligned for
                  the validation CE; decode dev and test -> exp/dnn (final.pt, history.tsv, decode_*/best_wer)
   13 blstm       hybrid BiLSTM (21-frame chunks, features + 100-dim online i-vectors), likewise -> exp/blstm
+  14 esgd_dnn    the ESGD papers' Table 1 on the DNN (conf/esgd.yaml): population baseline, ESGD without
+                 evolution, ESGD, ESGD with the single DNN as anchor, iterated anchors (each with its Kf-epoch
+                 fine-tune), the single DNN fine-tuned likewise; decode test
+                 -> exp/esgd_dnn_{population,no_evolution,esgd,anchored,iterated}, exp/dnn_ft
+  15 esgd_blstm  likewise on the BiLSTM -> exp/esgd_blstm_*, exp/blstm_ft
 After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
@@ -143,6 +150,62 @@ stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones o
   done
 }
 
+esgd_system() {  # esgd_system TYPE GMM NAME: one system of stage_esgd (in the background, its output in a log)
+  local type=$1 gmm=$2 name=$3 feats= cmvn=false
+  case "$gmm" in mono) cmvn=true ;; *) feats=_fmllr ;; esac
+  local data=("data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev") opts=()
+  # a stage killed before is continued from the runs' checkpoints (--force: from scratch)
+  opts=(--cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" --num-threads 1
+        --resume "$($force && echo false || echo true)")
+  [ "$type" = dnn ] || opts+=(--train-ivectors exp/ivectors_train --valid-ivectors exp/ivectors_dev)
+  case "$name" in
+    ft)  # the single baseline given the fine-tune of the population runs (finetune section of conf/esgd.yaml)
+      local ft
+      ft=$(python3 -c 'from esgd_asr.population.config import load_esgd_config as l; f = l("conf/esgd.yaml").finetune
+print(f"--lr {f.lr} --epochs {f.max_epochs} --batch-size {f.batch_size} --min-lr {f.min_lr}")') || return 1
+      steps/finetune.sh "${opts[@]}" $ft "exp/$type" "${data[@]}" "exp/${type}_ft" ;;
+    anchored|iterated)
+      steps/train_esgd.sh "${opts[@]}" --egs "exp/esgd_${type}_egs/egs.pt" --algorithm "$name" \
+        --anchor "exp/$type/final.pt" "${data[@]}" "exp/esgd_${type}_$name" ;;
+    *)
+      steps/train_esgd.sh "${opts[@]}" --egs "exp/esgd_${type}_egs/egs.pt" --algorithm "${name//_/-}" \
+        "${data[@]}" "exp/esgd_${type}_$name" ;;
+  esac
+}
+stage_esgd() {  # stage_esgd TYPE GMM: the ESGD papers' Table 1 systems on hybrid TYPE, decoded on test
+  local type=$1 gmm=$2 feats= batch name pid failed=0 decode_opts=()
+  case "$gmm" in mono) ;; *) feats=_fmllr ;; esac
+  [ -f "exp/$type/final.pt" ] || { echo "$0: no exp/$type/final.pt (stage $([ "$type" = dnn ] && echo 12 || echo 13)) to anchor the population" >&2; return 1; }
+  # the first batch writes the shared tensors (exp/esgd_TYPE_egs) that the later runs read
+  for batch in "population ft" "no_evolution esgd" "anchored iterated"; do
+    local pids=() names=()
+    for name in $batch; do
+      local dir=exp/esgd_${type}_$name
+      [ "$name" = ft ] && dir=exp/${type}_ft
+      mkdir -p "$dir/log"
+      echo "$0: training $dir (log: $dir/log/run.log)"
+      esgd_system "$type" "$gmm" "$name" > "$dir/log/run.log" 2>&1 &
+      pids+=($!) names+=("$dir")
+      if [ "${#pids[@]}" -ge "$esgd_jobs" ]; then
+        for pid in "${!pids[@]}"; do
+          wait "${pids[$pid]}" || { failed=1; echo "$0: ${names[$pid]} failed: $(tail -n 1 "${names[$pid]}/log/run.log")" >&2; }
+        done
+        pids=() names=()
+      fi
+    done
+    for pid in "${!pids[@]}"; do
+      wait "${pids[$pid]}" || { failed=1; echo "$0: ${names[$pid]} failed: $(tail -n 1 "${names[$pid]}/log/run.log")" >&2; }
+    done
+    [ "$failed" = 0 ] || return 1
+  done
+  [ "$type" = dnn ] || decode_opts=(--ivectors exp/ivectors_test)
+  for dir in "exp/${type}_ft" exp/esgd_${type}_{population,no_evolution,esgd,anchored,iterated}; do
+    tail -n 1 "$dir/log/run.log"
+    steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \
+      "exp/$gmm/graph" "data/test$feats" "$dir/decode_test" || return 1
+  done
+}
+
 run_stage 1 data stage_data
 run_stage 2 validate stage_validate
 run_stage 3 dict local/prepare_dict.sh --cmd "$train_cmd" data/local/dict data/train data/dev data/test
@@ -152,5 +215,7 @@ run_stage 6 plp stage_plp
 run_stage 7 ivector stage_ivector "$ubm_gauss" "$ivector_dim"
 run_stage 12 dnn stage_nnet dnn "$nnet_gmm"
 run_stage 13 blstm stage_nnet blstm "$nnet_gmm"
+run_stage 14 esgd_dnn stage_esgd dnn "$nnet_gmm"
+run_stage 15 esgd_blstm stage_esgd blstm "$nnet_gmm"
 
 local/show_results.sh
