@@ -78,3 +78,17 @@ def test_chunks_pad_the_last_piece_of_each_utterance(data_dir):
     assert x.shape == (2 + 1 + 3, 5, 4)
     assert y[1].tolist() == [5, 6, IGNORE, IGNORE, IGNORE]
     assert (y != IGNORE).sum() == frames.num_frames
+
+
+def test_chunk_context_frames_carry_no_targets(data_dir):
+    targets = {u: np.arange(n) for u, n in LENGTHS.items()}
+    frames = load_frame_set(data_dir / "d", identity, targets)
+    x, y = chunks(frames, 5, left=2, right=3)
+    assert x.shape == (2 + 1 + 3, 10, 4)
+    first = int(frames.offsets[frames.utterances.index("spkB-1")])  # 12 frames: its chunks are rows 3, 4, 5
+    assert y[3].tolist() == [0, 1, 2, 3, 4, IGNORE, IGNORE, IGNORE] + [IGNORE] * 2  # no left context at the start
+    assert torch.equal(x[3, :8], frames.features[first:first + 8]) and torch.all(x[3, 8:] == 0)
+    assert y[4].tolist() == [IGNORE, IGNORE, 5, 6, 7, 8, 9, IGNORE, IGNORE, IGNORE]
+    assert torch.equal(x[4, :9], frames.features[first + 3:first + 12]) and torch.all(x[4, 9] == 0)
+    assert y[5].tolist() == [IGNORE, IGNORE, 10, 11] + [IGNORE] * 6  # context cut at the utterance's end
+    assert (y != IGNORE).sum() == frames.num_frames

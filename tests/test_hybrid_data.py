@@ -59,6 +59,14 @@ def test_blstm_sets_are_chunks_with_ivectors(task):
     mean = stats[0, 13:-1] / stats[0, -1]
     assert torch.all(mean < 3.0) and torch.all(x[y != IGNORE][:, 13:] > 0)
     assert build_model(sets.fit_config(config))(x[:2]).shape == (2, 7, sets.num_targets)
+    with_context = BLSTMConfig(num_layers=1, cells=4, bottleneck=3, chunk=7, chunk_left_context=3,
+                               chunk_right_context=2)
+    wide = prepare_hybrid_sets(with_context, task["data"], task["train_ali"], task["data"], task["valid_ali"],
+                               task["ivectors"], task["ivectors"], cmvn=True)
+    assert wide.valid[0].shape == (len(x), 3 + 7 + 2, 13 + IVECTOR_DIM)
+    assert torch.equal(wide.valid[1][wide.valid[1] != IGNORE], y[y != IGNORE])  # the same targets, in order
+    with pytest.raises(EsgdError, match="unrolls 7 frames with context 0/0, the data chunks 7 with 3/2"):
+        wide.fit_config(config)
 
 
 def test_saved_sets_load_back(task, tmp_path):

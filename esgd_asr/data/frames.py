@@ -126,15 +126,21 @@ def all_spliced(frames: FrameSet, left: int, right: int) -> tuple[torch.Tensor, 
     return spliced(frames, usable, left, right), frames.targets[usable]
 
 
-def chunks(frames: FrameSet, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Consecutive non-overlapping chunks of `length` frames per utterance (the BiLSTM's unrolled window);
-    an utterance's last chunk is padded with zeros and IGNORE targets: (C, length, dim), (C, length)."""
+def chunks(frames: FrameSet, length: int, left: int = 0, right: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive non-overlapping chunks of `length` frames per utterance (the BiLSTM's unrolled window), each
+    with up to `left` / `right` frames of the utterance around it as context whose targets are IGNORE (Kaldi's
+    chunk-left-context / chunk-right-context); windows are padded at the end with zeros and IGNORE targets to
+    left + length + right frames: (C, left + length + right, dim), (C, left + length + right)."""
+    width = left + length + right
     pieces_x, pieces_y = [], []
     for u in range(len(frames.utterances)):
         start, end = int(frames.offsets[u]), int(frames.offsets[u + 1])
         for s in range(start, end, length):
-            x, y = frames.features[s:min(s + length, end)], frames.targets[s:min(s + length, end)]
-            pad = length - len(x)
+            first, last = max(start, s - left), min(end, s + length + right)
+            x = frames.features[first:last]
+            y = torch.full((last - first,), IGNORE, dtype=frames.targets.dtype)
+            y[s - first:min(s + length, end) - first] = frames.targets[s:min(s + length, end)]
+            pad = width - len(x)
             pieces_x.append(torch.nn.functional.pad(x, (0, 0, 0, pad)))
             pieces_y.append(torch.nn.functional.pad(y, (0, pad), value=IGNORE))
     return torch.stack(pieces_x), torch.stack(pieces_y)

@@ -6,7 +6,7 @@ optionally online i-vectors, turned into the (features, targets) tensors the tra
     sets = prepare_hybrid_sets(config, "data/train_fmllr", "exp/tri3_ali", "data/dev_fmllr", "exp/tri3_ali_dev",
                                train_ivectors=None, valid_ivectors=None, cmvn=False)
     model = build_model(sets.fit_config(config))         # input dim and senone count from the data
-    sets.train, sets.valid                               # DNN: (N, splice * dim), (N,)  BiLSTM: (C, chunk, dim), (C, chunk)
+    sets.train, sets.valid    # DNN: (N, splice * dim), (N,); BiLSTM: (C, W, dim), (C, W), W = chunk + its context
     sets.save("exp/dnn/egs.pt"); HybridSets.load(...)    # torch only: loads where Kaldi packages are absent
 
 The validation set is a held-out data dir aligned by the same GMM system (steps/align_si.sh on data/dev), so that
@@ -117,7 +117,8 @@ def read_ivector_period(ivector_dir: str | Path) -> int:
 class NnetInput:
     """How a data dir's features become the input of a hybrid network (saved with the model).
 
-    kind: dnn (frames spliced with left/right context) or blstm (chunks of `chunk` consecutive frames);
+    kind: dnn (frames spliced with left/right context) or blstm (chunks of `chunk` consecutive frames, with up
+    to chunk_left_context / chunk_right_context frames of context that carry no targets);
     cmvn / norm_vars / delta_order: the per-speaker FrontEnd on feats.scp; ivector_period: online i-vectors
     appended (one row per that many frames), 0 = none; global_stats: Kaldi CMVN stats (2, dim + 1) of the
     training frames, applied with variance normalisation (empty until `fitted`).
@@ -130,23 +131,28 @@ class NnetInput:
     left_context: int = 4
     right_context: int = 4
     chunk: int = 21
+    chunk_left_context: int = 0
+    chunk_right_context: int = 0
     ivector_period: int = 0
     global_stats: tuple = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise EsgdError(f"nnet input: unknown kind {self.kind!r} (choose from {', '.join(KINDS)})")
-        if min(self.left_context, self.right_context, self.delta_order, self.ivector_period) < 0 or self.chunk < 1:
+        if min(self.left_context, self.right_context, self.chunk_left_context, self.chunk_right_context,
+               self.delta_order, self.ivector_period) < 0 or self.chunk < 1:
             raise EsgdError("nnet input: contexts, delta order and i-vector period must be >= 0, chunk >= 1")
 
     @classmethod
     def for_model(cls, config: DNNConfig | BLSTMConfig, **options) -> "NnetInput":
-        """The input a model config asks for: a DNN's `splice` frames centred on each frame, a BiLSTM's chunk."""
+        """The input a model config asks for: a DNN's `splice` frames centred on each frame, a BiLSTM's chunk and
+        chunk context."""
         if isinstance(config, DNNConfig):
             left = (config.splice - 1) // 2
             return cls(kind="dnn", left_context=left, right_context=config.splice - 1 - left, **options)
         if isinstance(config, BLSTMConfig):
-            return cls(kind="blstm", chunk=config.chunk, **options)
+            return cls(kind="blstm", chunk=config.chunk, chunk_left_context=config.chunk_left_context,
+                       chunk_right_context=config.chunk_right_context, **options)
         raise EsgdError(f"nnet input: no hybrid input for a {type(config).__name__}")
 
     @classmethod
@@ -219,7 +225,7 @@ class NnetInput:
         """(features, targets) of every frame with a target: DNN spliced frames, BiLSTM chunks."""
         if self.kind == "dnn":
             return all_spliced(frames, self.left_context, self.right_context)
-        return chunks(frames, self.chunk)
+        return chunks(frames, self.chunk, self.chunk_left_context, self.chunk_right_context)
 
     def utterance_inputs(self, frames: FrameSet) -> tuple[torch.Tensor, torch.Tensor]:
         """Network input for every frame of `frames` (decoding): (input, frame index per output row/position,
@@ -228,7 +234,8 @@ class NnetInput:
         if self.kind == "dnn":
             return spliced(frames, everything, self.left_context, self.right_context), everything
         # chunks() pads with IGNORE targets: with frame indices as targets it tells where each output belongs
-        x, index = chunks(FrameSet(frames.features, everything, frames.offsets, frames.utterances), self.chunk)
+        x, index = chunks(FrameSet(frames.features, everything, frames.offsets, frames.utterances), self.chunk,
+                          self.chunk_left_context, self.chunk_right_context)
         return x, torch.where(index < 0, -1, index)
 
 

@@ -14,7 +14,9 @@ from esgd_asr.errors import EsgdError
 
 @dataclass
 class BLSTMConfig:
-    """Shape of a BiLSTM: input_dim = LDA dim + i-vector dim, chunks of `chunk` frames."""
+    """Shape of a BiLSTM: input_dim = LDA dim + i-vector dim, trained on chunks of `chunk` frames, each seen with
+    up to `chunk_left_context` / `chunk_right_context` frames around it that carry no targets (the data's
+    windows; the network itself takes any length)."""
 
     input_dim: int = 140
     num_layers: int = 2
@@ -22,10 +24,14 @@ class BLSTMConfig:
     bottleneck: int = 32
     num_targets: int = 500
     chunk: int = 21
+    chunk_left_context: int = 0
+    chunk_right_context: int = 0
 
     def __post_init__(self):
         if min(self.input_dim, self.num_layers, self.cells, self.bottleneck, self.num_targets, self.chunk) < 1:
             raise EsgdError("blstm config: all sizes must be positive")
+        if min(self.chunk_left_context, self.chunk_right_context) < 0:
+            raise EsgdError("blstm config: chunk contexts must be >= 0")
 
 
 class LSTMDirection(nn.Module):

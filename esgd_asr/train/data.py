@@ -75,8 +75,11 @@ class HybridSets:
                 raise EsgdError(f"model config splices {config.splice} frames, the data {splice}")
             return dataclasses.replace(config, feat_dim=self.frame_dim, num_targets=self.num_targets)
         if isinstance(config, BLSTMConfig) and kind == "blstm":
-            if config.chunk != values["chunk"]:
-                raise EsgdError(f"model config unrolls {config.chunk} frames, the data chunks {values['chunk']}")
+            theirs = (values["chunk"], values.get("chunk_left_context", 0), values.get("chunk_right_context", 0))
+            if (config.chunk, config.chunk_left_context, config.chunk_right_context) != theirs:
+                raise EsgdError(f"model config unrolls {config.chunk} frames with context "
+                                f"{config.chunk_left_context}/{config.chunk_right_context}, the data chunks "
+                                f"{theirs[0]} with {theirs[1]}/{theirs[2]}")
             return dataclasses.replace(config, input_dim=self.frame_dim, num_targets=self.num_targets)
         raise EsgdError(f"a {type(config).__name__} cannot read {kind} data")
 
