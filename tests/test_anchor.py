@@ -88,3 +88,51 @@ def test_foreign_architectures_and_files_are_refused(tmp_path):
     save_hybrid_model(tmp_path / "blstm.pt", build_model(BLSTM), BLSTM, {**NNET_INPUT, "kind": "blstm"})
     with pytest.raises(EsgdError, match="trained on other network input \\(kind 'blstm'"):
         load_anchor(tmp_path / "blstm.pt", BLSTM, NNET_INPUT)
+
+
+def nnet3_text(model, config: DNNConfig, extra: str = "") -> str:
+    """A Kaldi nnet3 text model (as nnet3-copy --binary=false writes it) of a FeedForwardDNN."""
+    left = (config.splice - 1) // 2
+    splice = ", ".join("input" if o == 0 else f"Offset(input, {o})" for o in range(-left, config.splice - left))
+    kinds = {"relu": "RectifiedLinearComponent", "sigmoid": "SigmoidComponent", "tanh": "TanhComponent"}
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    nodes, components, previous = [], [], f"Append({splice})"
+    for i, linear in enumerate(linears):
+        rows = "\n".join("  " + " ".join(f"{v:.9g}" for v in row) for row in linear.weight.tolist())
+        bias = " ".join(f"{v:.9g}" for v in linear.bias.tolist())
+        components.append(f"<ComponentName> affine{i} <NaturalGradientAffineComponent> <MaxChange> 0.75 "
+                          f"<LinearParams>  [\n{rows} ]\n<BiasParams>  [ {bias} ]\n<RankIn> 20 "
+                          f"</NaturalGradientAffineComponent>")
+        nodes.append(f"component-node name=affine{i} component=affine{i} input={previous}")
+        previous = f"affine{i}"
+        if i < len(config.activations):
+            kind = kinds[config.activations[i]]
+            components.append(f"<ComponentName> act{i} <{kind}> <Dim> {linear.out_features} <ValueAvg>  [ ] </{kind}>")
+            nodes.append(f"component-node name=act{i} component=act{i} input={previous}")
+            previous = f"act{i}"
+    components.append(f"<ComponentName> out <LogSoftmaxComponent> <Dim> {config.num_targets} </LogSoftmaxComponent>")
+    nodes.append(f"component-node name=out component=out input={previous}")
+    return (f"<Nnet3> \ninput-node name=input dim={config.feat_dim}\n" + "\n".join(nodes) + extra
+            + f"\noutput-node name=output input=out objective=linear\n\n<NumComponents> {len(components)}\n"
+            + "\n".join(components) + "\n</Nnet3> \n")
+
+
+def test_kaldi_nnet3_feed_forward_model_is_imported(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(DNN)
+    (tmp_path / "final.txt").write_text(nnet3_text(model, DNN))
+    imported = load_hybrid_model(tmp_path / "final.txt")
+    assert imported.config == DNN
+    x = torch.randn(5, DNN.input_dim)
+    assert torch.allclose(imported.module(x), model(x), atol=1e-5)
+    assert torch.allclose(load_anchor(tmp_path / "final.txt", DNN)(x), model(x), atol=1e-5)
+    with pytest.raises(EsgdError, match="the model has 7 outputs but the tree has 31 senones"):
+        load_anchor(tmp_path / "final.txt", DNNConfig(**{**DNN.__dict__, "num_targets": 31}))
+    text = nnet3_text(model, DNN).replace("<RectifiedLinearComponent>", "<BatchNormComponent>").replace(
+        "</RectifiedLinearComponent>", "</BatchNormComponent>")
+    (tmp_path / "bn.txt").write_text(text)
+    with pytest.raises(EsgdError, match="bn.txt: component act0 \\(BatchNormComponent\\) is not supported"):
+        load_hybrid_model(tmp_path / "bn.txt")
+    (tmp_path / "gap.txt").write_text(nnet3_text(model, DNN).replace("Offset(input, -1), ", "Offset(input, -2), "))
+    with pytest.raises(EsgdError, match="not a centred splice"):
+        load_hybrid_model(tmp_path / "gap.txt")
