@@ -1,6 +1,7 @@
 """esgd-train-esgd on the tiny hybrid task: every algorithm writes a decodable final.pt with its validation CE,
 anchored and iterated runs never end worse than their anchor, and bad input fails with one clear line."""
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst)
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from esgd_asr.cli import train_esgd
 from esgd_asr.data.hybrid import prepare_hybrid_sets
 from esgd_asr.errors import EsgdError
+from esgd_asr.gmm.align import read_alignments, write_alignments
 from esgd_asr.models.anchor import load_hybrid_model
 from esgd_asr.population.algorithms import load_settings
 from esgd_asr.train.nnet import evaluate
@@ -100,6 +102,19 @@ def test_resume_refuses_other_settings_and_bad_options_fail_clearly(task, tmp_pa
     with pytest.raises(SystemExit):
         train(task, tmp_path, "esgd", ["--resume", "true"], values={"generations": 1, "mu": 6})
     assert "checkpoint.pt: made with other settings (settings)" in capsys.readouterr().err
+    realigned = tmp_path / "realigned"
+    shutil.copytree(task["valid_ali"], realigned)
+    alignments = dict(read_alignments(realigned / "ali.1.ark"))
+    first = sorted(alignments)[0]
+    alignments[first] = alignments[first][::-1].copy()   # the same frames, other targets
+    write_alignments(realigned / "ali.1.ark", alignments)
+    args = data_args(task)
+    args[-1] = str(realigned)
+    with pytest.raises(SystemExit):
+        train_esgd.main(["--algorithm", "esgd", *CONFIGS, *MODEL, *options({**TINY, "generations": 1}), "--resume",
+                         "true", "--tensorboard", "false", "--plot", "false", "--progress", "false", *args,
+                         str(tmp_path)])
+    assert "made with other settings (valid)" in capsys.readouterr().err
     for bad, message in [(["--algorithm", "cmaes"], "unknown algorithm 'cmaes'"),
                          (["--algorithm", "esgd", "--anchor", "x.pt"], "--anchor is used by"),
                          (["--algorithm", "esgd", "--esgd-opt", "muu=3"], "unknown option 'muu'")]:

@@ -20,6 +20,7 @@ info holds its cross-entropy and frame accuracy on the whole validation set (val
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def build_parser() -> KaldiArgumentParser:
     return parser
 
 
+def data_digest(data) -> list:
+    """Shape, feature sum and a hash of the targets: a resume on re-aligned or re-extracted data is refused."""
+    features, targets = data
+    return [list(features.shape), round(float(features.double().sum()), 3),
+            hashlib.sha1(targets.cpu().numpy().tobytes()).hexdigest()]
+
+
 def hybrid_sets(args, config) -> HybridSets:
     """The training and validation tensors: the --egs cache when it is newer than every input and was made for the
     network input asked for, else prepare_hybrid_sets (then cached in --egs)."""
@@ -120,8 +128,8 @@ def main(argv=None):
     log.info("%s on a %s of %d parameters (%s); %s", args.algorithm, config_kind(config),
              sum(p.numel() for p in build_model(config).parameters()), config, settings)
     fingerprint = {"algorithm": args.algorithm, "settings": dataclasses.asdict(settings),
-                   "model": config_to_dict(config), "train": list(sets.train[0].shape),
-                   "valid": list(sets.valid[0].shape), "anchor": str(args.anchor) if args.anchor else None}
+                   "model": config_to_dict(config), "train": data_digest(sets.train), "valid": data_digest(sets.valid),
+                   "anchor": str(args.anchor) if args.anchor else None}
 
     def save_final(state: dict, path: Path) -> None:
         module = build_model(config)
