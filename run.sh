@@ -12,6 +12,13 @@ synth_config=conf/synth.conf
 device=cpu
 ubm_gauss=256
 ivector_dim=100
+mono_gauss=1000   # GMM systems' sizes (stages 8-11): Gaussians of mono, leaves / Gaussians of tri1-3
+tri1_leaves=1500
+tri1_gauss=8000
+tri2_leaves=2000
+tri2_gauss=10000
+tri3_leaves=2000
+tri3_gauss=10000
 nnet_gmm=mono   # the GMM system whose senones, alignments and graph the hybrid DNN / BiLSTM use
 esgd_jobs=2     # population runs of stages 14-15 at a time, one thread each
 force=false
@@ -31,6 +38,13 @@ Options:
   --nnet-gmm <sys>     # GMM system of the hybrid models: mono (PLP + CMVN input) or tri3 (fMLLR input,
                        # data/*_fmllr) (default: $nnet_gmm)
   --esgd-jobs <n>      # population runs of stages 14-15 at a time, one thread each (default: $esgd_jobs)
+  --mono-gauss <n>     # Gaussians of the monophone system (default: $mono_gauss)
+  --tri1-leaves <n>    # tree leaves (senones) / Gaussians of tri1 (deltas) (default: $tri1_leaves / $tri1_gauss),
+  --tri1-gauss <n>     #   tri2 (LDA+MLLT) ($tri2_leaves / $tri2_gauss) and tri3 (SAT) ($tri3_leaves / $tri3_gauss);
+  --tri2-leaves <n>    #   schedules in conf/{mono,tri1,tri2,tri3}.conf, trees in conf/tree.conf, LDA in
+  --tri2-gauss <n>     #   conf/lda.conf, decoding in conf/decode.conf
+  --tri3-leaves <n>
+  --tri3-gauss <n>
   --force              # redo stages even if they finished before
 Stages:
   1  data        corpus -> lhotse manifests (data/manifests) + Kaldi data dirs data/{train,dev,test}
@@ -41,6 +55,13 @@ Stages:
   6  plp         PLP features (Kaldi compute-plp-feats semantics) + per-speaker CMVN stats -> data/*/feats.scp
   7  ivector     diagonal UBM + i-vector extractor on train; online i-vectors of every set
                  -> exp/ivectors_{train,dev,test}/ivector_online.scp; speaker EER of dev and test
+  8  mono        monophone GMM-HMM (flat start); HCLG; decode dev and test; align train -> exp/mono, exp/mono_ali
+  9  tri1        triphones on deltas (decision tree); HCLG; decode; align train -> exp/tri1, exp/tri1_ali
+  10 tri2        triphones on LDA+MLLT features (9 spliced frames -> 40 dims); HCLG; decode; align
+                 -> exp/tri2, exp/tri2_ali
+  11 tri3        speaker-adaptive training (fMLLR); HCLG; two-pass fMLLR decoding of dev and test; train and dev
+                 aligned with fMLLR; speaker-adapted LDA features -> exp/tri3, exp/tri3_ali (senones, pdf_counts),
+                 exp/tri3_ali_dev, data/{train,dev,test}_fmllr
   12 dnn         hybrid DNN (9 spliced frames) on the --nnet-gmm system's senones, new-bob SGD; dev aligned for
                  the validation CE; decode dev and test -> exp/dnn (final.pt, history.tsv, decode_*/best_wer)
   13 blstm       hybrid BiLSTM (21-frame chunks, features + 100-dim online i-vectors), likewise -> exp/blstm
@@ -126,6 +147,47 @@ stage_ivector() {  # stage_ivector NUM_GAUSS IVECTOR_DIM
   for x in dev test; do esgd-ivector-eer "data/$x" "exp/ivectors_$x" || return 1; done
 }
 
+gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, then decode dev and test
+  local sys=$1 decode=steps/decode.sh x
+  [ "${2:-}" = fmllr ] && decode=steps/decode_fmllr.sh
+  steps/mkgraph.sh --cmd "$train_cmd" data/lang_test "exp/$sys" "exp/$sys/graph" || return 1
+  for x in dev test; do
+    "$decode" --config conf/decode.conf --nj "$nj" --cmd "$decode_cmd" "exp/$sys/graph" "data/$x" \
+      "exp/$sys/decode_$x" || return 1
+  done
+}
+stage_mono() {
+  steps/train_mono.sh --config conf/mono.conf --totgauss "$mono_gauss" --nj "$nj" --cmd "$train_cmd" \
+    data/train data/lang exp/mono || return 1
+  gmm_graph_decode mono || return 1
+  steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/mono exp/mono_ali
+}
+stage_tri1() {
+  steps/train_deltas.sh --config conf/tri1.conf --nj "$nj" --cmd "$train_cmd" "$tri1_leaves" "$tri1_gauss" \
+    data/train data/lang exp/mono_ali exp/tri1 || return 1
+  gmm_graph_decode tri1 || return 1
+  steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri1 exp/tri1_ali
+}
+stage_tri2() {
+  steps/train_lda_mllt.sh --config conf/tri2.conf --nj "$nj" --cmd "$train_cmd" "$tri2_leaves" "$tri2_gauss" \
+    data/train data/lang exp/tri1_ali exp/tri2 || return 1
+  gmm_graph_decode tri2 || return 1
+  steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri2 exp/tri2_ali
+}
+stage_tri3() {
+  steps/train_sat.sh --config conf/tri3.conf --nj "$nj" --cmd "$train_cmd" "$tri3_leaves" "$tri3_gauss" \
+    data/train data/lang exp/tri2_ali exp/tri3 || return 1
+  gmm_graph_decode tri3 fmllr || return 1
+  steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri3 exp/tri3_ali || return 1
+  steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/dev data/lang exp/tri3 exp/tri3_ali_dev || return 1
+  # the hybrid models' input: train with its alignment transforms, dev and test with their decoding transforms
+  local x trans
+  for x in train dev test; do
+    trans=exp/tri3/decode_$x; [ "$x" = train ] && trans=exp/tri3_ali
+    steps/make_fmllr_feats.sh --nj "$nj" --cmd "$train_cmd" "data/${x}_fmllr" "data/$x" exp/tri3/final.mdl \
+      "$trans" "exp/make_fmllr/$x" || return 1
+  done
+}
 stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones of exp/GMM; decode dev and test
   local type=$1 gmm=$2 feats= cmvn=false x
   case "$gmm" in
@@ -213,6 +275,10 @@ run_stage 4 lang steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>
 run_stage 5 lm stage_lm
 run_stage 6 plp stage_plp
 run_stage 7 ivector stage_ivector "$ubm_gauss" "$ivector_dim"
+run_stage 8 mono stage_mono
+run_stage 9 tri1 stage_tri1
+run_stage 10 tri2 stage_tri2
+run_stage 11 tri3 stage_tri3
 run_stage 12 dnn stage_nnet dnn "$nnet_gmm"
 run_stage 13 blstm stage_nnet blstm "$nnet_gmm"
 run_stage 14 esgd_dnn stage_esgd dnn "$nnet_gmm"
