@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_gmm_decode.py <graph-dir> <data-dir> <model> [--num-utts 30] [--beams 13,10,8]
                                         [--lattice-beam 6] [--acwt 0.083333]
-e.g.:  python bench/bench_gmm_decode.py exp/mono/graph data/test exp/mono/final.mdl
+e.g.:  python bench/bench_gmm_decode.py exp/tri2/graph data/test exp/tri2/final.mdl --beams 13,10,8
 
 For each beam, decodes the first --num-utts utterances as esgd-decode-gmm does and prints the real-time factor of
 the GMM likelihoods (torch) and of the lattice search (kaldi-decoder), assuming 10 ms frames.
@@ -15,7 +15,7 @@ import torch
 
 from esgd_asr.decode.hclg import read_hclg
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
-from esgd_asr.features.ubm import FeatureSource
+from esgd_asr.gmm.front_end import ModelFeatures
 from esgd_asr.gmm.model import GmmHmm, PdfScorer, tid_loglikes
 
 
@@ -32,12 +32,12 @@ def main():
     torch.set_num_threads(1)
     model = GmmHmm.load(args.model)
     info = model.transitions()
-    source = FeatureSource(args.data_dir, model.front_end)
+    source = ModelFeatures(args.data_dir, model.front_end)
     feats = [source.load(utt) for utt in source.utts[: args.num_utts]]
     audio = sum(f.shape[0] for f in feats) * 0.01
     hclg = read_hclg(args.graph_dir)
     start = time.perf_counter()
-    scorer = PdfScorer(model.am)
+    scorer = PdfScorer(model.am, dtype=torch.float32)  # as esgd-decode-gmm
     loglikes = [tid_loglikes(scorer.pdf_loglikes(f), info, args.acwt) for f in feats]
     like_rtf = (time.perf_counter() - start) / audio
     print(f"{len(feats)} utterances, {audio:.1f} s of audio, {model.am.num_gauss} Gaussians, "

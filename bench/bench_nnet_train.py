@@ -2,10 +2,10 @@
 torch loop (nn.Module + torch.optim.SGD) on the same batches.
 
 One new-bob epoch step of esgd_asr.train.nnet (plain SGD on the population engine with one member: the fused
-batched-matmul path for the DNN, vmap for the BiLSTM) is timed against a reference epoch over the same synthetic
+batched-matmul path for the DNN, the stacked BiLSTM path for the BiLSTM) is timed against a reference epoch over the same synthetic
 frames, in interleaved rounds so that load from other processes hits both alike; prints the median frames/s of
 each and their ratio. Synthetic data have the shapes of the recipe's input (9 x 40 LDA for the DNN, 21-frame
-chunks of 40 + 100 for the BiLSTM) and --num-targets senones. Needs only torch (runs where Kaldi packages are
+chunks of 40 + 100 with 10 + 10 context frames for the BiLSTM) and --num-targets senones. Needs only torch (runs where Kaldi packages are
 absent, e.g. on a GPU host):
   python bench/bench_nnet_train.py                        # CPU, the scaled-down default models
   python bench/bench_nnet_train.py --device cuda --dnn-preset bn50 --blstm-preset swb300 --num-targets 5000
@@ -55,12 +55,16 @@ def bench(kind: str, preset: str, args, device: torch.device) -> None:
     generator = torch.Generator().manual_seed(0)
     if kind == "dnn":
         data = gaussian_clusters(args.frames, config.input_dim, config.num_targets, generator)
-    else:
-        data = gaussian_clusters(args.frames // config.chunk, config.input_dim, config.num_targets, generator,
-                                 frames=config.chunk)
+    else:  # windows of chunk + context frames, the context carrying no targets (as the recipe's chunks)
+        left, window = config.chunk_left_context, config.chunk_left_context + config.chunk + config.chunk_right_context
+        features, targets = gaussian_clusters(args.frames // config.chunk, config.input_dim, config.num_targets,
+                                              generator, frames=window)
+        targets[:, :left] = -100
+        targets[:, left + config.chunk:] = -100
+        data = (features, targets)
     train = tuple(t.to(device) for t in data)
     valid = tuple(t[: max(1, len(t) // 10)] for t in train)
-    frames = int(train[1].numel())
+    frames = int((train[1] != -100).sum())  # labelled frames per epoch
     torch.manual_seed(0)
     model = build_model(config).to(device)
     population = Population.from_modules([model], device)

@@ -61,5 +61,5 @@ cat "$dir"/timing.* | awk '{f += $1; l += $2; s += $3} END {
   printf "real-time factor %.4f (network %.4f, search %.4f) over %.1f s of audio, %d jobs\n",
          (l + s) / (f * 0.01), l / (f * 0.01), s / (f * 0.01), f * 0.01, NR }' | tee "$dir/log/rtf"
 if ! $skip_scoring; then
-  "$(dirname "$0")/score.sh" --cmd "$cmd" $scoring_opts "$data" "$graph" "$dir"
+  "$(dirname "$0")/score.sh" --nj "$nj" --cmd "$cmd" $scoring_opts "$data" "$graph" "$dir"
 fi

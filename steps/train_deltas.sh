@@ -44,33 +44,7 @@ echo "$nj" > "$dir/num_jobs"
 rm -f "$dir/final.mdl"
 cp "$lang/phones.txt" "$dir/phones.txt"
 
-echo "$0: accumulating tree statistics"
-$cmd JOB=1:"$nj" "$dir/log/acc_tree.JOB.log" \
-  esgd-train-tree acc --nj "$nj" --job JOB "$data" "$lang" "$alidir" "$dir"
-echo "$0: building the tree ($numleaves leaves) and the initial model"
-$cmd "$dir/log/build_tree.log" esgd-train-tree build --nj "$nj" --tree-config "$tree_config" --num-leaves "$numleaves" \
-  "$lang" "$alidir" "$dir"
-echo "$0: converting the alignments and compiling training graphs"
-$cmd JOB=1:"$nj" "$dir/log/convert_ali.JOB.log" esgd-train-tree convert-ali --nj "$nj" --job JOB "$data" "$alidir" "$dir"
-$cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
-  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/1.mdl" "$dir"
-
-numgauss=$(esgd-gmm-train info "$dir/1.mdl" | awk '$1 == "number-of-pdfs" {print $2}')
-incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
-[ "$incgauss" -ge 0 ] || incgauss=0
-x=1
-while [ "$x" -lt "$num_iters" ]; do
-  echo "$0: pass $x"
-  realigned=false
-  if echo " $realign_iters " | grep -q " $x "; then realigned=true; fi
-  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB --realign "$realigned" \
-    --beam "$beam" --retry-beam "$retry_beam" "$data" "$dir" "$x"
-  $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --first-iter 1 --mix-up "$numgauss" \
-    --power "$power" --realigned "$realigned" "$dir" "$x"
-  [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
-  x=$((x + 1))
-done
-(cd "$dir" && ln -sf "$x.mdl" final.mdl)
-
-failed=$(cat "$dir"/log/acc.*.log | grep -c "not aligned:" || true)
-echo "$0: done: $dir/final.mdl; $(tail -n 1 "$dir/log/objf.tsv" | awk '{print "last pass log-likelihood per frame " $3 ", " $5 " Gaussians"}'); $failed alignment failures over all passes (see $dir/log/acc.*.log)"
+. "$(dirname "$0")/libs/triphone.sh"
+tree_and_first_model
+em_passes true
+echo "$0: done: $dir/final.mdl; $(training_summary) (see $dir/log/acc.*.log)"

@@ -59,46 +59,19 @@ $cmd JOB=1:"$nj" "$dir/log/lda_acc.JOB.log" \
   esgd-train-lda-mllt acc-lda "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$alidir" "$dir"
 $cmd "$dir/log/lda_est.log" esgd-train-lda-mllt est-lda "${lda_opts[@]}" --nj "$nj" "$dir"
 front_end=(--lda-mat "$dir/0.mat" --left-context "${left:-4}" --right-context "${right:-4}")
-echo "$0: accumulating tree statistics on the LDA features"
-$cmd JOB=1:"$nj" "$dir/log/acc_tree.JOB.log" \
-  esgd-train-tree acc --nj "$nj" --job JOB "${front_end[@]}" "$data" "$lang" "$alidir" "$dir"
-echo "$0: building the tree ($numleaves leaves) and the initial model"
-$cmd "$dir/log/build_tree.log" esgd-train-tree build --nj "$nj" --tree-config "$tree_config" \
-  --num-leaves "$numleaves" "${front_end[@]}" "$lang" "$alidir" "$dir"
-$cmd JOB=1:"$nj" "$dir/log/convert_ali.JOB.log" esgd-train-tree convert-ali --nj "$nj" --job JOB "$data" "$alidir" "$dir"
-$cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
-  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/1.mdl" "$dir"
+. "$(dirname "$0")/libs/triphone.sh"
+# as in Kaldi: on the passes of $mllt_iters, realign (when due), then MLLT on those alignments, then this pass's
+# statistics on the new features
+update_mllt() {
+  in_list "$1" "$mllt_iters" || return 0
+  if $realigned; then realign "$1"; acc_realign=false; fi
+  $cmd JOB=1:"$nj" "$dir/log/mllt_acc.$1.JOB.log" \
+    esgd-train-lda-mllt acc-mllt "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$dir" "$1"
+  $cmd "$dir/log/mllt_est.$1.log" esgd-train-lda-mllt est-mllt "${lda_opts[@]}" --nj "$nj" "$dir" "$1"
+}
 
-numgauss=$(esgd-gmm-train info "$dir/1.mdl" | awk '$1 == "number-of-pdfs" {print $2}')
-incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
-[ "$incgauss" -ge 0 ] || incgauss=0
-x=1
-while [ "$x" -lt "$num_iters" ]; do
-  echo "$0: pass $x"
-  realigned=false
-  if echo " $realign_iters " | grep -q " $x "; then realigned=true; fi
-  acc_realign=$realigned
-  if echo " $mllt_iters " | grep -q " $x "; then
-    # as in Kaldi: realign, then MLLT on those alignments, then this pass's statistics on the new features
-    if $realigned; then
-      $cmd JOB=1:"$nj" "$dir/log/align.$x.JOB.log" esgd-align align --nj "$nj" --job JOB --beam "$beam" \
-        --retry-beam "$retry_beam" "$data" "$dir/$x.mdl" "$dir"
-      acc_realign=false
-    fi
-    $cmd JOB=1:"$nj" "$dir/log/mllt_acc.$x.JOB.log" \
-      esgd-train-lda-mllt acc-mllt "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$dir" "$x"
-    $cmd "$dir/log/mllt_est.$x.log" esgd-train-lda-mllt est-mllt "${lda_opts[@]}" --nj "$nj" "$dir" "$x"
-  fi
-  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB --realign "$acc_realign" \
-    --beam "$beam" --retry-beam "$retry_beam" "$data" "$dir" "$x"
-  $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --first-iter 1 --mix-up "$numgauss" \
-    --power "$power" --realigned "$realigned" "$dir" "$x"
-  [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
-  x=$((x + 1))
-done
-(cd "$dir" && ln -sf "$x.mdl" final.mdl)
+tree_and_first_model "${front_end[@]}" -- "${front_end[@]}"
+em_passes update_mllt
 cur_mat=$(ls "$dir"/[0-9]*.mat | sed 's|.*/||; s|\.mat$||' | sort -n | tail -n 1)
 (cd "$dir" && ln -sf "$cur_mat.mat" final.mat)
-
-failed=$(cat "$dir"/log/acc.*.log "$dir"/log/align.*.log 2>/dev/null | grep -c "not aligned:" || true)
-echo "$0: done: $dir/final.mdl (front end $dir/final.mat); $(tail -n 1 "$dir/log/objf.tsv" | awk '{print "last pass log-likelihood per frame " $3 ", " $5 " Gaussians"}'); $failed alignment failures over all passes"
+echo "$0: done: $dir/final.mdl (front end $dir/final.mat); $(training_summary)"

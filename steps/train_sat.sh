@@ -53,46 +53,19 @@ fmllr_opts=(--silence-weight "$silence_weight" --silence-phones "$lang/phones/si
             --fmllr-update-type "$fmllr_update_type")
 trans="$dir/trans.JOB.ark"
 
+. "$(dirname "$0")/libs/triphone.sh"
+# as in Kaldi: on the passes of $fmllr_iters, realign (when due), then the transforms on those alignments, then
+# this pass's statistics
+update_transforms() {
+  in_list "$1" "$fmllr_iters" || return 0
+  if $realigned; then realign "$1" --transforms "$trans"; acc_realign=false; fi
+  $cmd JOB=1:"$nj" "$dir/log/fmllr.$1.JOB.log" esgd-fmllr est "${fmllr_opts[@]}" --nj "$nj" --job JOB \
+    --alignments "$dir" --transforms "$trans" "$data" "$dir/$1.mdl" "$trans"
+}
+
 echo "$0: fMLLR transforms from the alignments of $alidir"
 $cmd JOB=1:"$nj" "$dir/log/fmllr.0.JOB.log" esgd-fmllr est "${fmllr_opts[@]}" --nj "$nj" --job JOB \
   --alignments "$alidir" "$data" "$alidir/final.mdl" "$trans"
-echo "$0: accumulating tree statistics on the adapted features"
-$cmd JOB=1:"$nj" "$dir/log/acc_tree.JOB.log" \
-  esgd-train-tree acc --nj "$nj" --job JOB --transforms "$trans" "$data" "$lang" "$alidir" "$dir"
-echo "$0: building the tree ($numleaves leaves) and the initial model"
-$cmd "$dir/log/build_tree.log" esgd-train-tree build --nj "$nj" --tree-config "$tree_config" \
-  --num-leaves "$numleaves" "$lang" "$alidir" "$dir"
-$cmd JOB=1:"$nj" "$dir/log/convert_ali.JOB.log" esgd-train-tree convert-ali --nj "$nj" --job JOB "$data" "$alidir" "$dir"
-$cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
-  esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/1.mdl" "$dir"
-
-numgauss=$(esgd-gmm-train info "$dir/1.mdl" | awk '$1 == "number-of-pdfs" {print $2}')
-incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
-[ "$incgauss" -ge 0 ] || incgauss=0
-x=1
-while [ "$x" -lt "$num_iters" ]; do
-  echo "$0: pass $x"
-  realigned=false
-  if echo " $realign_iters " | grep -q " $x "; then realigned=true; fi
-  acc_realign=$realigned
-  if echo " $fmllr_iters " | grep -q " $x "; then
-    # as in Kaldi: realign, then the transforms on those alignments, then this pass's statistics
-    if $realigned; then
-      $cmd JOB=1:"$nj" "$dir/log/align.$x.JOB.log" esgd-align align --nj "$nj" --job JOB --beam "$beam" \
-        --retry-beam "$retry_beam" --transforms "$trans" "$data" "$dir/$x.mdl" "$dir"
-      acc_realign=false
-    fi
-    $cmd JOB=1:"$nj" "$dir/log/fmllr.$x.JOB.log" esgd-fmllr est "${fmllr_opts[@]}" --nj "$nj" --job JOB \
-      --alignments "$dir" --transforms "$trans" "$data" "$dir/$x.mdl" "$trans"
-  fi
-  $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB --realign "$acc_realign" \
-    --beam "$beam" --retry-beam "$retry_beam" --transforms "$trans" "$data" "$dir" "$x"
-  $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --first-iter 1 --mix-up "$numgauss" \
-    --power "$power" --realigned "$realigned" "$dir" "$x"
-  [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
-  x=$((x + 1))
-done
-(cd "$dir" && ln -sf "$x.mdl" final.mdl)
-
-failed=$(cat "$dir"/log/acc.*.log "$dir"/log/align.*.log 2>/dev/null | grep -c "not aligned:" || true)
-echo "$0: done: $dir/final.mdl with speaker transforms $dir/trans.*.ark; $(tail -n 1 "$dir/log/objf.tsv" | awk '{print "last pass log-likelihood per frame " $3 ", " $5 " Gaussians"}'); $failed alignment failures over all passes"
+tree_and_first_model --transforms "$trans"
+em_passes update_transforms --transforms "$trans"
+echo "$0: done: $dir/final.mdl with speaker transforms $dir/trans.*.ark; $(training_summary)"

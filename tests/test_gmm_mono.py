@@ -237,11 +237,23 @@ def test_hclg_labels_and_stochasticity(system):
 def test_decode_and_score_cli(system):
     exp, data = system["exp"], system["data"]
     decode_dir = exp / "decode_train"
-    decode_gmm.main(["--nj=1", "--job=1", str(exp / "graph"), str(data), str(exp / "final.mdl"), str(decode_dir)])
-    assert (decode_dir / "lat.1.gz").is_file() and (decode_dir / "timing.1").is_file()
-    score.main(["--min-lmwt=5", "--max-lmwt=9", "--word-ins-penalty=0.0,1.0", str(data), str(exp / "graph"),
-                str(decode_dir)])
+    for job in ("1", "2"):
+        decode_gmm.main(["--nj=2", f"--job={job}", str(exp / "graph"), str(data), str(exp / "final.mdl"),
+                         str(decode_dir)])
+        assert (decode_dir / f"lat.{job}.gz").is_file() and (decode_dir / f"timing.{job}").is_file()
+    serial_dir = exp / "decode_train_serial"
+    serial_dir.mkdir()
+    for job in ("1", "2"):
+        shutil.copy(decode_dir / f"lat.{job}.gz", serial_dir)
+    for nj, out in (("2", decode_dir), ("1", serial_dir)):
+        score.main([f"--nj={nj}", "--min-lmwt=5", "--max-lmwt=9", "--word-ins-penalty=0.0,1.0", str(data),
+                    str(exp / "graph"), str(out)])
     best = (decode_dir / "best_wer").read_text()
+    # the archives searched by two processes score as by one
+    serial_best = (serial_dir / "best_wer").read_text()
+    assert best.replace(str(decode_dir), "") == serial_best.replace(str(serial_dir), "")
+    for hyp in (decode_dir / "scoring").glob("*.txt"):
+        assert hyp.read_text() == (serial_dir / "scoring" / hyp.name).read_text()
     match = re.match(r"^%WER (\S+) \[ (\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \] (\S+)$", best.strip())
     assert match, best
     wer_file = match.group(7)

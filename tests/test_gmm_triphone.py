@@ -23,7 +23,7 @@ from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm, transition_model_from_tuples
 from esgd_asr.gmm.tree import ContextTree
 from esgd_asr.graph.lang import prepare_lang
-from test_gmm_mono import LEXICON, NJ, PHONES, make_lang, synth_data, train
+from test_gmm_mono import NJ, PHONES, make_lang, synth_data, train
 
 LDA_OPTS = ["--dim=20", "--num-iters=6", "--mllt-iters=2"]
 
@@ -138,6 +138,11 @@ def test_tiny_triphone_system_decodes_its_training_utterances(systems):
     score.main(["--min-lmwt=5", "--max-lmwt=9", str(data), str(tri1 / "graph"), str(decode_dir)])
     wer = float((decode_dir / "best_wer").read_text().split()[1])
     assert wer < 5.0
+    # the lattices' best paths give one transition-id per frame (the first pass of steps/decode_fmllr.sh)
+    num_frames = {u: m.shape[0] for u, m in kaldiio.load_scp(str(data / "feats.scp")).items()}
+    alignments = fmllr.lattice_alignments(decode_dir, 1, 10.0)
+    assert set(alignments) == set(num_frames)
+    assert all(len(ali) == num_frames[u] for u, ali in alignments.items())
     # the HCLG's input labels are transition-ids of the triphone model, #-1 and disambiguation symbols removed
     model = GmmHmm.load(tri1 / "final.mdl")
     disambig = [int(x) for x in (tri1 / "graph" / "disambig_tid.int").read_text().split()]

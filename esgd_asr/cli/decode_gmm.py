@@ -45,6 +45,7 @@ def main(argv=None):
     scorer = PdfScorer(model.am, dtype=torch.float32)
     decoder = LatticeDecoder(read_hclg(args.graph_dir), opts)
     source = ModelFeatures(args.data_dir, model.front_end, args.transforms).shard(args.nj, args.job)
+
     def scored():
         for utt in source.utts:
             feats = source.load(utt)

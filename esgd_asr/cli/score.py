@@ -1,16 +1,17 @@
 """Score a decode dir: best paths of its lattices over a grid of LM weights and word insertion penalties, WER
 of each against the data dir's transcripts (kaldialign), Kaldi's file layout (steps/score_kaldi.sh).
 
-Usage: esgd-score [--min-lmwt 7] [--max-lmwt 17] [--word-ins-penalty 0.0,0.5,1.0] <data-dir> <graph-or-lang-dir>
-                  <decode-dir>
+Usage: esgd-score [--min-lmwt 7] [--max-lmwt 17] [--word-ins-penalty 0.0,0.5,1.0] [--nj 1] <data-dir>
+                  <graph-or-lang-dir> <decode-dir>
 
 Reads <decode-dir>/lat.*.gz and <graph-or-lang-dir>/words.txt; writes <decode-dir>/scoring/ref.txt and
 scoring/<lmwt>_<wip>.txt (hypotheses), wer_<lmwt>_<wip> (compute-wer's report) and best_wer (the lowest
-`%WER ...` line followed by the path of its wer file).
+`%WER ...` line followed by the path of its wer file). The lattice archives are searched by --nj processes.
 """
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
@@ -37,18 +38,27 @@ def penalty_list(value: str) -> list[str]:
     return items
 
 
+def archive_best_paths(archive: Path, lmwts: list[float], penalties: list[float]) -> dict[str, dict]:
+    """{utterance: {(lmwt, wip): word ids of the best path}} of one lattice archive."""
+    torch.set_num_threads(1)  # one thread per process, as Kaldi's tools: parallelism comes from --nj
+    return {utt: best_paths(lattice, lmwts, penalties, f"{archive}: lattice '{utt}'")
+            for utt, lattice in read_lattice_archive(archive)}
+
+
 @cli_main
 def main(argv=None):
     parser = KaldiArgumentParser(prog="esgd-score", description=__doc__.split("\n\n")[0])
     parser.add_argument("--min-lmwt", type=int, default=7)
     parser.add_argument("--max-lmwt", type=int, default=17)
     parser.add_argument("--word-ins-penalty", type=penalty_list, default=["0.0", "0.5", "1.0"])
+    parser.add_argument("--nj", type=int, default=1, help="processes searching the lattice archives")
     parser.add_argument("data_dir")
     parser.add_argument("lang_or_graph_dir")
     parser.add_argument("decode_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
+    if args.nj < 1:
+        raise EsgdError(f"--nj {args.nj}: need at least 1")
     if not 1 <= args.min_lmwt <= args.max_lmwt:
         raise EsgdError(f"--min-lmwt {args.min_lmwt} / --max-lmwt {args.max_lmwt}: need 1 <= min <= max")
     decode_dir, data_dir = Path(args.decode_dir), Path(args.data_dir)
@@ -60,17 +70,20 @@ def main(argv=None):
     lmwts = list(range(args.min_lmwt, args.max_lmwt + 1))
     grid = [(lmwt, wip) for lmwt in lmwts for wip in args.word_ins_penalty]
     hyps: dict[tuple[int, str], dict[str, list[str]]] = {combo: {} for combo in grid}
-    for archive in archives:
-        for utt, lattice in read_lattice_archive(archive):
-            if utt not in refs:
-                raise EsgdError(f"{archive}: utterance '{utt}' is not in {data_dir / 'text'}")
-            paths = best_paths(lattice, [float(x) for x in lmwts], [float(x) for x in args.word_ins_penalty],
-                               f"{archive}: lattice '{utt}'")
-            for lmwt, wip in grid:
-                try:
-                    hyps[lmwt, wip][utt] = [words[w] for w in paths[float(lmwt), float(wip)]]
-                except KeyError as err:
-                    raise EsgdError(f"{archive}: lattice '{utt}' has word id {err} missing from words.txt") from None
+    lmwt_values, penalty_values = [float(x) for x in lmwts], [float(x) for x in args.word_ins_penalty]
+    with ProcessPoolExecutor(min(args.nj, len(archives))) as pool:
+        results = pool.map(archive_best_paths, archives, [lmwt_values] * len(archives),
+                           [penalty_values] * len(archives))
+        for archive, paths_of in zip(archives, results):
+            for utt, paths in paths_of.items():
+                if utt not in refs:
+                    raise EsgdError(f"{archive}: utterance '{utt}' is not in {data_dir / 'text'}")
+                for lmwt, wip in grid:
+                    try:
+                        hyps[lmwt, wip][utt] = [words[w] for w in paths[float(lmwt), float(wip)]]
+                    except KeyError as err:
+                        raise EsgdError(f"{archive}: lattice '{utt}' has word id {err} missing from words.txt") \
+                            from None
     scoring = decode_dir / "scoring"
     write_table(scoring / "ref.txt", {u: " ".join(r) for u, r in refs.items()})
     best = None

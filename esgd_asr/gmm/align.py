@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import kaldi_decoder
-import kaldi_hmm_gmm as khg
+import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import kaldifst
 import kaldiio
 import numpy as np
