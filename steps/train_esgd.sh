@@ -57,23 +57,12 @@ case "$algorithm" in
   esgd|anchored|iterated|population|no-evolution|popdescent|openai-es) ;;
   *) echo "$0: --algorithm: unknown algorithm '$algorithm' (see --help)" >&2; exit 1 ;;
 esac
-case "$model_type" in dnn|blstm) ;; *) echo "$0: --model-type must be dnn or blstm, got '$model_type'" >&2; exit 1 ;; esac
 case "$algorithm" in
   anchored|iterated) [ -n "$anchor" ] || { echo "$0: --algorithm $algorithm needs --anchor <model>" >&2; exit 1; } ;;
   *) [ -z "$anchor" ] || { echo "$0: --anchor is for --algorithm anchored or iterated only" >&2; exit 1; } ;;
 esac
-[ -n "$nnet_config" ] || nnet_config=conf/$model_type.yaml
-for f in "$esgd_config" "$nnet_config" "$train/feats.scp" "$valid/feats.scp" "$train_ali/final.mdl" \
-         "$valid_ali/final.mdl" ${anchor:+"$anchor"}; do
-  [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
-done
-for d in $train_ivectors $valid_ivectors; do
-  [ -f "$d/ivector_online.scp" ] || { echo "$0: no such file: $d/ivector_online.scp" >&2; exit 1; }
-done
-mkdir -p "$dir/log"
-$resume || rm -f "$dir/checkpoint.pt"
-rm -f "$dir/final.pt"  # the dir stops claiming a finished model until this run completes
-cp "$train_ali/final.mdl" "$dir/final.mdl"
+. "$(dirname "$0")/libs/nnet.sh"
+prepare_nnet_dir "$esgd_config" ${anchor:+"$anchor"}
 opts=(--algorithm "$algorithm" --esgd-config "$esgd_config" --nnet-config "$nnet_config" --model-type "$model_type"
       --preset "$preset" --cmvn "$cmvn" --device "$device" --num-threads "$num_threads" --resume "$resume")
 [ -z "$esgd_preset" ] || opts+=(--esgd-preset "$esgd_preset")

@@ -49,18 +49,8 @@ train_ali=$2
 valid=$3
 valid_ali=$4
 dir=$5
-case "$model_type" in dnn|blstm) ;; *) echo "$0: --model-type must be dnn or blstm, got '$model_type'" >&2; exit 1 ;; esac
-[ -n "$nnet_config" ] || nnet_config=conf/$model_type.yaml
-for f in "$nnet_config" "$train/feats.scp" "$valid/feats.scp" "$train_ali/final.mdl" "$valid_ali/final.mdl"; do
-  [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
-done
-for d in $train_ivectors $valid_ivectors; do
-  [ -f "$d/ivector_online.scp" ] || { echo "$0: no such file: $d/ivector_online.scp" >&2; exit 1; }
-done
-mkdir -p "$dir/log"
-$resume || rm -f "$dir/checkpoint.pt"
-rm -f "$dir/final.pt"  # the dir stops claiming a finished model until this run completes
-cp "$train_ali/final.mdl" "$dir/final.mdl"
+. "$(dirname "$0")/libs/nnet.sh"
+prepare_nnet_dir
 opts=(--nnet-config "$nnet_config" --model-type "$model_type" --preset "$preset" --cmvn "$cmvn" --seed "$seed"
       --device "$device" --num-threads "$num_threads" --resume "$resume")
 [ -z "$lr" ] || opts+=(--lr "$lr")

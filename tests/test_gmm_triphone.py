@@ -6,7 +6,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import kaldifst
 import kaldiio
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """The shell layer: option parsing, usage messages, the job runner, and run.sh end to end on a tiny corpus."""
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 

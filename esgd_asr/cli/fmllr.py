@@ -26,7 +26,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser
+from esgd_asr.cli.options import KaldiArgumentParser, run_job_command
 from esgd_asr.decode.lattice import best_path_labels, read_lattice_archive
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.affine_io import compose_affine, identity_affine
@@ -139,12 +139,7 @@ def build_parser() -> KaldiArgumentParser:
 
 @cli_main
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
-    if args.nj < 1:
-        raise EsgdError("--nj must be at least 1")
-    args.func(args)
+    run_job_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import logging
 from pathlib import Path
 
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
-import torch
 
 from esgd_asr.cli.align import align_job
-from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args, parse_bool
-from esgd_asr.data.kaldi_dir import atomic_write_text
+from esgd_asr.cli.options import (
+    KaldiArgumentParser, add_dataclass_options, dataclass_from_args, parse_bool, run_job_command)
+from esgd_asr.atomic import atomic_write_text
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.gmm.align import AlignOptions, ali_to_pdf, read_alignments
 from esgd_asr.gmm.front_end import ModelFeatures
@@ -137,12 +137,7 @@ def build_parser() -> KaldiArgumentParser:
 
 @cli_main
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
-    if getattr(args, "nj", 1) < 1:
-        raise EsgdError("--nj must be at least 1")
-    args.func(args)
+    run_job_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -24,6 +25,22 @@ def read_config(path: str) -> list[str]:
     return options
 
 
+def split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the files of `--config FILE` / `--config=FILE` in argv, the other arguments in order)."""
+    configs, rest, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            configs.append(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--config="):
+            configs.append(argv[i].split("=", 1)[1])
+        else:
+            rest.append(argv[i])
+        i += 1
+    return configs, rest
+
+
 class KaldiArgumentParser(argparse.ArgumentParser):
     """argparse with `--config FILE` expansion and one-line errors that name the bad option."""
 
@@ -32,20 +49,8 @@ class KaldiArgumentParser(argparse.ArgumentParser):
         self.add_argument("--config", action="append", default=[], help="Kaldi-style config file(s)")
 
     def parse_args(self, argv=None, namespace=None):
-        argv = list(sys.argv[1:] if argv is None else argv)
-        configs, rest, i = [], [], 0
-        while i < len(argv):
-            if argv[i] == "--config" and i + 1 < len(argv):
-                configs.append(argv[i + 1])
-                i += 2
-                continue
-            if argv[i].startswith("--config="):
-                configs.append(argv[i].split("=", 1)[1])
-            else:
-                rest.append(argv[i])
-            i += 1
-        expanded = [opt for path in configs for opt in read_config(path)]
-        return super().parse_args(expanded + rest, namespace)
+        configs, rest = split_configs(list(sys.argv[1:] if argv is None else argv))
+        return super().parse_args([opt for path in configs for opt in read_config(path)] + rest, namespace)
 
     def error(self, message):
         raise EsgdError(message)
@@ -78,3 +83,19 @@ def parse_bool(value: str) -> bool:
     if value.lower() in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def run_job_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                    at_least_one: tuple[str, ...] = ("nj",)) -> None:
+    """The entry of a subcommand-style job tool (esgd-align, esgd-gmm-train, ...): parse `argv`, log to stderr,
+    one torch thread (parallelism comes from --nj, as with Kaldi's tools), refuse options of `at_least_one` below
+    1, and run the chosen subcommand's `func`."""
+    import torch  # here: the option helpers above serve tools that need no torch
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    for name in at_least_one:
+        if getattr(args, name, 1) < 1:
+            raise EsgdError(f"--{name.replace('_', '-')} must be at least 1")
+    args.func(args)

@@ -26,7 +26,8 @@ import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import numpy as np
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args, read_config
+from esgd_asr.cli.options import (
+    KaldiArgumentParser, add_dataclass_options, dataclass_from_args, read_config, run_job_command, split_configs)
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.affine_io import write_matrix
 from esgd_asr.features.lda import LdaAccs, LdaMlltOptions
@@ -159,29 +160,14 @@ def build_parser() -> KaldiArgumentParser:
 def expand_config(argv: list[str]) -> list[str]:
     """`--config FILE` anywhere -> FILE's options right after the subcommand (KaldiArgumentParser puts them first,
     where a subcommand's parser does not see them); later command-line options still override them."""
-    out, configs, i = [], [], 0
-    while i < len(argv):
-        if argv[i] == "--config" and i + 1 < len(argv):
-            configs.append(argv[i + 1])
-            i += 2
-            continue
-        if argv[i].startswith("--config="):
-            configs.append(argv[i].split("=", 1)[1])
-        else:
-            out.append(argv[i])
-        i += 1
+    configs, out = split_configs(argv)
     options = [opt for path in configs for opt in read_config(path)]
     return out[:1] + options + out[1:]
 
 
 @cli_main
 def main(argv=None):
-    args = build_parser().parse_args(expand_config(list(sys.argv[1:] if argv is None else argv)))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
-    if args.nj < 1:
-        raise EsgdError("--nj must be at least 1")
-    args.func(args)
+    run_job_command(build_parser(), expand_config(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

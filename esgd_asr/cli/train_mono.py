@@ -16,7 +16,7 @@ from pathlib import Path
 import kaldi_hmm_gmm as khg  # before anything that loads kaldifst (import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser
+from esgd_asr.cli.options import KaldiArgumentParser, run_job_command
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ubm import FeatureSource, FrontEnd
 from esgd_asr.gmm.lang_dir import LangDir
@@ -70,13 +70,7 @@ def build_parser() -> KaldiArgumentParser:
 
 @cli_main
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
-    for name in ("nj", "num_utts_init"):
-        if getattr(args, name, 1) < 1:
-            raise EsgdError(f"--{name.replace('_', '-')} must be at least 1")
-    args.func(args)
+    run_job_command(build_parser(), argv, at_least_one=("nj", "num_utts_init"))
 
 
 if __name__ == "__main__":

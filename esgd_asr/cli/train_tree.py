@@ -26,9 +26,8 @@ from pathlib import Path
 
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import numpy as np
-import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
+from esgd_asr.cli.options import KaldiArgumentParser, parse_bool, run_job_command
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.affine_io import read_matrix
 from esgd_asr.gmm.align import read_alignment_dir, write_alignments
@@ -224,12 +223,7 @@ def build_parser() -> KaldiArgumentParser:
 
 @cli_main
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
-    if getattr(args, "nj", 1) < 1:
-        raise EsgdError("--nj must be at least 1")
-    args.func(args)
+    run_job_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,16 @@ import io
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from esgd_asr.atomic import atomic_write_text
 from esgd_asr.errors import EsgdError
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, str]:
@@ -49,22 +47,6 @@ def write_table(path: str | Path, table: dict[str, object]) -> None:
     path = Path(path)
     lines = [f"{k} {table[k]}\n" for k in sorted(table, key=lambda s: s.encode())]
     atomic_write_text(path, "".join(lines))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, str]:

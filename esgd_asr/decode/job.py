@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esgd_asr.data.kaldi_dir import atomic_write_text
+from esgd_asr.atomic import atomic_write_text
 from esgd_asr.decode.lattice import LatticeDecoder, write_lattice_archive
 from esgd_asr.errors import EsgdError
 

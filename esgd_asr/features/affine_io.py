@@ -9,8 +9,6 @@ BaseFloat) or Kaldi's text form (`[ ... ]`); tables of matrices (one per speaker
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from kaldiio.matio import write_array
 
+from esgd_asr.atomic import atomic_path, atomic_write_bytes
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.feature_io import ArkScpWriter, ScpReader
 
@@ -90,19 +89,6 @@ class AffineTransform:
 # ----------------------------------------------------------------------------------------------------------------
 # files
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def matrix_to_text(matrix) -> str:
     """Kaldi's text form of a matrix: ` [` then one row per line, the last closed by `]`."""
     m = np.asarray(as_matrix(matrix).numpy(), dtype=np.float64)
@@ -117,9 +103,9 @@ def write_matrix(path: str | Path, matrix, binary: bool = True, double: bool = F
     if binary:
         buf = io.BytesIO()
         write_array(buf, np.ascontiguousarray(m, dtype=np.float64 if double else np.float32))
-        _atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     else:
-        _atomic_write_bytes(path, matrix_to_text(m).encode())
+        atomic_write_bytes(path, matrix_to_text(m).encode())
 
 
 def read_matrix(path: str | Path) -> np.ndarray:
@@ -186,17 +172,8 @@ class TransformTable:
 # accumulator files (npz, atomic; jobs' files are summed by the accumulators' own __iadd__)
 
 def save_stats(path: str | Path, fmt: str, **arrays) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, format=np.array(fmt), **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_stats(path: str | Path, fmt: str) -> dict[str, np.ndarray]:

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from esgd_asr.errors import EsgdError
-from esgd_asr.features.ubm import CHUNK_FRAMES, DiagGmm, FrontEnd, atomic_torch_save, load_state
+from esgd_asr.atomic import atomic_torch_save
+from esgd_asr.features.ubm import CHUNK_FRAMES, DiagGmm, FrontEnd, load_state
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +24,7 @@ from typing import Iterator
 import torch
 
 from esgd_asr.data.kaldi_dir import read_table
+from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.cmvn import apply_cmvn
 from esgd_asr.features.feature_io import ScpReader
@@ -200,14 +200,6 @@ def _prune(post: torch.Tensor, best: torch.Tensor, min_post: float) -> torch.Ten
     keep = (post >= min_post).scatter_(1, best, True)
     post = post * keep
     return post / post.sum(1, keepdim=True)
-
-
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """torch.save through a temporary file and a rename, so a killed job leaves no half-written model."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_state(path: str | Path, expected_format: str) -> dict:

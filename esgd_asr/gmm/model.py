@@ -19,9 +19,7 @@ parameters.
 from __future__ import annotations
 
 import math
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 import torch
 
+from esgd_asr.atomic import atomic_write_bytes
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.affine_io import split_affine
 from esgd_asr.features.ubm import FrontEnd
@@ -145,21 +144,11 @@ class GmmHmm:
 
     def save(self, path: str | Path) -> None:
         """Write the model atomically."""
-        path = Path(path)
         tree = isinstance(self.ctx_dep, ContextTree)
         state = {"format": MODEL_FORMAT, "topo": self.topo_text, "ctx_dep": None if tree else self.ctx_dep,
                  "tree": self.ctx_dep.to_text() if tree else None, "trans_model": self.trans_model, "am": self.am,
                  "front_end": front_end_state(self.front_end)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
 
     @classmethod
     def load(cls, path: str | Path) -> "GmmHmm":

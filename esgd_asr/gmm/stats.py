@@ -6,8 +6,6 @@ total log-likelihood of the aligned frames. Stats files are `.npz` written atomi
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 import torch
 
+from esgd_asr.atomic import atomic_path
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.model import GmmHmm, PdfScorer
 
@@ -66,17 +65,9 @@ class GmmStats:
         return self
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, occ=self.occ, x=self.x, x2=self.x2, trans=self.trans, loglike=self.loglike,
                      frames=self.frames)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> "GmmStats":

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -60,6 +58,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from esgd_asr.atomic import atomic_path, atomic_write_text
 from esgd_asr.errors import EsgdError
 
 PDF_CLASS = -1  # Kaldi's kPdfClass event key
@@ -229,18 +228,9 @@ class TreeStats:
 
     def save(self, path: str | Path) -> None:
         """Write as .npz atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, events=self.events, stats=self.stats, context_width=self.context_width,
                      central_position=self.central_position, var_floor=self.var_floor)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> "TreeStats":
@@ -863,17 +853,7 @@ class ContextTree:
 
     def save(self, path: str | Path) -> None:
         """Write the text form atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_text())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, self.to_text())
 
     @classmethod
     def load(cls, path: str | Path) -> "ContextTree":

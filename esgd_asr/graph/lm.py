@@ -11,7 +11,7 @@ from kaldingram import train as kaldingram_train
 from kaldingram.ppl import compute_ppl
 from kaldingram.prune import ArpaParser
 
-from esgd_asr.data.kaldi_dir import atomic_write_text
+from esgd_asr.atomic import atomic_write_text
 from esgd_asr.errors import EsgdError
 
 

@@ -3,13 +3,13 @@
 Written to a temporary file in the same directory and moved into place with os.replace, so a killed run leaves
 either the previous or the new checkpoint, never a partial one.
 """
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -30,20 +30,10 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temporary file beside `path`, then os.replace it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.tmp{os.getpid()}"
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-    return path
-
-
 def save_checkpoint(out_dir: str | Path, algorithm, history: list[dict], fingerprint: dict | None = None) -> Path:
     """Write out_dir/checkpoint.pt atomically and return its path; `fingerprint`: the run's settings."""
     state = {"algorithm": algorithm.state_dict(), "history": history, "rng": rng_states(), "fingerprint": fingerprint}
-    return atomic_save(state, Path(out_dir) / CHECKPOINT_NAME)
+    return atomic_torch_save(state, Path(out_dir) / CHECKPOINT_NAME)
 
 
 def load_checkpoint(out_dir: str | Path, algorithm, fingerprint: dict | None = None) -> list[dict]:

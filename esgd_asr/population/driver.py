@@ -4,7 +4,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from esgd_asr.population.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, save_checkpoint
+from esgd_asr.atomic import atomic_torch_save
+from esgd_asr.population.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from esgd_asr.population.history import GenerationLog
 
 FINAL_MODEL_NAME = "final.pt"
@@ -42,7 +43,7 @@ def run_algorithm(algorithm, out_dir: str | Path, resume: bool = False, stop_aft
             save_checkpoint(out_dir, algorithm, history, fingerprint)
             log.write(history)
         if finishing or (algorithm.finished and not (out_dir / FINAL_MODEL_NAME).exists()):
-            (save_model or atomic_save)(algorithm.best_state(), out_dir / FINAL_MODEL_NAME)
+            (save_model or atomic_torch_save)(algorithm.best_state(), out_dir / FINAL_MODEL_NAME)
     finally:
         log.close()
     return history
