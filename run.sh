@@ -19,7 +19,7 @@ tri2_leaves=2000
 tri2_gauss=10000
 tri3_leaves=2000
 tri3_gauss=10000
-nnet_gmm=mono   # the GMM system whose senones, alignments and graph the hybrid DNN / BiLSTM use
+nnet_gmm=tri3   # the GMM system whose senones, alignments and graph the hybrid DNN / BiLSTM use
 esgd_jobs=2     # population runs of stages 14-15 at a time, one thread each
 force=false
 help_message="Usage: ./run.sh [options]
@@ -74,6 +74,7 @@ After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
 case "$device" in cpu|cuda) ;; *) echo "$0: --device must be cpu or cuda, got '$device'" >&2; exit 1 ;; esac
+case "$nnet_gmm" in mono|tri3) ;; *) echo "$0: --nnet-gmm must be mono or tri3, got '$nnet_gmm'" >&2; exit 1 ;; esac
 case "$corpus" in
   synth|kaldi:*) ;;
   librispeech|switchboard) [ -d "$corpus_dir" ] || { echo "$0: --corpus $corpus needs --corpus-dir <dir>" >&2; exit 1; } ;;

@@ -3,7 +3,7 @@ esgd-decode-nnet runs each job; the batched network pass (all frames of the utte
 hybrid.HybridScorer) side by side with one forward pass per utterance.
 
 Needs a trained model and its GMM system's graph (run.sh stage 12 / 13):
-  python bench/bench_nnet_decode.py                                   # exp/dnn on data/test, exp/mono/graph
+  python bench/bench_nnet_decode.py                                   # exp/dnn on data/test_fmllr, exp/tri3/graph
   python bench/bench_nnet_decode.py --model exp/blstm/final.pt --ivectors exp/ivectors_test
 """
 import argparse
@@ -37,8 +37,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="exp/dnn/final.pt")
     parser.add_argument("--trans-model", help="default: final.mdl beside --model")
-    parser.add_argument("--graph", default="exp/mono/graph")
-    parser.add_argument("--data", default="data/test")
+    parser.add_argument("--graph", default="exp/tri3/graph")
+    parser.add_argument("--data", default="data/test_fmllr")
     parser.add_argument("--ivectors", help="i-vector dir of --data (BiLSTM)")
     parser.add_argument("--utterances", type=int, default=40)
     parser.add_argument("--acwt", type=float, default=0.1)

@@ -2,13 +2,20 @@
 torch loop (nn.Module + torch.optim.SGD) on the same batches.
 
 One new-bob epoch step of esgd_asr.train.nnet (plain SGD on the population engine with one member: the fused
-batched-matmul path for the DNN, the stacked BiLSTM path for the BiLSTM) is timed against a reference epoch over the same synthetic
-frames, in interleaved rounds so that load from other processes hits both alike; prints the median frames/s of
-each and their ratio. Synthetic data have the shapes of the recipe's input (9 x 40 LDA for the DNN, 21-frame
-chunks of 40 + 100 with 10 + 10 context frames for the BiLSTM) and --num-targets senones. Needs only torch (runs where Kaldi packages are
-absent, e.g. on a GPU host):
+batched-matmul path for the DNN, the stacked BiLSTM path for the BiLSTM) is timed against a reference epoch over
+the same synthetic frames, in interleaved rounds so that load from other processes hits both alike; prints the
+median frames/s of each and their ratio (reference time / ours: above 1, ours is faster). Synthetic data have the
+shapes of the recipe's input (9 x 40 LDA for the DNN, 21-frame chunks of 40 + 100 with 10 + 10 context frames for
+the BiLSTM) and --num-targets senones. Needs only torch (runs where Kaldi packages are absent, e.g. on a GPU host):
   python bench/bench_nnet_train.py                        # CPU, the scaled-down default models
   python bench/bench_nnet_train.py --device cuda --dnn-preset bn50 --blstm-preset swb300 --num-targets 5000
+
+Measured on one NVIDIA H200 (torch 2.11, fp32, batch 128, 5000 senones): BN50 DNN (7.66 M parameters) 98.5 k
+frames/s against 70.1 k for the torch loop (1.41x); SWB300 BiLSTM (23.1 M) 30.9 k against 26.0 k (1.19x).
+On the 2-core CPU host one thread of the default DNN with 2000 senones runs about 15 k frames/s when the
+machine is otherwise idle (measured with cProfile around newbob_epoch); under the load of a recipe run the two
+paths' figures fall to a few thousand frames/s, so measure there with nothing else running.
+"""
 """
 import argparse
 import statistics

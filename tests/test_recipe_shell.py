@@ -49,6 +49,7 @@ def test_run_sh_help_lists_the_stages():
 def test_run_sh_rejects_bad_options():
     assert "unknown option --colour" in bash("./run.sh --colour red").stderr
     assert "--device must be cpu or cuda" in bash("./run.sh --device tpu").stderr
+    assert "--nnet-gmm must be mono or tri3" in bash("./run.sh --nnet-gmm tri1").stderr
     assert "needs --corpus-dir" in bash("./run.sh --corpus librispeech").stderr
 
 
