@@ -68,8 +68,9 @@ def main(argv=None):
     names = [n for n, on in (("ivector_online", opts.online), ("ivectors_utt", opts.per_utt),
                              ("ivectors_spk", opts.per_spk)) if on]
     with contextlib.ExitStack() as stack:
-        writers = {n: stack.enter_context(ArkScpWriter((out_dir / f"{n}{infix}.ark").resolve(),
-                                                       out_dir / f"{n}{infix}.scp")) for n in names}
+        # the scp names the arks as --ivector-dir was given (relative in a recipe, as Kaldi's), so exp/ can move
+        writers = {n: stack.enter_context(ArkScpWriter(out_dir / f"{n}{infix}.ark", out_dir / f"{n}{infix}.scp"))
+                   for n in names}
         spk_stats: dict[str, list[torch.Tensor]] = {}
         for utt, feats in tqdm(source, desc="extracting i-vectors", unit="utt", leave=False):
             where = f"{source.feats.scp}: utterance '{utt}' vs {ie_file}"
