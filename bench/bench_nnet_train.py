@@ -12,10 +12,11 @@ the BiLSTM) and --num-targets senones. Needs only torch (runs where Kaldi packag
 
 Measured on one NVIDIA H200 (torch 2.11, fp32, batch 128, 5000 senones): BN50 DNN (7.66 M parameters) 98.5 k
 frames/s against 70.1 k for the torch loop (1.41x); SWB300 BiLSTM (23.1 M) 30.9 k against 26.0 k (1.19x).
-On the 2-core CPU host one thread of the default DNN with 2000 senones runs about 15 k frames/s when the
-machine is otherwise idle (measured with cProfile around newbob_epoch); under the load of a recipe run the two
-paths' figures fall to a few thousand frames/s, so measure there with nothing else running.
-"""
+On the 2-core CPU host the recipe's own logs give the CPU figure (one thread, default models, 1646 senones,
+the other core busy): run.sh stage 12 trained the DNN at 17.9-19.7 k frames/s, stage 13 the BiLSTM at 12-15 k
+labelled frames/s (exp/{dnn,blstm}/log/train.log); this benchmark's side-by-side CPU ratio needs an otherwise
+idle machine (under the load of a recipe run, the same command measured 3.2 k against 4.6 k frames/s for the
+DNN and 4.1 k against 3.6 k for the BiLSTM, at 2 threads each).
 """
 import argparse
 import statistics
