@@ -80,7 +80,8 @@ def cmd_est(args) -> None:
     if stats.frames == 0:
         raise EsgdError(f"{exp}: iteration {args.iter} has no aligned frames (every utterance failed to align?)")
     opts = EstimateOptions(min_gaussian_occupancy=args.min_gaussian_occupancy, mix_up=args.mix_up,
-                           power=args.power, min_variance=args.min_variance)
+                           power=args.power, min_variance=args.min_variance,
+                           remove_low_count_gaussians=args.remove_low_count_gaussians)
     figures = estimate(model, stats, opts)
     model.save(exp / f"{args.iter + 1}.mdl")
     for path in paths:
@@ -122,6 +123,8 @@ def build_parser() -> KaldiArgumentParser:
     p.add_argument("--mix-up", type=int, default=0, help="target number of Gaussians (0: no mixing up)")
     p.add_argument("--power", type=float, default=0.25, help="exponent of occupancy when allotting Gaussians")
     p.add_argument("--min-gaussian-occupancy", type=float, default=10.0)
+    p.add_argument("--remove-low-count-gaussians", type=parse_bool, default=True,
+                   help="drop Gaussians below --min-gaussian-occupancy (Kaldi's default)")
     p.add_argument("--min-variance", type=float, default=EstimateOptions.min_variance,
                    help="variance floor of the GMM update")
     p.add_argument("--realigned", type=parse_bool, default=False, help="alignments were redone before this pass")

@@ -87,6 +87,7 @@ class EstimateOptions:
 
     min_gaussian_occupancy: float = 10.0
     min_gaussian_weight: float = 1e-5
+    remove_low_count_gaussians: bool = True  # as Kaldi; removing one can lower the likelihood (EM is not monotone)
     min_variance: float = 1e-5  # Kaldi: 0.001, for MFCC scales; this PLP's delta-deltas have variances near 0.005
     mix_up: int = 0
     power: float = 0.25
@@ -123,7 +124,8 @@ def estimate(model: GmmHmm, stats: GmmStats, opts: EstimateOptions) -> dict[str,
             g += 1
     config = khg.MleDiagGmmOptions(min_gaussian_weight=opts.min_gaussian_weight,
                                    min_gaussian_occupancy=opts.min_gaussian_occupancy,
-                                   min_variance=opts.min_variance)
+                                   min_variance=opts.min_variance,
+                                   remove_low_count_gaussians=opts.remove_low_count_gaussians)
     impr, count = khg.mle_am_diag_gmm_update(config=config, amdiag_gmm_acc=acc,
                                              flags=int(khg.GmmUpdateFlags.kGmmAll), am_gmm=model.am)
     figures["gmm_impr_per_frame"] = impr / max(count, 1.0)
