@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from esgd_asr.atomic import atomic_write_text
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
 from esgd_asr.cli.train_ivector_extractor import model_path
-from esgd_asr.atomic import atomic_write_text
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_io import ArkScpWriter
 from esgd_asr.features.ivector import IvectorExtractor

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.atomic import atomic_write_text
+from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_io import ScpReader

@@ -17,8 +17,8 @@ from pathlib import Path
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.atomic import atomic_write_text
+from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.data.kaldi_dir import read_table, write_table
 from esgd_asr.decode.lattice import best_paths, read_lattice_archive
 from esgd_asr.decode.scoring import compute_wer

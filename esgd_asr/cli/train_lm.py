@@ -6,8 +6,8 @@ Writes <lm-dir>/lm.arpa and <lm-dir>/ppl_dev.txt.
 import json
 from pathlib import Path
 
-from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.atomic import atomic_write_text
+from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.graph.lm import perplexity, train_arpa

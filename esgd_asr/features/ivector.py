@@ -31,8 +31,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from esgd_asr.errors import EsgdError
 from esgd_asr.atomic import atomic_torch_save
+from esgd_asr.errors import EsgdError
 from esgd_asr.features.ubm import CHUNK_FRAMES, DiagGmm, FrontEnd, load_state
 
 log = logging.getLogger(__name__)

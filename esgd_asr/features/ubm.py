@@ -23,8 +23,8 @@ from typing import Iterator
 
 import torch
 
-from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.atomic import atomic_torch_save
+from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.cmvn import apply_cmvn
 from esgd_asr.features.feature_io import ScpReader

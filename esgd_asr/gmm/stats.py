@@ -87,7 +87,7 @@ class EstimateOptions:
 
     min_gaussian_occupancy: float = 10.0
     min_gaussian_weight: float = 1e-5
-    remove_low_count_gaussians: bool = True  # as Kaldi; removing one can lower the likelihood (EM is not monotone)
+    remove_low_count_gaussians: bool = True  # as Kaldi; a removed Gaussian can lower the likelihood of a pass
     min_variance: float = 1e-5  # Kaldi: 0.001, for MFCC scales; this PLP's delta-deltas have variances near 0.005
     mix_up: int = 0
     power: float = 0.25

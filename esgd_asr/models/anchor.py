@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.config import MODEL_TYPES, build_model, model_config_from_dict
 from esgd_asr.models.dnn import DNNConfig
 from esgd_asr.models.kaldi_nnet3 import is_nnet3_text, read_nnet3_dnn
-from esgd_asr.atomic import atomic_torch_save
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = "esgd-hybrid-model"
@@ -85,8 +85,8 @@ def save_hybrid_model(path: str | Path, module: nn.Module, config: ModelConfig, 
     """Write a model file of ours atomically (see the module doc)."""
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     return atomic_torch_save({"format": MODEL_FORMAT, "config": config_to_dict(config), "state_dict": state,
-                        "nnet_input": nnet_input, "pdf_counts": None if pdf_counts is None else pdf_counts.cpu(),
-                        "info": info}, path)
+                              "nnet_input": nnet_input, "pdf_counts": None if pdf_counts is None else pdf_counts.cpu(),
+                              "info": info}, path)
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.dnn import DNNConfig
-from esgd_asr.atomic import atomic_torch_save
 
 Data = tuple[torch.Tensor, torch.Tensor]
 HYBRID_SETS_FORMAT = "esgd-hybrid-sets"
@@ -84,8 +84,8 @@ class HybridSets:
         raise EsgdError(f"a {type(config).__name__} cannot read {kind} data")
 
     def save(self, path: str | Path) -> Path:
-        return atomic_torch_save({"format": HYBRID_SETS_FORMAT, **{f.name: getattr(self, f.name)
-                                                             for f in dataclasses.fields(self)}}, path)
+        return atomic_torch_save({"format": HYBRID_SETS_FORMAT,
+                                  **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "HybridSets":

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.anchor import ModelConfig, config_to_dict, save_hybrid_model
-from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.population.checkpoint import rng_states, set_rng_states
 from esgd_asr.population.engine import Population
 from esgd_asr.train.data import HybridSets, as_tensors
@@ -114,8 +114,8 @@ def train_nnet(model: nn.Module, config: ModelConfig, sets: HybridSets, newbob: 
 
 def _save_checkpoint(path: Path, fingerprint: dict, population: Population, fitness, lr, generator, history) -> None:
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "state": population.member_state(0),
-                 "fitness": fitness, "lr": lr, "generator": generator.get_state(), "rng": rng_states(),
-                 "history": history}, path)
+                       "fitness": fitness, "lr": lr, "generator": generator.get_state(), "rng": rng_states(),
+                       "history": history}, path)
 
 
 def _load_checkpoint(path: Path, fingerprint: dict, population: Population, generator: torch.Generator):
