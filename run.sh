@@ -47,23 +47,24 @@ Options:
   --tri3-gauss <n>
   --force              # redo stages even if they finished before
 Stages:
-  1  data        corpus -> lhotse manifests (data/manifests) + Kaldi data dirs data/{train,dev,test}
+  1  data        corpus -> lhotse manifests (data/manifests) + Kaldi data dirs data/{train,dev,test}, and
+                 data/heldout (test sentences, voices never used in train/dev/test) where the corpus has it
   2  validate    check the data dirs (sorting, keys, audio, transcripts)
   3  dict        lexicon for all words (CMUdict + espeak-ng G2P) -> data/local/dict
   4  lang        lang dir (phones, words, topo, L.fst, L_disambig.fst) -> data/lang
   5  lm          3-gram Kneser-Ney LM on train text (dev perplexity) + G.fst -> data/lang_test
   6  plp         PLP features (Kaldi compute-plp-feats semantics) + per-speaker CMVN stats -> data/*/feats.scp
   7  ivector     diagonal UBM + i-vector extractor on train; online i-vectors of every set
-                 -> exp/ivectors_{train,dev,test}/ivector_online.scp; speaker EER of dev and test
-  8  mono        monophone GMM-HMM (flat start); HCLG; decode dev and test; align train -> exp/mono, exp/mono_ali
+                 -> exp/ivectors_<set>/ivector_online.scp; speaker EER of dev, test (and heldout)
+  8  mono        monophone GMM-HMM (flat start); HCLG; decode dev, test (and heldout); align train -> exp/mono, exp/mono_ali
   9  tri1        triphones on deltas (decision tree); HCLG; decode; align train -> exp/tri1, exp/tri1_ali
   10 tri2        triphones on LDA+MLLT features (9 spliced frames -> 40 dims); HCLG; decode; align
                  -> exp/tri2, exp/tri2_ali
-  11 tri3        speaker-adaptive training (fMLLR); HCLG; two-pass fMLLR decoding of dev and test; train and dev
+  11 tri3        speaker-adaptive training (fMLLR); HCLG; two-pass fMLLR decoding of the eval sets; train and dev
                  aligned with fMLLR; speaker-adapted LDA features -> exp/tri3, exp/tri3_ali (senones, pdf_counts),
-                 exp/tri3_ali_dev, data/{train,dev,test}_fmllr
+                 exp/tri3_ali_dev, data/<set>_fmllr
   12 dnn         hybrid DNN (9 spliced frames) on the --nnet-gmm system's senones, new-bob SGD; dev aligned for
-                 the validation CE; decode dev and test -> exp/dnn (final.pt, history.tsv, decode_*/best_wer)
+                 the validation CE; decode the eval sets -> exp/dnn (final.pt, history.tsv, decode_*/best_wer)
   13 blstm       hybrid BiLSTM (21-frame chunks, features + 100-dim online i-vectors), likewise -> exp/blstm
   14 esgd_dnn    the ESGD papers' Table 1 on the DNN (conf/esgd.yaml): population baseline, ESGD without
                  evolution, ESGD, ESGD with the single DNN as anchor, iterated anchors (each with its Kf-epoch
@@ -120,9 +121,15 @@ stage_data() {
       data/manifests data
   fi
 }
+# the sets decoded by every system: dev, test and, where the corpus has one (the default does), the held-out set:
+# the test sentences read by voices that train/dev/test never use
+eval_sets() {
+  echo dev test
+  if [ -f data/heldout/utt2spk ]; then echo heldout; fi
+}
 stage_validate() {
   local x
-  for x in train dev test; do steps/validate_data_dir.sh --cmd "$train_cmd" "data/$x" || return 1; done
+  for x in train $(eval_sets); do steps/validate_data_dir.sh --cmd "$train_cmd" "data/$x" || return 1; done
 }
 stage_lm() {
   local/train_lm.sh --cmd "$train_cmd" data/train data/dev data/local/lm || return 1
@@ -130,7 +137,7 @@ stage_lm() {
 }
 stage_plp() {
   local x
-  for x in train dev test; do
+  for x in train $(eval_sets); do
     steps/make_plp.sh --nj "$nj" --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
     steps/compute_cmvn_stats.sh --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
     steps/validate_data_dir.sh --audio false --cmd "$train_cmd" "data/$x" || return 1
@@ -141,18 +148,18 @@ stage_ivector() {  # stage_ivector NUM_GAUSS IVECTOR_DIM
   steps/train_ivector_extractor.sh --cmd "$train_cmd" --device "$device" --ivector-dim "$2" \
     data/train exp/diag_ubm exp/ivector_extractor || return 1
   local x
-  for x in train dev test; do
+  for x in train $(eval_sets); do
     steps/extract_ivectors.sh --nj "$nj" --cmd "$train_cmd" --device "$device" "data/$x" exp/ivector_extractor \
       "exp/ivectors_$x" || return 1
   done
-  for x in dev test; do esgd-ivector-eer "data/$x" "exp/ivectors_$x" || return 1; done
+  for x in $(eval_sets); do esgd-ivector-eer "data/$x" "exp/ivectors_$x" || return 1; done
 }
 
-gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, then decode dev and test
+gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, then decode the eval sets
   local sys=$1 decode=steps/decode.sh x
   [ "${2:-}" = fmllr ] && decode=steps/decode_fmllr.sh
   steps/mkgraph.sh --cmd "$train_cmd" data/lang_test "exp/$sys" "exp/$sys/graph" || return 1
-  for x in dev test; do
+  for x in $(eval_sets); do
     "$decode" --config conf/decode.conf --nj "$nj" --cmd "$decode_cmd" "exp/$sys/graph" "data/$x" \
       "exp/$sys/decode_$x" || return 1
   done
@@ -181,15 +188,15 @@ stage_tri3() {
   gmm_graph_decode tri3 fmllr || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri3 exp/tri3_ali || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/dev data/lang exp/tri3 exp/tri3_ali_dev || return 1
-  # the hybrid models' input: train with its alignment transforms, dev and test with their decoding transforms
+  # the hybrid models' input: train with its alignment transforms, the eval sets with their decoding transforms
   local x trans
-  for x in train dev test; do
+  for x in train $(eval_sets); do
     trans=exp/tri3/decode_$x; [ "$x" = train ] && trans=exp/tri3_ali
     steps/make_fmllr_feats.sh --nj "$nj" --cmd "$train_cmd" "data/${x}_fmllr" "data/$x" exp/tri3/final.mdl \
       "$trans" "exp/make_fmllr/$x" || return 1
   done
 }
-stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones of exp/GMM; decode dev and test
+stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones of exp/GMM; decode the eval sets
   local type=$1 gmm=$2 feats= cmvn=false x
   case "$gmm" in
     mono) cmvn=true ;;  # PLP features as the monophone system sees them: per-speaker CMVN
@@ -206,7 +213,7 @@ stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones o
   fi
   steps/train_nnet.sh --cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" "${train_opts[@]}" \
     "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" "exp/$type" || return 1
-  for x in dev test; do
+  for x in $(eval_sets); do
     [ "$type" = blstm ] && decode_opts=(--ivectors "exp/ivectors_$x")
     steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \
       "exp/$gmm/graph" "data/$x$feats" "exp/$type/decode_$x" || return 1
@@ -274,7 +281,12 @@ stage_esgd() {  # stage_esgd TYPE GMM: the ESGD papers' Table 1 systems on hybri
 
 run_stage 1 data stage_data
 run_stage 2 validate stage_validate
-run_stage 3 dict local/prepare_dict.sh --cmd "$train_cmd" data/local/dict data/train data/dev data/test
+stage_dict() {
+  local x dirs=(data/train)
+  for x in $(eval_sets); do dirs+=("data/$x"); done
+  local/prepare_dict.sh --cmd "$train_cmd" data/local/dict "${dirs[@]}"
+}
+run_stage 3 dict stage_dict
 run_stage 4 lang steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>" data/lang
 run_stage 5 lm stage_lm
 run_stage 6 plp stage_plp

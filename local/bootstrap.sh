@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a fresh Debian machine with Python >= 3.11: install the system tools the
-# recipe calls (espeak-ng, sox, fortunes text, python3-venv) when missing, then create .venv and
+# recipe calls (the synthesisers espeak-ng, festival with three English voices and flite, sox, fortunes text,
+# python3-venv) when missing, then create .venv and
 # `pip install -e .[dev]`. torch==2.13.0 is installed only when no torch is importable: a Python that
 # already has torch (e.g. a CUDA build) lends it to the venv. Fast no-op once done.
 set -euo pipefail
@@ -15,6 +16,12 @@ command -v "$python" >/dev/null || { say "$python not found; install Python >= 3
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v sox >/dev/null || missing+=(sox)
+command -v festival >/dev/null || missing+=(festival)
+command -v flite >/dev/null || missing+=(flite)
+voices=/usr/share/festival/voices
+[ -d $voices/english/kal_diphone ] || missing+=(festvox-kallpc16k)
+[ -d $voices/english/ked_diphone ] || missing+=(festvox-kdlpc16k)
+[ -d $voices/us/cmu_us_slt_arctic_hts ] || missing+=(festvox-us-slt-hts)
 [ -f /usr/share/games/fortunes/fortunes ] || missing+=(fortunes)
 [ -x .venv/bin/python ] || "$python" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

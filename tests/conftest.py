@@ -7,7 +7,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_CORPUS = {"train-hours": "0.01", "dev-minutes": "0.3", "test-minutes": "0.3", "num-train-speakers": "3",
-               "num-dev-speakers": "2", "num-test-speakers": "2", "max-eval-oov": "100", "seed": "7"}
+               "num-dev-speakers": "2", "num-test-speakers": "2", "heldout-minutes": "0.2", "num-heldout-speakers": "2",
+               "max-eval-oov": "100", "seed": "7"}
 TINY_CORPUS_OPTIONS = [f"--{name}={value}" for name, value in TINY_CORPUS.items()] + ["--nj=2"]
 
 

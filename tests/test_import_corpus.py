@@ -8,10 +8,11 @@ from esgd_asr.data.kaldi_dir import DataDir, validate_data_dir
 from esgd_asr.data.manifests import load_manifests
 
 
-def write_kaldi_corpus(root, with_segments):
-    """Three data dirs; each recording holds two utterances when `with_segments`."""
+def write_kaldi_corpus(root, with_segments, heldout=False):
+    """Three data dirs (four with `heldout`); each recording holds two utterances when `with_segments`."""
     rng = np.random.default_rng(0)
-    for split, speakers in (("train", ["alice", "bob"]), ("dev", ["carol"]), ("test", ["dave"])):
+    splits = [("train", ["alice", "bob"]), ("dev", ["carol"]), ("test", ["dave"])] + heldout * [("heldout", ["eve"])]
+    for split, speakers in splits:
         d = root / split
         d.mkdir(parents=True)
         wav, text, utt2spk, segments = {}, {}, {}, {}
@@ -31,9 +32,10 @@ def write_kaldi_corpus(root, with_segments):
 
 @pytest.mark.parametrize("with_segments", [False, True])
 def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments):
-    write_kaldi_corpus(tmp_path / "src", with_segments)
+    write_kaldi_corpus(tmp_path / "src", with_segments, heldout=with_segments)
     import_corpus(["--corpus", f"kaldi:{tmp_path / 'src'}", str(tmp_path / "manifests"), str(tmp_path / "data")])
-    for split in ("train", "dev", "test"):
+    assert (tmp_path / "data" / "heldout").is_dir() == with_segments  # a held-out dir is imported where present
+    for split in ("train", "dev", "test") + with_segments * ("heldout",):
         original = DataDir.read(tmp_path / "src" / split)
         imported = validate_data_dir(tmp_path / "data" / split)
         assert imported.text == original.text

@@ -21,7 +21,7 @@ def main(argv=None):
     parser.add_argument("exp_dir", type=Path, nargs="?", default=Path("exp"))
     args = parser.parse_args(argv)
     print("\n== Results ==")
-    splits = {s: DataDir.read(args.data_root / s) for s in ("train", "dev", "test")
+    splits = {s: DataDir.read(args.data_root / s) for s in ("train",) + EVAL_SETS
               if (args.data_root / s / "utt2spk").is_file()}
     if splits:
         print_summary(splits)
@@ -32,14 +32,30 @@ def main(argv=None):
               f"({ppl['num_words']} words, {ppl['num_oov']} OOV words)")
     for eer in sorted(args.exp_dir.glob("ivectors_*/eer")):
         print(f"i-vectors ({eer.parent}): speaker EER {float(eer.read_text()):.2f}% (chance 50%)")
-    rows = sorted(args.exp_dir.glob("*/decode_*/best_wer"))
-    print(f"\n{'system':<24}{'set':<10}{'WER%':>8}")
-    for best in rows:
-        fields = best.read_text().split()
-        print(f"{best.parent.parent.name:<24}{best.parent.name[len('decode_'):]:<10}{fields[1]:>8}")
-    if not rows:
-        print("(no decoded system yet)")
+    print_wer_table(args.exp_dir)
     print_table1(args.exp_dir)
+
+
+# the decoded sets, as columns; heldout: the test sentences read by voices never used in train/dev/test
+EVAL_SETS = ("dev", "test", "heldout")
+RECIPE_SYSTEMS = ("mono", "tri1", "tri2", "tri3", "dnn", "blstm")  # rows in the recipe's order, then the others
+
+
+def print_wer_table(exp_dir: Path) -> None:
+    """Every system's best WER on each decoded set (exp/<system>/decode_<set>/best_wer), one row a system;
+    sets that are not the corpus' own columns (e.g. decode_test_ood of a user) follow as extra columns."""
+    wers: dict[str, dict[str, str]] = {}
+    for best in sorted(exp_dir.glob("*/decode_*/best_wer")):
+        wers.setdefault(best.parent.parent.name, {})[best.parent.name[len("decode_"):]] = best.read_text().split()[1]
+    if not wers:
+        print("\n(no decoded system yet)")
+        return
+    order = [x for x in RECIPE_SYSTEMS if x in wers] + sorted(set(wers) - set(RECIPE_SYSTEMS))
+    decoded = {x for sets in wers.values() for x in sets}
+    columns = [x for x in EVAL_SETS if x in decoded] + sorted(decoded - set(EVAL_SETS))
+    print(f"\n{'system':<24}" + "".join(f"{x + ' WER%':>14}" for x in columns))
+    for system in order:
+        print(f"{system:<24}" + "".join(f"{wers[system].get(x, '-'):>14}" for x in columns))
 
 
 # Table 1 rows per network (dnn, blstm): exp dir name pattern and the papers' name of the system

@@ -106,8 +106,10 @@ def import_kaldi_data_dir(path: Path, sample_rate: int) -> tuple[RecordingSet, S
 
 
 def import_kaldi_corpus(root: Path, sample_rate: int) -> dict[str, tuple[RecordingSet, SupervisionSet]]:
-    """`--corpus kaldi:<root>`: <root>/{train,dev,test} are Kaldi data dirs."""
-    return {split: import_kaldi_data_dir(Path(root) / split, sample_rate) for split in SPLITS}
+    """`--corpus kaldi:<root>`: <root>/{train,dev,test} are Kaldi data dirs; <root>/heldout, where present, is
+    decoded as the held-out set too."""
+    splits = SPLITS + (("heldout",) if (Path(root) / "heldout" / "wav.scp").is_file() else ())
+    return {split: import_kaldi_data_dir(Path(root) / split, sample_rate) for split in splits}
 
 
 def prepare_librispeech_corpus(corpus_dir: Path, manifest_dir: Path, nj: int

@@ -1,14 +1,17 @@
-"""Render one utterance: espeak-ng speech, sox effects (speed, reverb, telephone band), sox noise at a set SNR."""
+"""Render utterances: a synthesiser's speech (espeak-ng, festival, flite), the speaker's and the channel's sox
+effects (spectrum shift, tempo, speed, reverb, telephone band), sox noise at a set SNR."""
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from esgd_asr.data.synth.speakers import ESPEAK_WPM, Speaker
 from esgd_asr.errors import EsgdError
 
 SAMPLE_RATE = 16000
@@ -40,19 +43,37 @@ class Perturbation:
 class UtteranceSpec:
     utt_id: str
     text: str
-    voice: str
-    pitch: int
-    rate: int
+    speaker: Speaker
     path: Path
     perturbation: Perturbation = field(default_factory=Perturbation)
     seed: int = 0
 
 
-def require_tools() -> None:
-    """Fail with an install hint when espeak-ng or sox is missing."""
-    for tool, package in (("espeak-ng", "espeak-ng"), ("sox", "sox")):
+# what each engine needs installed: (command, Debian package)
+ENGINE_TOOLS = {"espeak-ng": ("espeak-ng", "espeak-ng"), "festival": ("festival", "festival"),
+                "flite": ("flite", "flite")}
+# Debian packages of festival's English voices
+FESTIVAL_VOICE_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+                           "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+
+
+def require_tools(speakers: list[Speaker]) -> None:
+    """Fail with one line naming the missing synthesiser, voice or sox, and its Debian package."""
+    needed = {("sox", "sox")} | {ENGINE_TOOLS[spk.engine] for spk in speakers}
+    for tool, package in sorted(needed):
         if shutil.which(tool) is None:
-            raise EsgdError(f"'{tool}' not found on PATH; install it with: apt-get install {package}")
+            raise EsgdError(f"synthesiser '{tool}' not found on PATH; install it with: apt-get install {package}")
+    festival_voices = {spk.voice for spk in speakers if spk.engine == "festival"}
+    if festival_voices:
+        have = set(_run(["festival", "-b", "(print (voice.list))"], "festival").decode().strip("()\n ").split())
+        for voice in sorted(festival_voices - have):
+            package = FESTIVAL_VOICE_PACKAGES.get(voice, "the festvox package of that voice")
+            raise EsgdError(f"festival voice '{voice}' not installed; install it with: apt-get install {package}")
+    flite_voices = {spk.voice for spk in speakers if spk.engine == "flite"}
+    if flite_voices:
+        have = set(_run(["flite", "-lv"], "flite").decode().split(":", 1)[-1].split())
+        for voice in sorted(flite_voices - have):
+            raise EsgdError(f"flite voice '{voice}' not built into this flite (flite -lv lists: {' '.join(sorted(have))})")
 
 
 def _run(cmd: list[str], what: str, stdin: bytes | None = None) -> bytes:
@@ -62,16 +83,50 @@ def _run(cmd: list[str], what: str, stdin: bytes | None = None) -> bytes:
     return proc.stdout
 
 
-def render(spec: UtteranceSpec) -> float:
-    """Write the utterance's 16 kHz 16-bit wav; return its duration in seconds."""
+def _scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def synthesise(specs: list[UtteranceSpec]) -> list[bytes]:
+    """The engine's wav of each utterance; all of `specs` are one speaker's (festival runs once for them all)."""
+    speaker = specs[0].speaker
+    if speaker.engine == "espeak-ng":
+        return [_run(["espeak-ng", "-v", speaker.voice, "-p", str(speaker.pitch),
+                      "-s", str(round(ESPEAK_WPM * speaker.rate)), "--stdout", spec.text.lower()],
+                     f"utterance {spec.utt_id}") for spec in specs]
+    if speaker.engine == "flite":
+        return [_run(["flite", "-voice", speaker.voice, "-t", spec.text.lower(), "-o", "/dev/stdout"],
+                     f"utterance {spec.utt_id}") for spec in specs]
+    with tempfile.TemporaryDirectory(prefix="esgd-festival-") as tmp:
+        paths = [Path(tmp) / f"{i}.wav" for i in range(len(specs))]
+        script = [f"(voice_{speaker.voice})"] + [
+            f"(utt.save.wave (utt.synth (eval (list 'Utterance 'Text {_scheme_string(spec.text.lower())}))) "
+            f"{_scheme_string(str(path))} 'riff)" for spec, path in zip(specs, paths)]
+        (Path(tmp) / "synth.scm").write_text("\n".join(script) + "\n")
+        _run(["festival", "-b", str(Path(tmp) / "synth.scm")], f"utterances {specs[0].utt_id}..")
+        for spec, path in zip(specs, paths):
+            if not path.is_file():
+                raise EsgdError(f"utterance {spec.utt_id}: festival wrote no audio for '{spec.text}'")
+        return [path.read_bytes() for path in paths]
+
+
+def speaker_effects(speaker: Speaker) -> list[str]:
+    """sox effects that make a festival / flite voice into this speaker: spectrum shift, speaking rate."""
+    if speaker.engine == "espeak-ng":
+        return []  # espeak-ng sets pitch, formants and rate itself
+    effects = ["pitch", str(speaker.shift_cents)] if speaker.shift_cents else []
+    return effects + (["tempo", "-s", f"{speaker.rate:.3f}"] if speaker.rate != 1.0 else [])
+
+
+def render(spec: UtteranceSpec, wav: bytes) -> float:
+    """Pass the engine's `wav` through the speaker's and the channel's sox effects and the noise; write the
+    utterance's 16 kHz 16-bit wav; return its duration in seconds."""
     where = f"utterance {spec.utt_id}"
-    wav = _run(["espeak-ng", "-v", spec.voice, "-p", str(spec.pitch), "-s", str(spec.rate), "--stdout",
-                spec.text.lower()], where)
     raw = _run(["sox", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1", "-",
-                *spec.perturbation.sox_effects()], where, stdin=wav)
+                *speaker_effects(spec.speaker), *spec.perturbation.sox_effects()], where, stdin=wav)
     speech = np.frombuffer(raw, dtype=np.float32).astype(np.float64)
     if speech.size == 0:
-        raise EsgdError(f"{where}: espeak-ng produced no audio for '{spec.text}'")
+        raise EsgdError(f"{where}: {spec.speaker.engine} produced no audio for '{spec.text}'")
     p = spec.perturbation
     if p.snr_db is not None:
         seconds = f"{speech.size / SAMPLE_RATE:.4f}"
