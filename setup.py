@@ -44,6 +44,7 @@ setup(
         "lhotse==1.33.0",
         "urllib3",  # imported by lhotse 1.33 without being declared
         "kaldiio>=2.18",
+        "kaldi-native-io>=1.23",  # lhotse reads piped wav.scp entries (`sox ... - |`) only with it
         "kaldi-native-fbank>=1.20",
         "kaldifst>=1.8",
         "kaldilm>=1.15",

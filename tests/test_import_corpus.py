@@ -3,13 +3,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from esgd_asr.cli.compute_plp import read_utterances
 from esgd_asr.cli.import_corpus import main as import_corpus
 from esgd_asr.data.kaldi_dir import DataDir, validate_data_dir
 from esgd_asr.data.manifests import load_manifests
 
 
-def write_kaldi_corpus(root, with_segments, heldout=False):
-    """Three data dirs (four with `heldout`); each recording holds two utterances when `with_segments`."""
+def write_kaldi_corpus(root, with_segments, heldout=False, piped=False):
+    """Three data dirs (four with `heldout`); each recording holds two utterances when `with_segments`; with
+    `piped`, wav.scp reads each recording through a sox pipe, as real recipes write it."""
     rng = np.random.default_rng(0)
     splits = [("train", ["alice", "bob"]), ("dev", ["carol"]), ("test", ["dave"])] + heldout * [("heldout", ["eve"])]
     for split, speakers in splits:
@@ -21,7 +23,7 @@ def write_kaldi_corpus(root, with_segments, heldout=False):
             path = root / "audio" / f"{reco}.wav"
             path.parent.mkdir(exist_ok=True)
             sf.write(path, rng.normal(0, 0.1, 32000).astype(np.float32), 16000)
-            wav[reco] = str(path)
+            wav[reco] = f"sox {path} -t wav - |" if piped else str(path)
             for i, (start, end) in enumerate([(0.0, 0.9), (1.0, 1.9)] if with_segments else [(0.0, 2.0)]):
                 utt = f"{reco}-{i}" if with_segments else reco
                 text[utt] = f"HELLO WORLD {spk.upper()} {i}"
@@ -30,9 +32,9 @@ def write_kaldi_corpus(root, with_segments, heldout=False):
         DataDir(wav, text, utt2spk, segments if with_segments else None).write(d)
 
 
-@pytest.mark.parametrize("with_segments", [False, True])
-def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments):
-    write_kaldi_corpus(tmp_path / "src", with_segments, heldout=with_segments)
+@pytest.mark.parametrize("with_segments,piped", [(False, False), (True, False), (True, True)])
+def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments, piped):
+    write_kaldi_corpus(tmp_path / "src", with_segments, heldout=with_segments, piped=piped)
     import_corpus(["--corpus", f"kaldi:{tmp_path / 'src'}", str(tmp_path / "manifests"), str(tmp_path / "data")])
     assert (tmp_path / "data" / "heldout").is_dir() == with_segments  # a held-out dir is imported where present
     for split in ("train", "dev", "test") + with_segments * ("heldout",):
@@ -47,6 +49,10 @@ def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments):
                    {u: [float(x) for x in v.split()[1:]] for u, v in original.segments.items()}
         recordings, supervisions = load_manifests(tmp_path / "manifests", "kaldi", split)
         assert sorted(supervisions.ids) == sorted(original.text)
+    if piped:  # the features stage reads each segment of the imported dir through its pipe
+        utt, samples, rate = next(read_utterances(tmp_path / "data" / "train", ["alice-rec1-1"], -1))
+        audio, _ = sf.read(tmp_path / "src" / "audio" / "alice-rec1.wav", dtype="float32")
+        assert rate == 16000 and np.allclose(samples.numpy(), audio[16000:30400] * 32768, atol=1)
 
 
 def test_kaldi_import_without_a_split_fails_clearly(tmp_path, capsys):

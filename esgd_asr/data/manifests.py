@@ -51,7 +51,7 @@ def wav_scp_entry(recording, channel: int) -> str:
     if source.type == "command":
         if recording.num_channels != 1:
             raise EsgdError(f"recording '{recording.id}': multi-channel command sources are not supported")
-        return f"{source.source} |"
+        return f"{source.source.rstrip()} |"
     if source.type != "file":
         raise EsgdError(f"recording '{recording.id}': audio source type '{source.type}' cannot go into wav.scp")
     path = source.source
