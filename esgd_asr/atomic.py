@@ -3,7 +3,9 @@ killed or failed job never leaves a half-written file in place of a good one."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -12,22 +14,58 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished directory into place, replacing `dst` only once `src` is complete."""
+    old = dst.parent / f".{dst.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_outputs() -> Iterator[Callable[..., Path]]:
+    """Outputs replaced together: `stage(path, suffix="", directory=False)` gives a temporary file (or empty
+    directory) beside `path`, ending in `suffix` for writers that insist on one (np.savez's .npz). When the block
+    succeeds, each is moved onto its destination, one right after another; when it raises, all are removed and
+    every destination is left as it was. Parent directories are created."""
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(path: str | Path, suffix: str = "", directory: bool = False) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        else:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+            os.close(fd)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_UMASK)  # mkstemp's 0600 would make outputs private
+        staged.append((Path(tmp), path))
+        return Path(tmp)
+
+    try:
+        yield stage
+    except BaseException:
+        for tmp, _ in staged:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        if tmp.is_dir():
+            replace_dir(tmp, path)
+        else:
+            os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """A temporary path beside `path` (ending in `suffix`, for writers that insist on one, e.g. np.savez's .npz),
-    renamed onto `path` when the block succeeds and removed when it raises. Parent directories are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make outputs private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """A temporary path beside `path` (ending in `suffix`), renamed onto `path` when the block succeeds and
+    removed when it raises."""
+    with atomic_outputs() as stage:
+        yield stage(path, suffix)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

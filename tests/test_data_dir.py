@@ -86,3 +86,12 @@ def test_spk2utt_mismatch_is_named(data_copy):
     (data_copy / "spk2utt").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(EsgdError, match="spk2utt"):
         validate_data_dir(data_copy, check_audio=False)
+
+
+def test_truncated_wav_is_named(data_copy):
+    reco, path = next(iter(read_table(data_copy / "wav.scp").items()))
+    bad = data_copy / "short.wav"
+    bad.write_bytes(open(path, "rb").read()[:1000])
+    (data_copy / "wav.scp").write_text((data_copy / "wav.scp").read_text().replace(path, str(bad)))
+    with pytest.raises(EsgdError, match=f"wav.scp:1: recording '{reco}': '{bad}' is truncated: its header promises"):
+        validate_data_dir(data_copy)

@@ -89,3 +89,116 @@ def test_unknown_corpus_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         import_corpus(["--corpus", "timit", str(tmp_path / "m"), str(tmp_path / "d")])
     assert "unknown corpus 'timit'" in capsys.readouterr().err
+
+
+def snapshot(*roots):
+    """Every file under `roots`, path -> bytes."""
+    return {p: p.read_bytes() for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def append_line(path, line):
+    path.write_text(path.read_text() + line + "\n")
+
+
+def first_key(path):
+    return path.read_text().split()[0]
+
+
+def lines(path):
+    return path.read_text().splitlines()
+
+
+def set_line(path, index, line):
+    text = lines(path)
+    text[index] = line
+    path.write_text("\n".join(text) + "\n")
+
+
+def truncate_wav(src):
+    wav = src / "audio" / "carol-rec1.wav"
+    wav.write_bytes(wav.read_bytes()[:20000])
+    return wav
+
+
+# (what is wrong, how the source corpus is spoilt: returns the exact message)
+BAD_SOURCES = {
+    "duplicate utterance id": lambda src: (
+        append_line(src / "test" / "text", f"{first_key(src / 'test' / 'text')} OTHER WORDS"),
+        f"{src / 'test' / 'text'}:3: duplicate key 'dave-rec1-0' (first on line 1)")[1],
+    "duplicate recording": lambda src: (
+        append_line(src / "dev" / "wav.scp", lines(src / "dev" / "wav.scp")[0]),
+        f"{src / 'dev' / 'wav.scp'}:2: duplicate key 'carol-rec1' (first on line 1)")[1],
+    "segment ends before it starts": lambda src: (
+        set_line(src / "dev" / "segments", 1, "carol-rec1-1 carol-rec1 1.0 0.5"),
+        f"{src / 'dev' / 'segments'}:2: segment 'carol-rec1-1' has start 1 and end 0.5 (need 0 <= start < end)")[1],
+    "segment past the recording": lambda src: (
+        set_line(src / "test" / "segments", 1, "dave-rec1-1 dave-rec1 1.0 2.6"),
+        f"{src / 'test' / 'segments'}:2: segment 'dave-rec1-1' ends at 2.6 s, past the end of recording "
+        "'dave-rec1' (2 s) by more than 0.5 s")[1],
+    "truncated wav": lambda src: (
+        f"{src / 'dev' / 'wav.scp'}:1: recording 'carol-rec1': '{truncate_wav(src)}' is truncated: its header "
+        "promises 64000 bytes of audio, the file holds 19956"),
+    "random bytes wav": lambda src: (
+        (src / "audio" / "dave-rec1.wav").write_bytes(np.random.default_rng(2).bytes(3000)),
+        f"{src / 'test' / 'wav.scp'}:1: recording 'dave-rec1': cannot read audio '{src / 'audio' / 'dave-rec1.wav'}'"
+        f": Error opening '{src / 'audio' / 'dave-rec1.wav'}': Format not recognised.")[1],
+    "utterance missing from utt2spk": lambda src: (
+        (src / "dev" / "utt2spk").write_text(lines(src / "dev" / "utt2spk")[0] + "\n"),
+        f"{src / 'dev' / 'text'}:2: 'carol-rec1-1' is not in utt2spk")[1],
+    "utt2spk entry without transcript": lambda src: (
+        append_line(src / "dev" / "utt2spk", "carol-rec1-2 carol"),
+        f"{src / 'dev' / 'utt2spk'}:3: 'carol-rec1-2' has no entry in text")[1],
+    "empty transcript": lambda src: (
+        set_line(src / "test" / "text", 1, "dave-rec1-1"),
+        f"{src / 'test' / 'text'}:2: empty transcript for utterance 'dave-rec1-1'")[1],
+    "blank line": lambda src: (
+        append_line(src / "test" / "text", ""),
+        f"{src / 'test' / 'text'}:3: empty line")[1],
+    "text not UTF-8": lambda src: (
+        (src / "test" / "text").write_bytes((src / "test" / "text").read_bytes() + b"dave-rec1-2 CAF\xe9\n"),
+        f"{src / 'test' / 'text'}:3: not UTF-8 (byte 0xe9 at column 16)")[1],
+}
+
+
+@pytest.mark.parametrize("case", BAD_SOURCES)
+def test_bad_kaldi_source_is_named_and_the_earlier_import_kept(tmp_path, capsys, case):
+    src, manifests, data = tmp_path / "src", tmp_path / "manifests", tmp_path / "data"
+    write_kaldi_corpus(src, with_segments=True)
+    import_corpus(["--corpus", f"kaldi:{src}", str(manifests), str(data)])
+    before = snapshot(manifests, data)
+    capsys.readouterr()
+    message = BAD_SOURCES[case](src)
+    with pytest.raises(SystemExit) as exit_info:
+        import_corpus(["--corpus", f"kaldi:{src}", str(manifests), str(data)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(f": error: {message}\n"), err
+    assert snapshot(manifests, data) == before
+    assert sorted(p.name for p in data.iterdir()) == ["dev", "test", "train"]  # no temporary dir left behind
+
+
+def test_segment_just_past_the_recording_is_cut_there(tmp_path):
+    write_kaldi_corpus(tmp_path / "src", with_segments=True)
+    set_line(tmp_path / "src" / "test" / "segments", 1, "dave-rec1-1 dave-rec1 1.0 2.4")  # within Kaldi's 0.5 s
+    import_corpus(["--corpus", f"kaldi:{tmp_path / 'src'}", str(tmp_path / "m"), str(tmp_path / "data")])
+    assert DataDir.read(tmp_path / "data" / "test").segments["dave-rec1-1"] == "dave-rec1 1.000 2.000"
+
+
+def test_corpus_is_swapped_in_only_when_every_split_is_valid(tmp_path):
+    import dataclasses
+
+    from lhotse import SupervisionSet
+
+    from esgd_asr.data.manifests import import_kaldi_corpus, write_corpus
+    from esgd_asr.errors import EsgdError
+
+    write_kaldi_corpus(tmp_path / "src", with_segments=False)
+    splits = import_kaldi_corpus(tmp_path / "src", 16000)
+    write_corpus(splits, "kaldi", tmp_path / "m", tmp_path / "data")
+    before = snapshot(tmp_path / "m", tmp_path / "data")
+    recordings, supervisions = splits["test"]
+    splits["test"] = recordings, SupervisionSet.from_segments(dataclasses.replace(s, text="") for s in supervisions)
+    with pytest.raises(EsgdError, match="empty transcript for utterance 'dave-rec1'"):
+        write_corpus(splits, "kaldi", tmp_path / "m", tmp_path / "data")
+    assert snapshot(tmp_path / "m", tmp_path / "data") == before
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]

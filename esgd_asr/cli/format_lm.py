@@ -5,8 +5,9 @@ Usage: esgd-format-lm <lang-dir> <lm.arpa> <lang-test-dir>
 import shutil
 from pathlib import Path
 
+from esgd_asr.atomic import replace_dir
 from esgd_asr.cli.options import KaldiArgumentParser
-from esgd_asr.data.kaldi_dir import read_table, replace_dir
+from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.graph.lm import arpa_to_g_fst, arpa_vocabulary
 

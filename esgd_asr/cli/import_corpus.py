@@ -6,7 +6,6 @@ from pathlib import Path
 
 from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.data.corpus_summary import print_summary
-from esgd_asr.data.kaldi_dir import validate_data_dir
 from esgd_asr.data.manifests import (import_kaldi_corpus, prepare_librispeech_corpus, prepare_switchboard_corpus,
                                      write_corpus)
 from esgd_asr.errors import EsgdError, cli_main
@@ -31,10 +30,7 @@ def main(argv=None):
         name, splits = args.corpus, prepare(args.corpus_dir, args.manifest_dir, args.nj)
     else:
         raise EsgdError(f"--corpus: unknown corpus '{args.corpus}' (synth, kaldi:<dir>, librispeech, switchboard)")
-    written = write_corpus(splits, name, args.manifest_dir, args.data_root)
-    for split in written:
-        validate_data_dir(args.data_root / split, check_audio=False)
-    print_summary(written)
+    print_summary(write_corpus(splits, name, args.manifest_dir, args.data_root))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,21 +15,26 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from esgd_asr.atomic import atomic_write_text
+from esgd_asr.atomic import atomic_outputs, atomic_write_text
 from esgd_asr.errors import EsgdError
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
 
-def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, str]:
-    """Read `key value` lines into an ordered dict; a duplicate key or (by default) empty value is an error."""
+def read_table_lines(path: str | Path, allow_empty_value: bool = False) -> dict[str, tuple[int, str]]:
+    """Read `key value` lines into an ordered dict key -> (line number, value); a line that is not UTF-8, a blank
+    line, a duplicate key or (by default) an empty value is an error naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise EsgdError(f"{path}: no such file")
-    table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+    table: dict[str, tuple[int, str]] = {}
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError as err:
+                raise EsgdError(f"{path}:{lineno}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
+                                ) from None
             if not line.strip():
                 raise EsgdError(f"{path}:{lineno}: empty line")
             key, _, value = line.strip().partition(" ")
@@ -37,9 +42,14 @@ def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, s
             if not value and not allow_empty_value:
                 raise EsgdError(f"{path}:{lineno}: key '{key}' has an empty value")
             if key in table:
-                raise EsgdError(f"{path}:{lineno}: duplicate key '{key}'")
-            table[key] = value
+                raise EsgdError(f"{path}:{lineno}: duplicate key '{key}' (first on line {table[key][0]})")
+            table[key] = (lineno, value)
     return table
+
+
+def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, str]:
+    """Read `key value` lines into an ordered dict, checked as by read_table_lines."""
+    return {key: value for key, (_, value) in read_table_lines(path, allow_empty_value).items()}
 
 
 def write_table(path: str | Path, table: dict[str, object]) -> None:
@@ -84,35 +94,43 @@ class DataDir:
 
     def write(self, path: str | Path) -> None:
         """Write every table into `path` (a fresh directory is built beside it and swapped in)."""
-        path = Path(path)
-        tmp = path.parent / f".{path.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write_table(tmp / "wav.scp", self.wav_scp)
-        write_table(tmp / "text", self.text)
-        write_table(tmp / "utt2spk", self.utt2spk)
-        write_table(tmp / "spk2utt", utt2spk_to_spk2utt(self.utt2spk))
+        with atomic_outputs() as stage:
+            self.write_into(stage(path, directory=True))
+
+    def write_into(self, path: Path) -> None:
+        """Write every table into the existing directory `path`."""
+        write_table(path / "wav.scp", self.wav_scp)
+        write_table(path / "text", self.text)
+        write_table(path / "utt2spk", self.utt2spk)
+        write_table(path / "spk2utt", utt2spk_to_spk2utt(self.utt2spk))
         if self.segments is not None:
-            write_table(tmp / "segments", self.segments)
+            write_table(path / "segments", self.segments)
         if self.spk2gender:
-            write_table(tmp / "spk2gender", self.spk2gender)
+            write_table(path / "spk2gender", self.spk2gender)
         if self.utt2dur:
-            write_table(tmp / "utt2dur", {k: f"{v:.3f}" for k, v in self.utt2dur.items()})
-        replace_dir(tmp, path)
+            write_table(path / "utt2dur", {k: f"{v:.3f}" for k, v in self.utt2dur.items()})
 
 
 def _read_optional(path: Path) -> dict[str, str]:
     return read_table(path) if path.is_file() else {}
 
 
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place, replacing `dst` only once `src` is complete."""
-    old = dst.parent / f".{dst.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
+def check_wav_complete(path: str | Path, where: str) -> None:
+    """Refuse a RIFF wav file whose header promises more audio data than the file holds (a truncated copy, which
+    soundfile would read silently as a shorter recording)."""
+    with open(path, "rb") as f:
+        if f.read(12)[8:] != b"WAVE":
+            return
+        size, pos = os.fstat(f.fileno()).st_size, 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                if length != 0xFFFFFFFF and pos + 8 + length > size:  # 0xFFFFFFFF: the size of a streamed wav
+                    raise EsgdError(f"{where}: '{path}' is truncated: its header promises {length} bytes of "
+                                    f"audio, the file holds {size - pos - 8}")
+                return
+            pos += 8 + length + (length & 1)
 
 
 def read_wav_entry(rxfilename: str, where: str) -> tuple[np.ndarray, int]:
@@ -121,6 +139,7 @@ def read_wav_entry(rxfilename: str, where: str) -> tuple[np.ndarray, int]:
         if rxfilename.endswith("|"):
             proc = subprocess.run(rxfilename[:-1], shell=True, capture_output=True, check=True)
             return sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
+        check_wav_complete(rxfilename, where)
         return sf.read(rxfilename, dtype="float32", always_2d=True)
     except subprocess.CalledProcessError as err:
         msg = err.stderr.decode(errors="replace").strip().splitlines()
@@ -129,69 +148,127 @@ def read_wav_entry(rxfilename: str, where: str) -> tuple[np.ndarray, int]:
         raise EsgdError(f"{where}: cannot read audio '{rxfilename}': {err}") from None
 
 
-def _check_sorted_unique(path: Path) -> None:
-    keys = [line.split(" ", 1)[0] for line in path.read_text(encoding="utf-8").splitlines()]
-    for lineno, (a, b) in enumerate(zip(keys, keys[1:]), 2):
+def check_audio_header(rxfilename: str, where: str) -> None:
+    """A wav.scp entry that is a file must have a readable, complete header (else an error naming it)."""
+    if rxfilename.endswith("|"):
+        return
+    try:
+        check_wav_complete(rxfilename, where)
+        sf.info(rxfilename)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise EsgdError(f"{where}: cannot read audio '{rxfilename}': {err}") from None
+
+
+# Kaldi's extract-segments --max-overshoot: a segment may end this much past its recording (it is cut there)
+MAX_OVERSHOOT = 0.5
+
+Lines = dict[str, tuple[int, str]]
+
+
+def check_segment_ends(segments_path: Path, segments: Lines, durations: dict[str, float]) -> None:
+    """Refuse a segment ending more than MAX_OVERSHOOT seconds past the end of its recording (where known)."""
+    for utt, (lineno, value) in segments.items():
+        reco, _, end = value.split()
+        if reco in durations and float(end) > durations[reco] + MAX_OVERSHOOT:
+            raise EsgdError(f"{segments_path}:{lineno}: segment '{utt}' ends at {float(end):g} s, past the end of "
+                            f"recording '{reco}' ({durations[reco]:g} s) by more than {MAX_OVERSHOOT} s")
+
+
+def check_utterances(path: Path, allow_empty_text: bool = False) -> tuple[Lines, Lines | None]:
+    """The checks of a data dir's wav.scp, text, utt2spk and segments that need no audio and no sorting (every
+    message names the file and line); returns the wav.scp and segments tables."""
+    for name in ("wav.scp", "text", "utt2spk"):
+        if not (path / name).is_file():
+            raise EsgdError(f"{path / name}: missing")
+    wav_scp = read_table_lines(path / "wav.scp")
+    text = read_table_lines(path / "text", allow_empty_value=True)
+    utt2spk = read_table_lines(path / "utt2spk")
+    if not utt2spk:
+        raise EsgdError(f"{path / 'utt2spk'}: no utterances")
+    _same_keys(path / "text", text, path / "utt2spk", utt2spk)
+    if not allow_empty_text:
+        for utt, (lineno, words) in text.items():
+            if not words:
+                raise EsgdError(f"{path / 'text'}:{lineno}: empty transcript for utterance '{utt}'")
+    if not (path / "segments").is_file():
+        _same_keys(path / "wav.scp", wav_scp, path / "utt2spk", utt2spk)
+        return wav_scp, None
+    segments = read_table_lines(path / "segments")
+    _same_keys(path / "segments", segments, path / "utt2spk", utt2spk)
+    for utt, (lineno, value) in segments.items():
+        where = f"{path / 'segments'}:{lineno}"
+        fields = value.split()
+        try:
+            start, end = float(fields[1]), float(fields[2])
+        except (ValueError, IndexError):
+            start = end = None
+        if len(fields) != 3 or start is None:
+            raise EsgdError(f"{where}: expected '<utterance> <recording> <start> <end>', got '{utt} {value}'")
+        if fields[0] not in wav_scp:
+            raise EsgdError(f"{where}: recording '{fields[0]}' of segment '{utt}' is not in wav.scp")
+        if not 0 <= start < end:
+            raise EsgdError(f"{where}: segment '{utt}' has start {start:g} and end {end:g} (need 0 <= start < end)")
+    return wav_scp, segments
+
+
+def check_source_dir(path: str | Path) -> Lines | None:
+    """Check a Kaldi data dir to be imported, before anything is written: its tables as check_utterances does and
+    every audio file's header; returns its segments, if any (their ends are checked once recordings are read)."""
+    path = Path(path)
+    wav_scp, segments = check_utterances(path)
+    for reco, (lineno, rx) in wav_scp.items():
+        check_audio_header(rx, f"{path / 'wav.scp'}:{lineno}: recording '{reco}'")
+    return segments
+
+
+def _check_sorted(path: Path, table: Lines) -> None:
+    keys = list(table)
+    for a, b in zip(keys, keys[1:]):
         if a.encode() >= b.encode():
-            raise EsgdError(f"{path}:{lineno}: not sorted or duplicate key ('{a}' then '{b}'); sort with LC_ALL=C")
+            raise EsgdError(f"{path}:{table[b][0]}: not sorted ('{a}' then '{b}'); sort with LC_ALL=C")
 
 
 def validate_data_dir(path: str | Path, check_audio: bool = True, allow_empty_text: bool = False) -> DataDir:
     """Check a data dir as Kaldi's validate_data_dir.sh does; raise EsgdError naming the file and line."""
     path = Path(path)
-    for name in REQUIRED_FILES:
-        if not (path / name).is_file():
-            raise EsgdError(f"{path / name}: missing")
+    if not (path / "spk2utt").is_file():
+        raise EsgdError(f"{path / 'spk2utt'}: missing")
+    wav_scp, segments = check_utterances(path, allow_empty_text)
     for name in ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "spk2gender", "feats.scp", "cmvn.scp"):
         if (path / name).is_file():
-            _check_sorted_unique(path / name)
+            _check_sorted(path / name, read_table_lines(path / name, allow_empty_value=name == "text"))
     data = DataDir.read(path)
-    if not data.utt2spk:
-        raise EsgdError(f"{path / 'utt2spk'}: no utterances")
-    utts = set(data.utt2spk)
-    _same_keys(path / "text", data.text, utts)
-    if not allow_empty_text:
-        for lineno, (utt, words) in enumerate(data.text.items(), 1):
-            if not words.strip():
-                raise EsgdError(f"{path / 'text'}:{lineno}: empty transcript for utterance '{utt}'")
-    spk2utt = read_table(path / "spk2utt")
-    if spk2utt != utt2spk_to_spk2utt(data.utt2spk):
+    spk2utt = read_table_lines(path / "spk2utt")
+    if {k: v for k, (_, v) in spk2utt.items()} != utt2spk_to_spk2utt(data.utt2spk):
         raise EsgdError(f"{path / 'spk2utt'}: does not match utt2spk (regenerate it from utt2spk)")
     for utt, spk in data.utt2spk.items():
         if not utt.startswith(spk):
             raise EsgdError(f"{path / 'utt2spk'}: utterance '{utt}' does not start with its speaker id '{spk}'")
-    if data.segments is not None:
-        _same_keys(path / "segments", data.segments, utts)
-        for utt, value in data.segments.items():
-            fields = value.split()
-            if len(fields) != 3 or fields[0] not in data.wav_scp:
-                raise EsgdError(f"{path / 'segments'}: bad entry for '{utt}' (recording unknown or not 3 fields)")
-            start, end = float(fields[1]), float(fields[2])
-            if not 0 <= start < end:
-                raise EsgdError(f"{path / 'segments'}: segment '{utt}' has start {start} >= end {end}")
-    else:
-        _same_keys(path / "wav.scp", data.wav_scp, utts)
-    for name in ("feats.scp", "cmvn.scp"):
-        if (path / name).is_file():
-            keys = set(read_table(path / name))
-            if name == "feats.scp":
-                _same_keys(path / name, dict.fromkeys(keys), utts)
-            else:
-                _same_keys(path / name, dict.fromkeys(keys), set(spk2utt), reference="spk2utt")
+    utt2spk = read_table_lines(path / "utt2spk")
+    if (path / "feats.scp").is_file():
+        _same_keys(path / "feats.scp", read_table_lines(path / "feats.scp"), path / "utt2spk", utt2spk)
+    if (path / "cmvn.scp").is_file():
+        _same_keys(path / "cmvn.scp", read_table_lines(path / "cmvn.scp"), path / "spk2utt", spk2utt)
     if check_audio:
-        for reco, rx in data.wav_scp.items():
-            samples, rate = read_wav_entry(rx, f"{path / 'wav.scp'}: recording '{reco}'")
+        durations = {}
+        for reco, (lineno, rx) in wav_scp.items():
+            where = f"{path / 'wav.scp'}:{lineno}: recording '{reco}'"
+            samples, rate = read_wav_entry(rx, where)
             if samples.size == 0:
-                raise EsgdError(f"{path / 'wav.scp'}: recording '{reco}' has no samples")
+                raise EsgdError(f"{where}: no samples")
             if not np.isfinite(samples).all():
-                raise EsgdError(f"{path / 'wav.scp'}: recording '{reco}' has non-finite samples")
+                raise EsgdError(f"{where}: non-finite samples")
+            durations[reco] = len(samples) / rate
+        if segments is not None:
+            check_segment_ends(path / "segments", segments, durations)
     return data
 
 
-def _same_keys(path: Path, table: dict, expected: set[str], reference: str = "utt2spk") -> None:
-    keys = set(table)
-    if keys != expected:
-        missing = sorted(expected - keys)
-        extra = sorted(keys - expected)
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise EsgdError(f"{path}: keys differ from {reference} ({detail})")
+def _same_keys(path: Path, table: Lines, reference_path: Path, reference: Lines) -> None:
+    """`table` (read from `path`) has exactly the keys of `reference`; else name the first line at fault."""
+    for key, (lineno, _) in table.items():
+        if key not in reference:
+            raise EsgdError(f"{path}:{lineno}: '{key}' is not in {reference_path.name}")
+    for key, (lineno, _) in reference.items():
+        if key not in table:
+            raise EsgdError(f"{reference_path}:{lineno}: '{key}' has no entry in {path.name}")

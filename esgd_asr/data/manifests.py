@@ -10,7 +10,8 @@ from pathlib import Path
 from lhotse import CutSet, RecordingSet, SupervisionSet
 from lhotse.kaldi import load_kaldi_data_dir
 
-from esgd_asr.data.kaldi_dir import DataDir
+from esgd_asr.atomic import atomic_outputs
+from esgd_asr.data.kaldi_dir import DataDir, check_segment_ends, check_source_dir, validate_data_dir
 from esgd_asr.errors import EsgdError
 
 SPLITS = ("train", "dev", "test")
@@ -23,14 +24,12 @@ def manifest_paths(manifest_dir: Path, corpus: str, split: str) -> dict[str, Pat
 
 
 def write_manifests(recordings: RecordingSet, supervisions: SupervisionSet, manifest_dir: Path,
-                    corpus: str, split: str) -> CutSet:
-    """Save the split's RecordingSet, SupervisionSet and the CutSet made of them."""
-    paths = manifest_paths(manifest_dir, corpus, split)
-    Path(manifest_dir).mkdir(parents=True, exist_ok=True)
+                    corpus: str, split: str, stage) -> CutSet:
+    """Save the split's RecordingSet, SupervisionSet and the CutSet made of them through `stage`
+    (esgd_asr.atomic.atomic_outputs: moved in together with the other staged outputs)."""
     cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
-    recordings.to_file(paths["recordings"])
-    supervisions.to_file(paths["supervisions"])
-    cuts.to_file(paths["cuts"])
+    for kind, manifest in (("recordings", recordings), ("supervisions", supervisions), ("cuts", cuts)):
+        manifest.to_file(stage(manifest_paths(manifest_dir, corpus, split)[kind], ".jsonl.gz"))
     return cuts
 
 
@@ -84,8 +83,9 @@ def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionS
         whole &= utt == key and s.start == 0 and abs(s.duration - recording.duration) < 1e-3
         text[utt] = " ".join((s.text or "").split())
         utt2spk[utt] = s.speaker
-        segments[utt] = f"{key} {s.start:.3f} {s.end:.3f}"
-        utt2dur[utt] = s.duration
+        end = min(s.end, recording.duration)  # past the end by at most MAX_OVERSHOOT: cut there, as Kaldi does
+        segments[utt] = f"{key} {s.start:.3f} {end:.3f}"
+        utt2dur[utt] = end - s.start
         if s.gender:
             spk2gender[s.speaker] = s.gender.lower()[0]
     return DataDir(wav_scp=wav_scp, text=text, utt2spk=utt2spk, segments=None if whole else segments,
@@ -93,15 +93,19 @@ def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionS
 
 
 def import_kaldi_data_dir(path: Path, sample_rate: int) -> tuple[RecordingSet, SupervisionSet]:
-    """Read an existing Kaldi data dir through lhotse."""
+    """Read an existing Kaldi data dir through lhotse, once its tables and audio headers are checked
+    (esgd_asr.data.kaldi_dir.check_source_dir) and before any segment ends past its recording."""
     if not (Path(path) / "wav.scp").is_file():
         raise EsgdError(f"{path}: not a Kaldi data dir (no wav.scp)")
+    segments = check_source_dir(path)
     try:
         recordings, supervisions, _ = load_kaldi_data_dir(path, sampling_rate=sample_rate)
     except Exception as err:  # lhotse raises many kinds; name the dir
         raise EsgdError(f"{path}: cannot import Kaldi data dir: {err}") from None
     if supervisions is None:
         raise EsgdError(f"{path}: no text/utt2spk to import")
+    if segments is not None:
+        check_segment_ends(Path(path) / "segments", segments, {r.id: r.duration for r in recordings})
     return recordings, supervisions
 
 
@@ -156,11 +160,15 @@ def prepare_switchboard_corpus(corpus_dir: Path, manifest_dir: Path, nj: int, de
 
 def write_corpus(splits: dict[str, tuple[RecordingSet, SupervisionSet]], corpus: str, manifest_dir: Path,
                  data_root: Path) -> dict[str, DataDir]:
-    """Write each split's manifests and its Kaldi data dir `data_root/<split>`."""
-    written = {}
-    for split, (recordings, supervisions) in splits.items():
-        write_manifests(recordings, supervisions, manifest_dir, corpus, split)
-        data = data_dir_from_manifests(recordings, supervisions)
-        data.write(Path(data_root) / split)
-        written[split] = data
+    """Write each split's manifests and its Kaldi data dir `data_root/<split>`: all are written beside their
+    destinations and checked (validate_data_dir, no audio), and only then moved in, so that a failure leaves the
+    earlier corpus whole."""
+    written = {split: data_dir_from_manifests(recordings, supervisions)
+               for split, (recordings, supervisions) in splits.items()}
+    with atomic_outputs() as stage:
+        for split, (recordings, supervisions) in splits.items():
+            write_manifests(recordings, supervisions, manifest_dir, corpus, split, stage)
+            staged = stage(Path(data_root) / split, directory=True)
+            written[split].write_into(staged)
+            validate_data_dir(staged, check_audio=False)
     return written

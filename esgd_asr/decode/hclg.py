@@ -14,8 +14,7 @@ from pathlib import Path
 
 import kaldifst
 
-from esgd_asr.atomic import atomic_write_text
-from esgd_asr.data.kaldi_dir import replace_dir
+from esgd_asr.atomic import atomic_write_text, replace_dir
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.fst_arrays import arrays_to_fst
 from esgd_asr.gmm.hmm_graph import HBuilder, add_transition_costs, compose_h, disambig_tid

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import kaldifst
 
-from esgd_asr.atomic import atomic_write_text
-from esgd_asr.data.kaldi_dir import replace_dir
+from esgd_asr.atomic import atomic_write_text, replace_dir
 from esgd_asr.errors import EsgdError
 from esgd_asr.graph.lexicon import Lexicon, read_lexicon, read_phone_list
 
