@@ -74,10 +74,18 @@ Stages:
 After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
+last_stage=15
+for opt in stage stop_stage ubm_gauss ivector_dim mono_gauss tri1_leaves tri1_gauss tri2_leaves tri2_gauss tri3_leaves \
+           tri3_gauss esgd_jobs; do
+  [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
+done
+[ "$stage" -le "$last_stage" ] || { echo "$0: --stage $stage: there are stages 1 to $last_stage" >&2; exit 1; }
+[ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
 case "$device" in cpu|cuda) ;; *) echo "$0: --device must be cpu or cuda, got '$device'" >&2; exit 1 ;; esac
 case "$nnet_gmm" in mono|tri3) ;; *) echo "$0: --nnet-gmm must be mono or tri3, got '$nnet_gmm'" >&2; exit 1 ;; esac
 case "$corpus" in
-  synth|kaldi:*) ;;
+  synth) ;;
+  kaldi:*) [ -d "${corpus#kaldi:}" ] || { echo "$0: --corpus $corpus: no such directory" >&2; exit 1; } ;;
   librispeech|switchboard) [ -d "$corpus_dir" ] || { echo "$0: --corpus $corpus needs --corpus-dir <dir>" >&2; exit 1; } ;;
   *) echo "$0: unknown --corpus '$corpus' (synth, kaldi:<dir>, librispeech, switchboard)" >&2; exit 1 ;;
 esac
@@ -92,9 +100,11 @@ if [ "$corpus" = synth ]; then
   fingerprint+=" synth_config=$(sha1sum < "$synth_config" | cut -c1-12)"
 fi
 # Stage functions run inside `if`, where `set -e` does not apply: each failing command returns explicitly.
-# run_stage N NAME COMMAND...: run one stage with a banner unless it is outside --stage..--stop-stage,
-# or already finished for this corpus with the same command (marker exp/.stages/N.NAME) and --force is not given. Running a stage
-# invalidates the markers of all later stages, whose inputs it has just rewritten.
+# run_stage N NAME COMMAND...: run one stage with a banner unless it is outside --stage..--stop-stage, or already
+# finished for this corpus with the same command (marker exp/.stages/N.NAME) and --force is not given. While it runs,
+# N.NAME.running holds its signature: a stage stopped before with the same signature continues where its steps can
+# (stage_resume=true). Only once a stage has succeeded are the markers of the later stages, whose inputs it has
+# rewritten, removed; a stage that fails keeps every marker but its own, and that one too if it wrote only logs.
 run_stage() {
   local n=$1 name=$2; shift 2
   if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
@@ -103,13 +113,24 @@ run_stage() {
     echo "== stage $n: $name: finished before, skipped (--force to redo)"; return 0
   fi
   echo "== stage $n: $name ($(date '+%H:%M:%S'))"
+  stage_resume=false
+  if ! $force && [ -f "$marker.running" ] && [ "$(cat "$marker.running")" = "$signature" ]; then stage_resume=true; fi
+  mkdir -p exp/.stages && echo "$signature" > "$marker.running"
+  if ! "$@"; then
+    if wrote_outputs_since "$marker.running"; then rm -f "$marker"; fi
+    echo "$0: stage $n ($name) failed" >&2; exit 1
+  fi
   local m
   for m in exp/.stages/*; do
-    [ -e "$m" ] || continue
-    m=${m##*/}; [ "${m%%.*}" -lt "$n" ] || rm -f "exp/.stages/$m"
+    m=${m##*/}; [ "${m%%.*}" -le "$n" ] || rm -f "exp/.stages/$m"
   done
-  if ! "$@"; then echo "$0: stage $n ($name) failed" >&2; exit 1; fi
-  mkdir -p exp/.stages && echo "$signature" > "$marker"
+  echo "$signature" > "$marker" && rm -f "$marker.running"
+}
+# wrote_outputs_since FILE: whether a file other than a log was written under data/, exp/, plp/ or corpus/ after FILE
+wrote_outputs_since() {
+  local roots=() d
+  for d in data exp plp corpus; do [ ! -d "$d" ] || roots+=("$d"); done
+  [ -n "$(find "${roots[@]}" -type f -newer "$1" ! -path '*/log/*' ! -path 'exp/.stages/*' -print -quit)" ]
 }
 
 stage_data() {
@@ -211,8 +232,9 @@ stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones o
   if [ "$gmm" = mono ] && [ ! "exp/mono_ali_dev/pdf_counts" -nt exp/mono/final.mdl ]; then
     steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/dev data/lang exp/mono exp/mono_ali_dev || return 1
   fi
+  # a stage stopped before continues from the checkpoint of its last epoch
   steps/train_nnet.sh --cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" "${train_opts[@]}" \
-    "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" "exp/$type" || return 1
+    --resume "$stage_resume" "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" "exp/$type" || return 1
   for x in $(eval_sets); do
     [ "$type" = blstm ] && decode_opts=(--ivectors "exp/ivectors_$x")
     steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \

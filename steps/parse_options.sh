@@ -1,7 +1,8 @@
 # Kaldi-style option parsing; source it after giving every option a default.
 # `--some-name value` or `--some-name=value` sets $some_name; an option with no variable is an error.
 # Options whose default is true/false may be given bare (`--force` means `--force true`).
-# `--config FILE` sources FILE (shell assignments); `--help` prints $help_message and exits.
+# `--config FILE` sources FILE (shell assignments); `--help` prints $help_message and exits. A script with an
+# `nj` option gets it checked: a positive integer.
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
@@ -33,4 +34,7 @@ while [ $# -gt 0 ]; do
   printf -v "$__po_var" '%s' "$__po_value"
 done
 unset __po_name __po_value __po_var
+if [ -n "${nj+set}" ] && [[ ! "$nj" =~ ^[1-9][0-9]*$ ]]; then
+  echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 1
+fi
 true

@@ -53,6 +53,79 @@ def test_run_sh_rejects_bad_options():
     assert "needs --corpus-dir" in bash("./run.sh --corpus librispeech").stderr
 
 
+@pytest.mark.parametrize("options,message", [
+    ("--stage abc", "--stage must be a positive integer, got 'abc'"),
+    ("--stage 99", "--stage 99: there are stages 1 to 15"),
+    ("--stage 5 --stop-stage 3", "--stop-stage 3 is before --stage 5"),
+    ("--mono-gauss 1e3", "--mono-gauss must be a positive integer, got '1e3'"),
+    ("--corpus kaldi:/no/such/dir", "--corpus kaldi:/no/such/dir: no such directory"),
+    ("--nj 0", "--nj must be a positive integer, got '0'"),
+    ("--nj -3", "--nj must be a positive integer, got '-3'"),
+])
+def test_run_sh_refuses_bad_values_before_doing_anything(options, message):
+    result = bash(f"./run.sh {options}")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"./run.sh: {message}\n"
+
+
+def test_steps_refuse_a_bad_nj():
+    result = bash("steps/make_plp.sh --nj -3 data/x exp/x plp")
+    assert result.returncode == 1 and result.stderr == "steps/make_plp.sh: --nj must be a positive integer, got '-3'\n"
+
+
+STUB = """#!/usr/bin/env bash
+echo "$0 $*" >> calls.log
+[ -z "${STUB_WRITE:-}" ] || { mkdir -p "$(dirname "$STUB_WRITE")"; echo new > "$STUB_WRITE"; }
+[ -z "${STUB_FAIL:-}" ] || { echo "$0: bad input" >&2; exit 1; }
+"""
+
+
+@pytest.fixture
+def stub_recipe(tmp_path):
+    """run.sh whose stage 1 (local/prepare_corpus.sh) and stage 12 (steps/train_nnet.sh, decode_nnet.sh) are stubs
+    that log their call, write $STUB_WRITE and fail with $STUB_FAIL; markers of a finished earlier run."""
+    for name in ("run.sh", "cmd.sh", "path.sh"):
+        (tmp_path / name).symlink_to(REPO / name)
+    for stub in ("local/bootstrap.sh", "local/show_results.sh", "local/prepare_corpus.sh", "steps/train_nnet.sh",
+                 "steps/decode_nnet.sh"):
+        (tmp_path / stub).parent.mkdir(exist_ok=True)
+        (tmp_path / stub).write_text(STUB if "prepare" in stub or "nnet" in stub else "#!/bin/sh\n")
+        (tmp_path / stub).chmod(0o755)
+    (tmp_path / "steps" / "parse_options.sh").symlink_to(REPO / "steps" / "parse_options.sh")
+    (tmp_path / "corpus_src").mkdir()
+    (tmp_path / "exp" / ".stages").mkdir(parents=True)
+    for marker in ("1.data", "2.validate", "3.dict"):
+        (tmp_path / "exp" / ".stages" / marker).write_text("an earlier run\n")
+    return tmp_path
+
+
+def markers(recipe):
+    return {p.name: p.read_text() for p in (recipe / "exp" / ".stages").iterdir()}
+
+
+def test_failed_stage_keeps_the_markers_of_finished_work(stub_recipe):
+    before = markers(stub_recipe)
+    run = "./run.sh --corpus kaldi:corpus_src --stop-stage 1"
+    failed = bash(run, cwd=stub_recipe, env={"STUB_FAIL": "1"})
+    assert failed.returncode == 1 and "stage 1 (data) failed" in failed.stderr
+    assert {k: v for k, v in markers(stub_recipe).items() if not k.endswith(".running")} == before
+    # a failure after writing an output retracts the stage's own marker only
+    failed = bash(run, cwd=stub_recipe, env={"STUB_FAIL": "1", "STUB_WRITE": "data/train/text"})
+    assert failed.returncode == 1
+    assert sorted(markers(stub_recipe)) == ["1.data.running", "2.validate", "3.dict"]
+    assert bash(run, cwd=stub_recipe).returncode == 0  # the stage succeeds: the later stages' markers go
+    assert sorted(markers(stub_recipe)) == ["1.data"]
+
+
+def test_stage_12_resumes_only_a_run_stopped_with_the_same_signature(stub_recipe):
+    run = "./run.sh --corpus kaldi:corpus_src --stage 12 --stop-stage 12"
+    assert "stage 12 (dnn) failed" in bash(run, cwd=stub_recipe, env={"STUB_FAIL": "1"}).stderr
+    assert bash(run, cwd=stub_recipe).returncode == 0
+    assert bash(f"{run} --force", cwd=stub_recipe).returncode == 0
+    trains = [line for line in (stub_recipe / "calls.log").read_text().splitlines() if "train_nnet.sh" in line]
+    assert [line.split("--resume ")[1].split()[0] for line in trains] == ["false", "true", "false"]
+
+
 def test_queue_runs_job_arrays_and_reports_failures(tmp_path):
     ok = bash(f"esgd-queue JOB=1:3 {tmp_path}/log/echo.JOB.log echo job JOB done")
     assert ok.returncode == 0
