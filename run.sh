@@ -66,10 +66,12 @@ Stages:
   12 dnn         hybrid DNN (9 spliced frames) on the --nnet-gmm system's senones, new-bob SGD; dev aligned for
                  the validation CE; decode the eval sets -> exp/dnn (final.pt, history.tsv, decode_*/best_wer)
   13 blstm       hybrid BiLSTM (21-frame chunks, features + 100-dim online i-vectors), likewise -> exp/blstm
-  14 esgd_dnn    the ESGD papers' Table 1 on the DNN (conf/esgd.yaml): population baseline, ESGD without
-                 evolution, ESGD, ESGD with the single DNN as anchor, iterated anchors (each with its Kf-epoch
-                 fine-tune), the single DNN fine-tuned likewise; decode test
-                 -> exp/esgd_dnn_{population,no_evolution,esgd,anchored,iterated}, exp/dnn_ft
+  14 esgd_dnn    the ESGD papers' Table 1 on the DNN (conf/esgd.yaml), every from-scratch row on one per-member
+                 budget (K x Ks + Kf epochs): the single DNN on that budget, population baseline, ESGD without
+                 evolution, ESGD; ESGD with anchors on the single DNN of stage 12 and on the ESGD model, iterated
+                 anchors from the better of the two; the control: the single DNN fine-tuned on the anchored runs'
+                 budget; decode test -> exp/dnn_{budget,ft},
+                 exp/esgd_dnn_{population,no_evolution,esgd,anchored,anchored_esgd,iterated}
   15 esgd_blstm  likewise on the BiLSTM -> exp/esgd_blstm_*, exp/blstm_ft
 After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
@@ -242,63 +244,109 @@ stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones o
   done
 }
 
-esgd_system() {  # esgd_system TYPE GMM NAME: one system of stage_esgd (in the background, its output in a log)
-  local type=$1 gmm=$2 name=$3 feats= cmvn=false
+# esgd_epochs PRESET: the per-member SGD budget of a conf/esgd.yaml preset as train_nnet/finetune options:
+# K x Ks + Kf epochs (each of epoch_frames frames, or whole) and the preset's fine-tune learning rate
+esgd_epochs() {
+  python3 -c 'import sys; from esgd_asr.population.config import load_esgd_config
+c = load_esgd_config("conf/esgd.yaml", sys.argv[1])
+print(f"{c.generations * c.sgd_epochs + c.finetune.max_epochs} {c.epoch_frames or 0} {c.finetune.lr}")' "$1"
+}
+# better_anchor DIR...: the final.pt of the run whose best model has the lowest fitness (the CE selection used)
+better_anchor() {
+  python3 -c 'import sys, torch; ce = lambda d: torch.load(f"{d}/final.pt", weights_only=True)["info"]["fitness_ce"]
+print(min(sys.argv[1:], key=ce) + "/final.pt")' "$@"
+}
+esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_esgd, then decode test
+  local type=$1 gmm=$2 name=$3 feats= cmvn=false dir=exp/esgd_${type}_$3 epochs frames lr model
   case "$gmm" in mono) cmvn=true ;; *) feats=_fmllr ;; esac
-  local data=("data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev") opts=()
+  local data=("data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev") opts=() esgd=()
   # a stage killed before is continued from the runs' checkpoints (--force: from scratch)
   opts=(--cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" --num-threads 1
         --resume "$($force && echo false || echo true)")
   [ "$type" = dnn ] || opts+=(--train-ivectors exp/ivectors_train --valid-ivectors exp/ivectors_dev)
+  esgd=(--egs "exp/esgd_${type}_egs/egs.pt")
   case "$name" in
-    ft)  # the single baseline given the fine-tune of the population runs (finetune section of conf/esgd.yaml)
-      local ft
-      ft=$(python3 -c 'from esgd_asr.population.config import load_esgd_config as l; f = l("conf/esgd.yaml").finetune
-print(f"--lr {f.lr} --epochs {f.max_epochs} --batch-size {f.batch_size} --min-lr {f.min_lr}")') || return 1
-      steps/finetune.sh "${opts[@]}" $ft "exp/$type" "${data[@]}" "exp/${type}_ft" ;;
-    anchored|iterated)
-      steps/train_esgd.sh "${opts[@]}" --egs "exp/esgd_${type}_egs/egs.pt" --algorithm "$name" \
-        --anchor "exp/$type/final.pt" "${data[@]}" "exp/esgd_${type}_$name" ;;
+    budget)  # the single baseline of Table 1: new-bob on the populations' per-member budget (K x Ks + Kf epochs)
+      dir=exp/${type}_budget
+      read -r epochs frames lr < <(esgd_epochs default) || return 1
+      [ "$frames" = 0 ] || opts+=(--epoch-frames "$frames")
+      steps/train_nnet.sh "${opts[@]}" --max-epochs "$epochs" "${data[@]}" "$dir" || return 1 ;;
+    ft)  # the control of the anchored rows: the anchor fine-tuned with new-bob on the anchored runs' extra budget
+      dir=exp/${type}_ft
+      read -r epochs frames lr < <(esgd_epochs anchors) || return 1
+      [ "$frames" = 0 ] || opts+=(--epoch-frames "$frames")
+      steps/finetune.sh "${opts[@]}" --lr "$lr" --epochs "$epochs" "exp/$type" "${data[@]}" "$dir" || return 1 ;;
+    anchored)  # anchored on the single SGD baseline (the converged model of stage 12/13)
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm anchored --anchor "exp/$type/final.pt" \
+        "${data[@]}" "$dir" || return 1 ;;
+    anchored_esgd)  # anchored on the ESGD baseline ("we use the SGD baseline and ESGD baseline as the initial anchors")
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm anchored --anchor "exp/esgd_${type}_esgd/final.pt" \
+        "${data[@]}" "$dir" || return 1 ;;
+    iterated)  # iterated anchors, continuing from the better anchored run's final anchor
+      model=$(better_anchor "exp/esgd_${type}_anchored" "exp/esgd_${type}_anchored_esgd") || return 1
+      echo "$0: iterated anchors continue from $model"
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm iterated --anchor "$model" "${data[@]}" "$dir" \
+        || return 1 ;;
     *)
-      steps/train_esgd.sh "${opts[@]}" --egs "exp/esgd_${type}_egs/egs.pt" --algorithm "${name//_/-}" \
-        "${data[@]}" "exp/esgd_${type}_$name" ;;
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm "${name//_/-}" "${data[@]}" "$dir" || return 1 ;;
   esac
+  # every Table 1 row at one narrower beam: kaldi-decoder's lattice search has no max-active, and the weaker
+  # population models take it to about 0.7 x real time at beam 13 (bench/bench_nnet_decode.py); the other models
+  # of the top quarter (top/rank<r>.pt, mu >= 8) are decoded too, for the WER range
+  local decode_opts=(--nj 1 --cmd "$decode_cmd" --device "$device" --beam 10 --lattice-beam 4) top rank
+  [ "$type" = dnn ] || decode_opts+=(--ivectors exp/ivectors_test)
+  steps/decode_nnet.sh "${decode_opts[@]}" "exp/$gmm/graph" "data/test$feats" "$dir/decode_test" || return 1
+  for top in "$dir"/top/rank*.pt; do
+    [ -f "$top" ] || continue
+    rank=$(basename "$top" .pt)
+    steps/decode_nnet.sh "${decode_opts[@]}" --model "$top" "exp/$gmm/graph" "data/test$feats" \
+      "$dir/decode_test_$rank" || return 1
+  done
 }
-stage_esgd() {  # stage_esgd TYPE GMM: the ESGD papers' Table 1 systems on hybrid TYPE, decoded on test
-  local type=$1 gmm=$2 feats= batch name pid failed=0 decode_opts
-  case "$gmm" in mono) ;; *) feats=_fmllr ;; esac
+# stage_esgd TYPE GMM: the ESGD papers' Table 1 systems on hybrid TYPE, each decoded on test. Up to --esgd-jobs
+# systems run at a time (one thread each), started in this order once what they need has finished: the anchored
+# runs early (anchored_esgd waits for esgd, iterated for both anchored runs), the independent rows filling the
+# other lane. The first run writes the shared tensors (exp/esgd_TYPE_egs/egs.pt) before a second one starts.
+stage_esgd() {
+  local type=$1 gmm=$2 job name need dir pid ready failed=0
   [ -f "exp/$type/final.pt" ] || { echo "$0: no exp/$type/final.pt (stage $([ "$type" = dnn ] && echo 12 || echo 13)) to anchor the population" >&2; return 1; }
-  # the first batch writes the shared tensors (exp/esgd_TYPE_egs) that the later runs read
-  for batch in "population ft" "no_evolution esgd" "anchored iterated"; do
-    local pids=() names=()
-    for name in $batch; do
-      local dir=exp/esgd_${type}_$name
-      [ "$name" = ft ] && dir=exp/${type}_ft
-      mkdir -p "$dir/log"
-      echo "$0: training $dir (log: $dir/log/run.log)"
-      esgd_system "$type" "$gmm" "$name" > "$dir/log/run.log" 2>&1 &
-      pids+=($!) names+=("$dir")
-      if [ "${#pids[@]}" -ge "$esgd_jobs" ]; then
-        for pid in "${!pids[@]}"; do
-          wait "${pids[$pid]}" || { failed=1; echo "$0: ${names[$pid]} failed: $(tail -n 1 "${names[$pid]}/log/run.log")" >&2; }
-        done
-        pids=() names=()
+  local pending=(esgd:- anchored:- anchored_esgd:esgd iterated:anchored,anchored_esgd population:- no_evolution:-
+                 budget:- ft:-) waiting needs
+  local -A running=() finished=()
+  while :; do
+    for pid in "${!running[@]}"; do
+      ! kill -0 "$pid" 2>/dev/null || continue
+      job=${running[$pid]}; unset "running[$pid]"
+      if wait "$pid"; then
+        finished[${job%%:*}]=1
+        echo "$0: ${job#*:}: $(grep -h 'final.pt' "${job#*:}/log/run.log" | tail -n 1)"
+      else
+        failed=1; echo "$0: ${job#*:} failed: $(tail -n 1 "${job#*:}/log/run.log")" >&2
       fi
     done
-    for pid in "${!pids[@]}"; do
-      wait "${pids[$pid]}" || { failed=1; echo "$0: ${names[$pid]} failed: $(tail -n 1 "${names[$pid]}/log/run.log")" >&2; }
+    [ "$failed" = 0 ] || pending=()
+    waiting=()
+    for job in "${pending[@]}"; do
+      name=${job%%:*} ready=true
+      IFS=, read -ra needs <<< "${job#*:}"
+      for need in "${needs[@]}"; do [ "$need" = - ] || [ -n "${finished[$need]:-}" ] || ready=false; done
+      [ "${#running[@]}" = 0 ] || [ -f "exp/esgd_${type}_egs/egs.pt" ] || ready=false
+      if $ready && [ "${#running[@]}" -lt "$esgd_jobs" ]; then
+        case "$name" in budget|ft) dir=exp/${type}_$name ;; *) dir=exp/esgd_${type}_$name ;; esac
+        mkdir -p "$dir/log"
+        echo "$0: training $dir (log: $dir/log/run.log)"
+        esgd_system "$type" "$gmm" "$name" > "$dir/log/run.log" 2>&1 &
+        running[$!]=$name:$dir
+      else
+        waiting+=("$job")
+      fi
     done
-    [ "$failed" = 0 ] || return 1
+    pending=("${waiting[@]}")
+    [ "${#running[@]}" -gt 0 ] || break
+    sleep 5
   done
-  # every Table 1 row at one narrower beam: kaldi-decoder's lattice search has no max-active, and the weaker
-  # population models (no anchor) take it to about 0.7 x real time at beam 13 (bench/bench_nnet_decode.py)
-  decode_opts=(--beam 10 --lattice-beam 4)
-  [ "$type" = dnn ] || decode_opts+=(--ivectors exp/ivectors_test)
-  for dir in "exp/${type}_ft" exp/esgd_${type}_{population,no_evolution,esgd,anchored,iterated}; do
-    tail -n 1 "$dir/log/run.log"
-    steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \
-      "exp/$gmm/graph" "data/test$feats" "$dir/decode_test" || return 1
-  done
+  [ "$failed" = 0 ] || return 1
+  [ "${#pending[@]}" = 0 ] || { echo "$0: stage $type Table 1: could not start ${pending[*]}" >&2; return 1; }
 }
 
 run_stage 1 data stage_data

@@ -10,6 +10,7 @@ set -euo pipefail
 cmd=${train_cmd:-esgd-queue}
 nj=1
 epochs=5
+epoch_frames=
 lr=0.02
 batch_size=128
 min_lr=1e-6
@@ -27,6 +28,7 @@ help_message="Usage: $0 [options] <model-or-exp-dir> <train-data> <train-ali-dir
 e.g.: $0 --epochs 5 --lr 0.02 exp/dnn data/train exp/tri3_ali data/dev exp/tri3_ali_dev exp/dnn_ft
 Options:
   --epochs <n>                 # Kf, fine-tuning epochs at most (default: $epochs)
+  --epoch-frames <n>           # frames of one epoch, drawn afresh each epoch (default: the whole training set)
   --lr <f>                     # the small initial learning rate, halved at every back-off (default: $lr)
   --batch-size <n>             # mini-batch (default: $batch_size)
   --min-lr <f>                 # stop when the learning rate falls below this (default: $min_lr)
@@ -53,6 +55,7 @@ opts=(--cmd "$cmd" --model-type "$model_type" --preset "$preset" --lr "$lr" --ba
       --max-epochs "$epochs" --min-lr "$min_lr" --cmvn "$cmvn" --seed "$seed" --device "$device"
       --num-threads "$num_threads" --resume "$resume" --init-model "$model")
 [ -z "$nnet_config" ] || opts+=(--nnet-config "$nnet_config")
+[ -z "$epoch_frames" ] || opts+=(--epoch-frames "$epoch_frames")
 [ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors")
 [ -z "$valid_ivectors" ] || opts+=(--valid-ivectors "$valid_ivectors")
 "$(dirname "$0")/train_nnet.sh" "${opts[@]}" "$@"

@@ -13,6 +13,7 @@ preset=default
 lr=
 batch_size=
 max_epochs=
+epoch_frames=
 min_lr=
 cmvn=false
 train_ivectors=
@@ -31,6 +32,7 @@ Options:
   --lr <f>                     # initial learning rate (default: the config's train section)
   --batch-size <n>             # mini-batch (default: the config's, 128)
   --max-epochs <n>             # epochs at most (default: the config's)
+  --epoch-frames <n>           # frames of one epoch, drawn afresh each epoch (default: the whole training set)
   --min-lr <f>                 # stop when the learning rate falls below this (default: the config's)
   --cmvn <bool>                # per-speaker CMVN from <data>/cmvn.scp (default: $cmvn)
   --train-ivectors <dir>       # online i-vectors of the training set (BiLSTM input 40 + 100)
@@ -56,6 +58,7 @@ opts=(--nnet-config "$nnet_config" --model-type "$model_type" --preset "$preset"
 [ -z "$lr" ] || opts+=(--lr "$lr")
 [ -z "$batch_size" ] || opts+=(--batch-size "$batch_size")
 [ -z "$max_epochs" ] || opts+=(--max-epochs "$max_epochs")
+[ -z "$epoch_frames" ] || opts+=(--epoch-frames "$epoch_frames")
 [ -z "$min_lr" ] || opts+=(--min-lr "$min_lr")
 [ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors" --valid-ivectors "$valid_ivectors")
 [ -z "$init_model" ] || opts+=(--init-model "$init_model")

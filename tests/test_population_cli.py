@@ -66,7 +66,20 @@ def test_each_algorithm_writes_a_hybrid_model_with_its_validation_ce(task, tmp_p
     model = load_hybrid_model(tmp_path / "final.pt")
     assert model.nnet_input["left_context"] == 2 and model.pdf_counts.sum() > 0
     assert (tmp_path / "history.tsv").read_text().count("\n") == 3   # header + 2 generations
-    assert saved["info"]["valid_ce"] > 0 and 0 <= saved["info"]["valid_acc"] <= 1
+    info = saved["info"]
+    assert info["valid_ce"] > 0 and 0 <= info["valid_acc"] <= 1
+    # the fitness that selected the model is the CE that Table 1 reports (the whole validation set)
+    assert info["fitness_ce"] == pytest.approx(info["valid_ce"], rel=1e-4)
+    assert info["top_valid_ce"][0] == info["valid_ce"]
+
+
+def test_table1_budget_and_top_quarter_are_recorded(task, tmp_path):
+    info = train(task, tmp_path, "esgd", values={"mu": 8, "fitness_frames": 300})["info"]
+    top = info["top_valid_ce"]
+    assert len(top) == 2 and (tmp_path / "top" / "rank2.pt").is_file()
+    assert load_hybrid_model(tmp_path / "top" / "rank2.pt").config == load_hybrid_model(tmp_path / "final.pt").config
+    assert info["fitness_ce"] != pytest.approx(info["valid_ce"], rel=1e-4)   # a subset: both are printed
+    assert info["mu"] == 8 and info["sgd_frames"] == 8 * info["member_frames"] and info["wall_seconds"] > 0
 
 
 def test_anchored_and_iterated_never_end_worse_than_their_anchor(task, single, tmp_path):

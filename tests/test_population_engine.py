@@ -9,7 +9,7 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models import BiLSTM, BLSTMConfig, DNNConfig, FeedForwardDNN
 from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerPool, OptimizerState, apply_update
-from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
+from esgd_asr.population.sgd import epoch_orders, sgd_with_backoff, train_epochs
 from esgd_asr.train.data import gaussian_clusters
 
 DNN = DNNConfig(feat_dim=4, splice=3, hidden=[16, 12], activations=["relu", "sigmoid"], num_targets=5)
@@ -102,23 +102,30 @@ def test_a_member_with_zero_learning_rate_does_not_move():
         assert not torch.equal(stack[0], before.params[name][0]), name
 
 
-def test_grouped_epoch_equals_each_member_trained_alone():
-    members = make_members(DNN, 4)
+@pytest.mark.parametrize("config", [DNN, BLSTM], ids=["dnn", "blstm"])
+def test_each_member_trains_on_its_own_batch_order_as_if_alone(config):
+    members = make_members(config, 4)
     hyper = mixed_hyper()
     hyper.batch_size = torch.tensor([16, 32, 16, 32])
-    data = data_for(DNN)
+    data = data_for(config)
     grouped = Population.from_modules(members)
-    train_epochs(grouped, OptimizerState.zeros_like(grouped.params), hyper, data, 2, torch.Generator().manual_seed(5))
-    for index in range(4):
-        # same generator draws: groups are visited in batch-size order, 2 epochs each
-        alone = Population.from_modules([members[index]])
-        generator = torch.Generator().manual_seed(5)
-        if hyper.batch_size[index] == 32:
-            [torch.randperm(64, generator=generator) for _ in range(2)]
-        train_epochs(alone, OptimizerState.zeros_like(alone.params), hyper.select(torch.tensor([index])), data, 2,
-                     generator)
-        for name in grouped.params:
-            assert torch.allclose(grouped.params[name][index], alone.params[name][0], atol=1e-6)
+    frames = train_epochs(grouped, OptimizerState.zeros_like(grouped.params), hyper, data, 2,
+                          torch.Generator().manual_seed(5), samples=48)
+    assert frames == 2 * 48 * (config.chunk if config is BLSTM else 1)
+    orders = epoch_orders(torch.Generator().manual_seed(5), 2, 4, 64, 48)
+    assert len({tuple(order.tolist()) for order in orders[0]}) == 4          # no two members share a shuffle
+    for index, module in enumerate(members):
+        reference = copy.deepcopy(module)
+        optimizer = reference_optimizer(reference, hyper, index)
+        for epoch in range(2):
+            order = orders[epoch, index]
+            for start in range(0, 48, int(hyper.batch_size[index])):
+                batch = order[start:start + int(hyper.batch_size[index])]
+                optimizer.zero_grad()
+                loss_of(reference, data[0][batch], data[1][batch]).backward()
+                optimizer.step()
+        for name, parameter in reference.named_parameters():
+            assert torch.allclose(grouped.params[name][index], parameter.detach(), atol=2e-5), (index, name)
 
 
 def test_fitness_is_validation_cross_entropy_chunked():
@@ -234,13 +241,12 @@ def test_fused_sgd_epoch_equals_the_vmap_path_and_torch_optim(lrs):
                      torch.Generator().manual_seed(3))
     for name in fast.params:
         assert torch.allclose(fast.params[name], generic.params[name], atol=1e-5), name
-    # and each member equals torch.optim.SGD on the same batches
-    generator = torch.Generator().manual_seed(3)
-    orders = [torch.randperm(64, generator=generator) for _ in range(2)]
+    # and each member equals torch.optim.SGD on its own batches
+    orders = epoch_orders(torch.Generator().manual_seed(3), 2, 4, 64, None)
     for index, module in enumerate(members):
         reference = copy.deepcopy(module)
         optimizer = torch.optim.SGD(reference.parameters(), lr=lrs[index])
-        for order in orders:
+        for order in orders[:, index]:
             for start in range(0, 64, 16):
                 batch = order[start:start + 16]
                 optimizer.zero_grad()

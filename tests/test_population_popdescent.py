@@ -11,6 +11,7 @@ from esgd_asr.population.engine import Population
 from esgd_asr.population.popdescent import (PopDescentConfig, PopulationDescent, load_popdescent_config, mutate,
                                             normalised_fitness)
 from esgd_asr.train.data import gaussian_clusters
+from untimed import untimed
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[24, 24], activations=["relu", "sigmoid"], num_targets=6)
 
@@ -102,13 +103,29 @@ def test_without_local_updates_the_best_member_never_gets_worse(data, tmp_path):
 
 
 def test_population_descent_learns_and_adapts_the_learning_rates(data, tmp_path):
-    algorithm = PopulationDescent(config(generations=5), factory, *data)
+    algorithm = PopulationDescent(config(generations=5, init_spread=0.0), factory, *data)
+    assert len(set(algorithm.lr.tolist())) == 1                  # all members start at the same rate
     history = run_algorithm(algorithm, tmp_path, progress=False, tensorboard=False, plot=False)
     records = [r for r in history if "generation" in r]
     assert records[-1]["best"] < records[0]["best"]
-    assert records[-1]["gradient_steps"] == 6 * 5 * 5
-    assert len(set(records[-1]["lr"])) > 1
+    assert len(set(records[-1]["lr"])) > 1                      # mutation moved them apart
     assert history[-1]["finish"] == "popdescent" and (tmp_path / "final.pt").exists()
+
+
+def test_local_update_applies_keras_l2_to_weight_matrices_only(data):
+    plain = PopulationDescent(config(local_steps=1, optimizer="sgd", regularization=0.0, init_spread=0.0), factory,
+                              *data)
+    regularised = PopulationDescent(config(local_steps=1, optimizer="sgd", regularization=0.05, init_spread=0.0),
+                                    factory, *data)
+    before = plain.population.clone()
+    plain.local_update()
+    regularised.local_update()   # same seeds: same initial weights and the same batches
+    for name, stack in regularised.population.params.items():
+        difference = stack - plain.population.params[name]
+        if name.endswith("weight"):   # Keras l2(reg): loss + reg * sum(W^2), so the step adds -lr * 2 * reg * W
+            assert torch.allclose(difference, -0.01 * 2 * 0.05 * before.params[name], atol=1e-6), name
+        else:
+            assert torch.equal(difference, torch.zeros_like(difference)), name
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
@@ -122,7 +139,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     resumed = PopulationDescent(settings, factory, *data)
     resumed_history = run_algorithm(resumed, tmp_path / "split", resume=True, progress=False, tensorboard=False,
                                     plot=False)
-    assert resumed_history == whole_history
+    assert untimed(resumed_history) == untimed(whole_history)
     for name, stack in whole.population.params.items():
         assert torch.equal(stack, resumed.population.params[name]), name
     assert torch.equal(whole.lr, resumed.lr)

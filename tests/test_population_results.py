@@ -1,4 +1,4 @@
-"""esgd-show-results prints the hybrid systems as the ESGD papers' Table 1: validation CE and dev / test WER."""
+"""esgd-show-results prints the hybrid systems as the ESGD papers' Table 1, with every row's budget."""
 from esgd_asr.cli import show_results
 from esgd_asr.models import DNNConfig, build_model
 from esgd_asr.models.anchor import save_hybrid_model
@@ -6,19 +6,31 @@ from esgd_asr.models.anchor import save_hybrid_model
 CONFIG = DNNConfig(feat_dim=3, splice=1, hidden=[4], activations=["relu"], num_targets=5)
 
 
-def test_table1_lists_the_systems_in_the_papers_order(tmp_path, capsys):
+def decoded(system, name, wer):
+    (system / name).mkdir()
+    (system / name / "best_wer").write_text(f"%WER {wer} [ 1 / 5, 0 ins, 0 del, 1 sub ] x\n")
+
+
+def test_table1_lists_the_systems_in_the_papers_order_with_budgets_and_ranges(tmp_path, capsys):
     exp = tmp_path / "exp"
-    for name, ce, wer in [("esgd_dnn_anchored", 1.5, "20.10"), ("dnn", 1.75, "22.00"), ("esgd_dnn_esgd", 2.0, None)]:
-        save_hybrid_model(exp / name / "final.pt", build_model(CONFIG), CONFIG, valid_ce=ce)
-        if wer:
-            (exp / name / "decode_test").mkdir()
-            (exp / name / "decode_test" / "best_wer").write_text(f"%WER {wer} [ 1 / 5, 0 ins, 0 del, 1 sub ] x\n")
-    (exp / "mono" / "decode_test").mkdir(parents=True)
-    (exp / "mono" / "decode_test" / "best_wer").write_text("%WER 29.31 [ 907 / 3095 ] x\n")
+    save_hybrid_model(exp / "esgd_dnn_anchored" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=1.5,
+                      fitness_ce=1.5, top_valid_ce=[1.5], member_frames=300000, sgd_frames=1200000,
+                      wall_seconds=600)
+    decoded(exp / "esgd_dnn_anchored", "decode_test", "20.10")
+    save_hybrid_model(exp / "dnn" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=1.75)
+    decoded(exp / "dnn", "decode_test", "22.00")
+    save_hybrid_model(exp / "esgd_dnn_esgd" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=2.0,
+                      fitness_ce=1.9, fitness_frames=20000, top_valid_ce=[2.0, 2.25], member_frames=300000,
+                      sgd_frames=2400000, wall_seconds=90)
+    decoded(exp / "esgd_dnn_esgd", "decode_test", "25.00")
+    decoded(exp / "esgd_dnn_esgd", "decode_test_rank2", "24.50")
     show_results.main([str(tmp_path / "data"), str(exp)])
     out = capsys.readouterr().out
-    assert "mono" in out and "29.31" in out          # the WER listing is kept
-    table = out[out.index("Table 1"):].splitlines()[2:]
-    assert [line.split()[-4] for line in table] == ["dnn", "esgd_dnn_esgd", "esgd_dnn_anchored"]
-    assert table[0].split()[-3:] == ["1.750", "-", "22.00"] and table[1].split()[-3:] == ["2.000", "-", "-"]
-    assert "ESGD with anchor (single baseline)" in table[2]
+    table = out[out.index("Table 1"):].splitlines()[2:5]
+    single, esgd, anchored = table
+    assert "dnn" in single.split()[1:] and "esgd_dnn_esgd" in esgd.split() and "esgd_dnn_anchored" in anchored.split()
+    assert "1.750" in single and "22.00" in single and single.split()[-3:] == ["-", "-", "-"]   # no budget recorded
+    assert "2.000 (1.900)" in esgd and "[2.000, 2.250]" in esgd and "[24.50, 25.00]" in esgd
+    assert esgd.split()[-3:] == ["0.30M", "2.40M", "1.5"]
+    assert "1.500 " in anchored and "(" not in anchored.split("anchored")[-1]
+    assert anchored.split()[-3:] == ["0.30M", "1.20M", "10.0"]

@@ -49,11 +49,11 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(dnn_sets, tmp_path,
     # killed in the middle of epoch 3: the checkpoint of epoch 2 survives, final.pt is not written
     real_epoch = nnet.newbob_epoch
 
-    def dies_in_epoch_3(population, train, valid, config, generator, fitness, lr, epoch, chunk_size):
+    def dies_in_epoch_3(population, train, valid, config, generator, fitness, lr, epoch, chunk_size, samples):
         if epoch == 3:
             torch.randperm(10, generator=generator)  # it had started consuming the shuffling generator
             raise KeyboardInterrupt
-        return real_epoch(population, train, valid, config, generator, fitness, lr, epoch, chunk_size)
+        return real_epoch(population, train, valid, config, generator, fitness, lr, epoch, chunk_size, samples)
 
     monkeypatch.setattr(nnet, "newbob_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):

@@ -59,10 +59,13 @@ def print_wer_table(exp_dir: Path) -> None:
 
 
 # Table 1 rows per network (dnn, blstm): exp dir name pattern and the papers' name of the system
-TABLE1_SYSTEMS = [("{kind}", "single baseline (new-bob SGD)"), ("{kind}_ft", "single baseline + fine-tune"),
+TABLE1_SYSTEMS = [("{kind}", "single SGD (converged; the anchor)"),
+                  ("{kind}_budget", "single SGD (equal budget)"),
                   ("esgd_{kind}_population", "population baseline"),
                   ("esgd_{kind}_no_evolution", "ESGD without evolution"), ("esgd_{kind}_esgd", "ESGD"),
-                  ("esgd_{kind}_anchored", "ESGD with anchor (single baseline)"),
+                  ("{kind}_ft", "control: anchor + new-bob"),
+                  ("esgd_{kind}_anchored", "ESGD with anchor (SGD baseline)"),
+                  ("esgd_{kind}_anchored_esgd", "ESGD with anchor (ESGD baseline)"),
                   ("esgd_{kind}_iterated", "ESGD with iterated anchors")]
 
 
@@ -71,22 +74,46 @@ def best_wer(decode_dir: Path) -> str:
     return path.read_text().split()[1] if path.is_file() else "-"
 
 
+def value_range(values: list[float], digits: int) -> str:
+    """[low, high] of the top-quarter values, "-" without any."""
+    return f"[{min(values):.{digits}f}, {max(values):.{digits}f}]" if values else "-"
+
+
+def table1_row(system: Path) -> list[str]:
+    """Dev CE (whole set; the fitness CE beside it when selection used a subset), its top-quarter range, test WER
+    and its range (decode_test, decode_test_rank<r>), SGD frames per member, total SGD member-frames, wall time."""
+    info = torch.load(system / "final.pt", map_location="cpu", weights_only=True).get("info") or {}
+    ce = f"{info['valid_ce']:.3f}" if "valid_ce" in info else "-"
+    if info.get("fitness_frames"):
+        ce += f" ({info['fitness_ce']:.3f})"
+    wers = [float(w) for w in (best_wer(d) for d in sorted(system.glob("decode_test*"))) if w != "-"]
+    member, total = info.get("member_frames"), info.get("sgd_frames", info.get("member_frames"))
+    wall = info.get("wall_seconds")
+    return [ce, value_range(info.get("top_valid_ce", []), 3), best_wer(system / "decode_test"),
+            value_range(wers, 2), f"{member / 1e6:.2f}M" if member else "-", f"{total / 1e6:.2f}M" if total else "-",
+            f"{wall / 60:.1f}" if wall else "-"]
+
+
 def print_table1(exp_dir: Path) -> None:
-    """Validation CE (on the whole validation set, from final.pt) and dev / test WER of the hybrid systems."""
+    """The ESGD papers' Table 1 per network: the best member's dev CE (whole dev set) and test WER, the range over
+    the top quarter of the population (the papers: the top 15 of mu = 100), and the budget of every row."""
+    header = ["dev CE", "top-1/4 CE", "test WER%", "top-1/4 WER", "frames/mbr", "total", "wall min"]
+    widths = [15, 17, 10, 16, 11, 9, 9]
     lines = []
     for kind in ("dnn", "blstm"):
         for pattern, label in TABLE1_SYSTEMS:
             system = exp_dir / pattern.format(kind=kind)
-            if not (system / "final.pt").is_file():
-                continue
-            info = torch.load(system / "final.pt", map_location="cpu", weights_only=True).get("info") or {}
-            ce = f"{info['valid_ce']:.3f}" if "valid_ce" in info else "-"
-            lines.append(f"{kind:<7}{label:<37}{system.name:<26}{ce:>9}{best_wer(system / 'decode_dev'):>9}"
-                         f"{best_wer(system / 'decode_test'):>10}")
+            if (system / "final.pt").is_file():
+                cells = table1_row(system)
+                lines.append(f"{kind:<6}{label:<35}{system.name:<27}"
+                             + "".join(f"{cell:>{width}}" for cell, width in zip(cells, widths)))
     if lines:
-        print(f"\nTable 1 (ESGD papers' shape)\n{'model':<7}{'system':<37}{'exp dir':<26}{'valid CE':>9}"
-              f"{'dev WER%':>9}{'test WER%':>10}")
+        print(f"\nTable 1 (ESGD papers' shape)\n{'model':<6}{'system':<35}{'exp dir':<27}"
+              + "".join(f"{name:>{width}}" for name, width in zip(header, widths)))
         print("\n".join(lines))
+        print("dev CE: on the whole dev set (in parentheses: on the fitness subset that selected, when one was set)\n"
+              "top-1/4: range over the top quarter of mu; frames/mbr: SGD frames each member saw (anchored rows and\n"
+              "the control: on top of their anchor's); total: SGD member-frames over the population (x mu)")
 
 
 if __name__ == "__main__":

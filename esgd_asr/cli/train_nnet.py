@@ -47,7 +47,7 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--model-opt", type=model_option, action="append", default=[],
                         help="override a model config field, e.g. --model-opt hidden=[512,512]")
     for name, kind in [("lr", float), ("batch-size", int), ("max-epochs", int), ("min-lr", float),
-                       ("halving-factor", float)]:
+                       ("halving-factor", float), ("epoch-frames", int)]:
         parser.add_argument(f"--{name}", type=kind, help="(default: the config's train section)")
     parser.add_argument("--cmvn", type=parse_bool, default=False, help="per-speaker CMVN from cmvn.scp")
     parser.add_argument("--norm-vars", type=parse_bool, default=False)
@@ -79,7 +79,8 @@ def main(argv=None):
     if args.model_type and config_kind(config) != args.model_type:
         raise EsgdError(f"--model-type {args.model_type}, but {nnet_config} describes a {config_kind(config)}")
     newbob = load_newbob_config(nnet_config, args.preset, lr=args.lr, batch_size=args.batch_size,
-                                max_epochs=args.max_epochs, min_lr=args.min_lr, halving_factor=args.halving_factor)
+                                max_epochs=args.max_epochs, min_lr=args.min_lr, halving_factor=args.halving_factor,
+                                epoch_frames=args.epoch_frames)
     sets = prepare_hybrid_sets(config, args.train_data, args.train_ali, args.valid_data, args.valid_ali,
                                args.train_ivectors, args.valid_ivectors, args.cmvn, args.norm_vars, args.delta_order)
     config = sets.fit_config(config)

@@ -4,8 +4,11 @@ A well-trained anchor joins mu - 1 otherwise randomly initialised members. The a
 of the rho parents of an offspring with probability p_a; m-elitist selection runs over the other parents plus the
 offspring (m elite + mu - m - 1 random); when the best selected member beats the anchor the two are exchanged, so
 the anchor's loss never increases and bounds every member's from below. After `generations` generations a new
-round starts (iterated anchors): the anchor is the best model so far, the other mu - 1 members are randomly
-initialised again (as the paper does, for diversity); at the end every model is fine-tuned (Kf epochs of new-bob).
+round starts (iterated anchors: "After each round of evolution (in this case 20 generations), the best model can
+be used as the initial anchor model for the next round"): the anchor is the best model so far, the other mu - 1
+members are randomly initialised again; with `finetune_each_round` each round ends as Algorithm 1 does ("Fine-tune
+the last parent population [...] Pick the individual with the best fitness as the final model") and that model
+anchors the next round. At the end every model is fine-tuned (Kf epochs of new-bob).
 """
 from collections.abc import Callable
 
@@ -55,6 +58,13 @@ class AnchoredESGD(ESGD):
             self.population = Population.from_factory(self.factory, self.trainable_size, self.rng, self.device)
             self.fitness = None
         record = super().step()
+        round_over = self.generation % self.config.generations == 0 and self.generation < self.total_generations
+        if round_over and self.config.finetune_each_round:
+            finetune = self.finetune()
+            record["round_finetune_best"] = finetune["best"]
+            record["anchor_replaced"] = self.promote_best() or record["anchor_replaced"]
+            record.update(self.summary())
+            record["seconds"] = round(record["seconds"] + finetune["seconds"], 3)
         record.update({"round": (self.generation - 1) // self.config.generations + 1,
                        "anchor": float(self.anchor_fitness[0]), "anchor_replacements": self.anchor_replacements})
         return record
@@ -71,6 +81,12 @@ class AnchoredESGD(ESGD):
 
     def evolution_step(self, k: int) -> dict:
         record = super().evolution_step(k)
+        record["anchor_replaced"] = self.promote_best()
+        return record
+
+    def promote_best(self) -> bool:
+        """"If the best fitness is better than the anchor, exchange the anchor and the current best individual";
+        returns whether they were exchanged."""
         best = int(torch.argmin(torch.where(torch.isfinite(self.fitness), self.fitness, torch.inf)))
         replaced = bool(self.fitness[best] < self.anchor_fitness[0])
         if replaced:
@@ -80,8 +96,7 @@ class AnchoredESGD(ESGD):
             self.population.set_member(best, old_anchor)
             self.fitness[best] = old_fitness[0]
             self.anchor_replacements += 1
-        record["anchor_replaced"] = replaced
-        return record
+        return replaced
 
     def all_members(self) -> tuple[Population, torch.Tensor]:
         if self.anchor_fitness is None:

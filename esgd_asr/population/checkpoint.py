@@ -3,6 +3,8 @@
 Written to a temporary file in the same directory and moved into place with os.replace, so a killed run leaves
 either the previous or the new checkpoint, never a partial one.
 """
+from __future__ import annotations
+
 import random
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 
 CHECKPOINT_NAME = "checkpoint.pt"
+FINAL_MODEL_NAME = "final.pt"
 
 
 def rng_states() -> dict:
@@ -28,6 +31,14 @@ def set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def retract_outputs(out_dir: str | Path, resume: bool) -> None:
+    """Called once a run's inputs (data, models, the checkpoint it resumes) are read and checked: drop the old
+    checkpoint unless `resume`, and out_dir/final.pt, which the dir no longer claims until this run completes."""
+    if not resume:
+        (Path(out_dir) / CHECKPOINT_NAME).unlink(missing_ok=True)
+    (Path(out_dir) / FINAL_MODEL_NAME).unlink(missing_ok=True)
 
 
 def save_checkpoint(out_dir: str | Path, algorithm, history: list[dict], fingerprint: dict | None = None) -> Path:

@@ -26,9 +26,10 @@ class ESGDConfig:
     backoff_prob: float = 1.0          # probability of backing off a member whose fitness got worse
     generations: int = 15              # K (with anchors: generations per round)
     rounds: int = 1                    # anchors: iterated rounds, the best of a round is the next anchor
+    finetune_each_round: bool = False  # anchors: fine-tune at the end of every round, the best anchors the next
     anchor_prob: float = 0.25          # anchors: p_a, probability that the anchor is a parent of an offspring
     seed: int = 0
-    epoch_frames: int | None = None    # training frames of one SGD epoch, drawn afresh each epoch (None: all)
+    epoch_frames: int | None = None    # frames of one SGD epoch, each member's own draw per epoch (None: all)
     fitness_frames: int | None = None  # validation frames of the fitness, one fixed draw per run (None: all)
     fitness_chunk: int = 4096          # validation frames per batched fitness pass
     fitness_members: int = 64          # members per batched fitness pass (bounds logits memory on the GPU)
@@ -49,7 +50,9 @@ class ESGDConfig:
                   (self.epoch_frames is None or self.epoch_frames >= 1, "epoch_frames must be positive or null"),
                   (self.fitness_frames is None or self.fitness_frames >= 1, "fitness_frames must be positive or null"),
                   (self.fitness_chunk >= 1, "fitness_chunk must be at least 1"),
-                  (self.fitness_members >= 1, "fitness_members must be at least 1")]
+                  (self.fitness_members >= 1, "fitness_members must be at least 1"),
+                  (self.finetune.epoch_frames is None,
+                   "finetune.epoch_frames: the fine-tune's epochs are those of the SGD step (set epoch_frames)")]
         for ok, message in checks:
             if not ok:
                 raise EsgdError(f"esgd config: {message}")

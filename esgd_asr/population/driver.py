@@ -5,7 +5,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from esgd_asr.atomic import atomic_torch_save
-from esgd_asr.population.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from esgd_asr.population.checkpoint import CHECKPOINT_NAME, load_checkpoint, retract_outputs, save_checkpoint
 from esgd_asr.population.history import GenerationLog
 
 FINAL_MODEL_NAME = "final.pt"
@@ -13,17 +13,18 @@ FINAL_MODEL_NAME = "final.pt"
 
 def run_algorithm(algorithm, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
                   progress: bool = True, tensorboard: bool = True, plot: bool = True,
-                  fingerprint: dict | None = None, save_model: Callable[[dict, Path], object] | None = None
+                  fingerprint: dict | None = None, save_model: Callable[[object, list, Path], object] | None = None
                   ) -> list[dict]:
     """Run the remaining generations of `algorithm`, then its `finish()` (fine-tune), saving an atomic
-    checkpoint after each; out_dir/final.pt gets the best model (`save_model(state_dict, path)`, default: the
-    bare state dict). With `resume` the run continues from out_dir/checkpoint.pt exactly as if never stopped;
-    `fingerprint` (the run's settings) is kept in the checkpoint and a resume with other settings is refused.
+    checkpoint after each; out_dir/final.pt gets the best model (`save_model(algorithm, history, path)`, default:
+    the bare state dict of algorithm.best_state()). With `resume` the run continues from out_dir/checkpoint.pt
+    exactly as if never stopped; `fingerprint` (the run's settings) is kept in the checkpoint and a resume with other settings is refused.
     `stop_after` ends after that many generations in total (to split a run). Returns the history records."""
     out_dir = Path(out_dir)
     history = []
     if resume and (out_dir / CHECKPOINT_NAME).exists():
         history = load_checkpoint(out_dir, algorithm, fingerprint)
+    retract_outputs(out_dir, resume)
     log = GenerationLog(out_dir, tensorboard=tensorboard, plot=plot, first_generation=algorithm.generation)
     try:
         last = algorithm.total_generations if stop_after is None else min(stop_after, algorithm.total_generations)
@@ -43,7 +44,10 @@ def run_algorithm(algorithm, out_dir: str | Path, resume: bool = False, stop_aft
             save_checkpoint(out_dir, algorithm, history, fingerprint)
             log.write(history)
         if finishing or (algorithm.finished and not (out_dir / FINAL_MODEL_NAME).exists()):
-            (save_model or atomic_torch_save)(algorithm.best_state(), out_dir / FINAL_MODEL_NAME)
+            if save_model is None:
+                atomic_torch_save(algorithm.best_state(), out_dir / FINAL_MODEL_NAME)
+            else:
+                save_model(algorithm, history, out_dir / FINAL_MODEL_NAME)
     finally:
         log.close()
     return history

@@ -32,14 +32,16 @@ def member_loss_sum(template: nn.Module, params: Tensors, buffers: Tensors, feat
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
 
 
-def stacked_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed and mean cross-entropy per member (mu,) from stacked logits (mu, ..., classes) of one shared batch
-    (targets -100 are ignored; the mean is nan without labelled frames, as F.cross_entropy's)."""
+def stacked_losses(logits: torch.Tensor, targets: torch.Tensor, per_member: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed and mean cross-entropy per member (mu,) from stacked logits (mu, ..., classes) of one shared batch, or
+    of each member's own batch with `per_member` (targets (mu, ...)); targets -100 are ignored; the mean is nan
+    without labelled frames, as F.cross_entropy's."""
     members, classes = logits.shape[0], logits.shape[-1]
-    targets = targets.reshape(-1)
-    per_frame = F.cross_entropy(logits.reshape(-1, classes), targets.repeat(members), reduction="none")
+    targets = targets.reshape(members, -1) if per_member else targets.reshape(1, -1).expand(members, -1)
+    per_frame = F.cross_entropy(logits.reshape(-1, classes), targets.reshape(-1), reduction="none")
     sums = per_frame.view(members, -1).sum(dim=1)
-    return sums, sums / (targets != -100).sum()
+    return sums, sums / (targets != -100).sum(dim=1)
 
 
 class Population:
@@ -59,6 +61,7 @@ class Population:
         self.params = params
         self.buffers = buffers
         self._loss_fn = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
+        self._own_batch_loss_fn = vmap(self._loss, in_dims=(0, 0, 0, 0), randomness="different")
         self._forward_fn = vmap(self._loss_sum, in_dims=(0, 0, None, None), randomness="different")
         self.plan = None if fast is False else fastpath.linear_plan(template)
         if fast and self.plan is None:
@@ -155,8 +158,9 @@ class Population:
                 stack.copy_(torch.where(shaped, saved[name], stack))
 
     def loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets,
-                       reuse_buffers: bool = False) -> tuple[Tensors, torch.Tensor]:
-        """Gradients (stacked like params) and mean losses (members,) for one shared batch, all members at once.
+                       reuse_buffers: bool = False, per_member: bool = False) -> tuple[Tensors, torch.Tensor]:
+        """Gradients (stacked like params) and mean losses (members,) for one shared batch, or with `per_member`
+        for each member's own batch (features and targets with a leading member dimension), all members at once.
 
         `reuse_buffers`: the returned gradients may live in buffers that the next call with it overwrites (a
         training loop that consumes them at once saves the allocations)."""
@@ -164,10 +168,10 @@ class Population:
             if reuse_buffers and self._workspace is None:
                 self._workspace = fastpath.Workspace()
             return fastpath.loss_and_grads(self.plan, params, features, targets,
-                                           self._workspace if reuse_buffers else None)
-        return self._autograd_loss_and_grads(params, buffers, features, targets)
+                                           self._workspace if reuse_buffers else None, per_member=per_member)
+        return self._autograd_loss_and_grads(params, buffers, features, targets, per_member)
 
-    def _autograd_loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets
+    def _autograd_loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets, per_member: bool = False
                                  ) -> tuple[Tensors, torch.Tensor]:
         """The stacked (or vmap'd) forward, differentiated by plain autograd: every member's loss depends on its
         own slice of the stacked parameters only, so the gradient of the summed losses is the stack of the
@@ -176,22 +180,24 @@ class Population:
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad():
             if self.stacked is not None:
-                losses = stacked_losses(self.stacked(leaves, features), targets)[1]
+                losses = stacked_losses(self.stacked(leaves, features, not per_member), targets, per_member)[1]
             else:
-                losses = self._loss_fn(leaves, buffers, features, targets)
+                loss_fn = self._own_batch_loss_fn if per_member else self._loss_fn
+                losses = loss_fn(leaves, buffers, features, targets)
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return dict(zip(leaves, grads)), losses.detach()
 
     def sgd_step(self, params: Tensors, buffers: Tensors, features, targets,
-                 lr: float | torch.Tensor) -> torch.Tensor:
+                 lr: float | torch.Tensor, per_member: bool = False) -> torch.Tensor:
         """One plain-SGD step (no momentum) of every member in place, param <- param - lr * grad; `lr` is a float
-        or a (members,) tensor. Returns the mean losses before the step. On the batched-matmul path the update is
-        fused into the weight-gradient GEMMs (no gradient is materialised)."""
+        or a (members,) tensor; `per_member` as in loss_and_grads. Returns the mean losses before the step. On the
+        batched-matmul path the update is fused into the weight-gradient GEMMs (no gradient is materialised)."""
         if self.plan is not None:
             if self._workspace is None:
                 self._workspace = fastpath.Workspace()
-            return fastpath.loss_and_grads(self.plan, params, features, targets, self._workspace, sgd_lr=lr)[1]
-        grads, losses = self._autograd_loss_and_grads(params, buffers, features, targets)
+            return fastpath.loss_and_grads(self.plan, params, features, targets, self._workspace, sgd_lr=lr,
+                                           per_member=per_member)[1]
+        grads, losses = self._autograd_loss_and_grads(params, buffers, features, targets, per_member)
         with torch.no_grad():
             for name, param in params.items():
                 if isinstance(lr, torch.Tensor):

@@ -4,10 +4,13 @@ Each generation k: every member draws an optimizer and hyperparameters from the 
 back-off; then lambda offspring, each the mean of rho distinct roulette-chosen parents plus N(0, sigma_k^2) noise,
 sigma_k = sigma_0 / k; m-elitist selection over the mu + lambda keeps the best m and fills mu - m at random.
 With back-off and m-elitism the mean loss of the best m members never increases. At the end every member is
-fine-tuned (Kf epochs of new-bob: plain SGD, back-off and lr halving). Scaled-down runs may train each epoch on
-`epoch_frames` frames drawn afresh and measure the fitness on a fixed draw of `fitness_frames` validation frames
-(whole samples: frames for a DNN, chunks for a BiLSTM).
+fine-tuned (Kf epochs of new-bob: plain SGD, back-off and lr halving). Every member draws its own mini-batch order
+(sgd.epoch_orders); an epoch is the whole training set, or `epoch_frames` frames each member draws afresh. The
+fitness is the CE on the whole validation set, or (an explicit option) on a fixed draw of `fitness_frames` of it.
+The budget is counted in frames: `member_frames` of SGD per member, `sgd_frames` over all members trained,
+`eval_frames` of fitness evaluations (forward only), and wall seconds per generation.
 """
+import time
 from collections.abc import Callable
 
 import torch
@@ -19,7 +22,7 @@ from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
 from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix, roulette_parents
 from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
-from esgd_asr.train.data import Data, as_tensors
+from esgd_asr.train.data import Data, as_tensors, samples_for
 from esgd_asr.train.newbob import finished, newbob_epoch
 
 
@@ -36,12 +39,15 @@ class ESGD:
         self.train = as_tensors(train, self.device, "train")
         self.valid = random_subset(as_tensors(valid, self.device, "valid"), config.fitness_frames,
                                    torch.Generator().manual_seed(config.seed + 2))
+        self.epoch_samples = samples_for(self.train, config.epoch_frames)
         self.rng = torch.Generator().manual_seed(config.seed)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.population = Population.from_factory(factory, self.trainable_size, self.rng, self.device)
         self.fitness: torch.Tensor | None = None
         self.generation = 0
-        self.member_sgd_epochs = 0
+        self.member_frames = 0      # SGD frames one member saw (its lineage), the budget of Table 1
+        self.sgd_frames = 0         # SGD member-frames over all members trained (total compute)
+        self.eval_frames = 0        # member-frames of fitness evaluations (forward only)
         self.finished = False
         self.hyper: HyperParams | None = None
         self.optimizer_state: OptimizerState | None = None
@@ -56,7 +62,12 @@ class ESGD:
         return self.config.generations
 
     def evaluate(self, population: Population) -> torch.Tensor:
+        self.eval_frames += population.size * self.valid_frames
         return population.fitness(self.valid, self.config.fitness_chunk, self.config.fitness_members).cpu()
+
+    @property
+    def valid_frames(self) -> int:
+        return int((self.valid[1] != -100).sum())
 
     def generation_in_round(self) -> int:
         """k of the generation about to run, counted from 1 (the lr annealing and sigma_k use it)."""
@@ -64,6 +75,7 @@ class ESGD:
 
     def step(self) -> dict:
         """Run one generation and return its history record."""
+        start = time.perf_counter()
         k = self.generation_in_round()
         if self.fitness is None:
             self.fitness = self.evaluate(self.population)
@@ -74,6 +86,7 @@ class ESGD:
             record.update(self.evolution_step(k))
         self.generation += 1
         record.update(self.summary())
+        record["seconds"] = round(time.perf_counter() - start, 3)
         return record
 
     def sgd_step(self, k: int) -> dict:
@@ -82,19 +95,17 @@ class ESGD:
         self.optimizer_state = OptimizerState.zeros_like(self.population.params)
         return self.run_sgd(self.hyper, self.optimizer_state)
 
-    def epoch_data(self) -> Data:
-        """The training data of one SGD epoch: all of it, or `epoch_frames` frames drawn afresh."""
-        return random_subset(self.train, self.config.epoch_frames, self.rng)
-
     def run_sgd(self, hyper: HyperParams, state: OptimizerState) -> dict:
         backed_off = torch.zeros(self.population.size, dtype=torch.bool)
         for _ in range(self.config.sgd_epochs):
-            result = sgd_with_backoff(self.population, state, hyper, self.fitness, self.epoch_data(), self.valid, 1,
+            result = sgd_with_backoff(self.population, state, hyper, self.fitness, self.train, self.valid, 1,
                                       self.config.backoff_prob, self.rng, self.config.fitness_chunk,
-                                      self.config.fitness_members)
+                                      self.config.fitness_members, self.epoch_samples)
+            self.eval_frames += self.population.size * self.valid_frames
             self.fitness = result.fitness
             backed_off |= result.backed_off
-        self.member_sgd_epochs += self.population.size * self.config.sgd_epochs
+            self.member_frames += result.frames
+            self.sgd_frames += self.population.size * result.frames
         best = int(torch.argmin(torch.where(torch.isfinite(self.fitness), self.fitness, torch.inf)))
         living(self.fitness, f"generation {self.generation + 1} after the SGD step")
         return {"backed_off": int(backed_off.sum()), "best_optimizer": hyper.describe(best),
@@ -117,8 +128,8 @@ class ESGD:
             hyper = self.config.pool.sample(offspring.size, k, self.rng)
             state = OptimizerState.zeros_like(offspring.params)
             for _ in range(self.config.offspring_sgd_epochs):
-                train_epochs(offspring, state, hyper, self.epoch_data(), 1, self.rng)
-            self.member_sgd_epochs += offspring.size * self.config.offspring_sgd_epochs
+                frames = train_epochs(offspring, state, hyper, self.train, 1, self.rng, self.epoch_samples)
+                self.sgd_frames += offspring.size * frames
         return offspring, self.evaluate(offspring)
 
     def evolution_step(self, k: int) -> dict:
@@ -146,24 +157,35 @@ class ESGD:
         ranked = torch.sort(fitness[alive]).values
         elite = self.config.elite(len(fitness))
         return {"best": float(ranked[0]), "mean": float(ranked.mean()), "elite_mean": float(ranked[:elite].mean()),
-                "worst": float(ranked[-1]), "dead": int((~alive).sum()), "member_sgd_epochs": self.member_sgd_epochs}
+                "worst": float(ranked[-1]), "dead": int((~alive).sum()), **self.budget()}
+
+    def budget(self) -> dict:
+        return {"member_frames": self.member_frames, "sgd_frames": self.sgd_frames, "eval_frames": self.eval_frames}
 
     def finish(self) -> dict:
-        """Fine-tune every model held for Kf = `finetune.max_epochs` epochs of new-bob (plain SGD; a member whose
-        fitness got worse backs off and halves its lr); returns the record."""
+        """The end of Algorithm 1: the fine-tune (finetune()), then the best model is the result."""
         self.finished = True
+        return self.finetune()
+
+    def finetune(self) -> dict:
+        """Fine-tune every model held for Kf = `finetune.max_epochs` epochs of new-bob ("a small learning rate using
+        plain SGD [...] When fitness degrades, back off to previous epoch and anneal 2x learning rate"); returns
+        the record."""
+        start = time.perf_counter()
         population, fitness = self.all_members()
         schedule = self.config.finetune
         lr = torch.full((population.size,), float(schedule.lr))
         epochs = []
         while not finished(schedule, lr, len(epochs)):
-            fitness, lr, record = newbob_epoch(population, self.epoch_data(), self.valid, schedule, self.rng, fitness,
-                                               lr, len(epochs) + 1, self.config.fitness_chunk)
+            fitness, lr, record = newbob_epoch(population, self.train, self.valid, schedule, self.rng, fitness,
+                                               lr, len(epochs) + 1, self.config.fitness_chunk, self.epoch_samples)
             epochs.append(record)
+            self.eval_frames += population.size * self.valid_frames
+            self.member_frames += record["frames"]
+            self.sgd_frames += population.size * record["frames"]
         self.set_all_members(population, fitness)
-        self.member_sgd_epochs += population.size * len(epochs)
         return {"finetune_epochs": len(epochs), "best": float(fitness[torch.isfinite(fitness)].min()),
-                "finetune": epochs, "member_sgd_epochs": self.member_sgd_epochs}
+                "finetune": epochs, **self.budget(), "seconds": round(time.perf_counter() - start, 3)}
 
     def set_all_members(self, population: Population, fitness: torch.Tensor) -> None:
         self.population, self.fitness = population, fitness
@@ -177,6 +199,13 @@ class ESGD:
         population, _ = self.all_members()
         return population.member_state(self.best_index())
 
+    def ranked_states(self, count: int) -> list[tuple[dict, float]]:
+        """(state dict, fitness) of the `count` best living models held, best first."""
+        population, fitness = self.all_members()
+        order = torch.argsort(torch.where(torch.isfinite(fitness), fitness, torch.inf), stable=True)
+        alive = int(torch.isfinite(fitness).sum())
+        return [(population.member_state(int(i)), float(fitness[i])) for i in order[:min(count, alive)]]
+
     def best_module(self) -> nn.Module:
         module = self.factory()
         module.load_state_dict(self.best_state())
@@ -185,7 +214,7 @@ class ESGD:
     def state_dict(self) -> dict:
         """Everything a resumed run needs (the data and the factory are given again to the constructor)."""
         return {"algorithm": self.name, "generation": self.generation, "finished": self.finished,
-                "member_sgd_epochs": self.member_sgd_epochs, "params": self.population.params,
+                **self.budget(), "params": self.population.params,
                 "buffers": self.population.buffers, "fitness": self.fitness, "rng": self.rng.get_state(),
                 "noise_rng": self.noise_rng.get_state(),
                 "hyper": None if self.hyper is None else self.hyper.state_dict(),
@@ -195,7 +224,8 @@ class ESGD:
         if state["algorithm"] != self.name:
             raise EsgdError(f"checkpoint: written by {state['algorithm']!r}, cannot resume as {self.name!r}")
         self.generation, self.finished = state["generation"], state["finished"]
-        self.member_sgd_epochs = state["member_sgd_epochs"]
+        self.member_frames, self.sgd_frames = state["member_frames"], state["sgd_frames"]
+        self.eval_frames = state["eval_frames"]
         self.population = self.on_device(state["params"], state["buffers"])
         self.fitness = state["fitness"]
         self.rng.set_state(state["rng"])
@@ -213,10 +243,10 @@ class ESGD:
 
 
 def random_subset(data: Data, frames: int | None, generator: torch.Generator) -> Data:
-    """Samples of (features, targets) holding about `frames` frames (a sample is a frame or a chunk of frames),
-    drawn without replacement, in their original order (all when None or not fewer than there are)."""
+    """Samples of (features, targets) holding about `frames` labelled frames (a sample is a frame or a chunk of
+    frames), drawn without replacement, in their original order (all when None or not fewer than there are)."""
     features, targets = data
-    count = None if frames is None else max(1, round(frames / targets[0].numel()))
+    count = samples_for(data, frames)
     if count is None or count >= features.shape[0]:
         return data
     pick = torch.randperm(features.shape[0], generator=generator)[:count].sort().values.to(features.device)

@@ -2,11 +2,12 @@
 
 For such models (FeedForwardDNN, or an nn.Sequential of nn.Linear / ReLU / Sigmoid / Tanh / Identity) the forward
 pass of all mu members is a chain of batched matmuls over the stacked (mu, out, in) weights and the backward pass
-is written out by hand: no vmap, no functional_call, no autograd graph. The first layer sees the same batch for
-every member, so it is one large GEMM (batch, in) x (in, mu * out); the input gradient of the first layer is never
-computed. The cross-entropy gradient is softmax - one-hot, scaled by 1 / (labelled frames), as in
-F.cross_entropy(reduction="mean", ignore_index=-100). Results equal the vmap path (and a per-member loop) to
-float32 rounding.
+is written out by hand: no vmap, no functional_call, no autograd graph. When every member sees the same batch (the
+fitness) the first layer is one large GEMM (batch, in) x (in, mu * out); in training each member sees its own batch
+(`per_member`: features (mu, batch, in)) and the first layer is a batched matmul like the others. The input
+gradient of the first layer is never computed. The cross-entropy gradient is softmax - one-hot, scaled by
+1 / (labelled frames), as in F.cross_entropy(reduction="mean", ignore_index=-100). Results equal the vmap path
+(and a per-member loop) to float32 rounding.
 
 `linear_plan(template)` returns None for any other module; the engine then uses the generic vmap path.
 """
@@ -117,20 +118,21 @@ def _activation_backward(grad: torch.Tensor, output: torch.Tensor, activation: s
     return grad
 
 
-def forward(plan, params: Tensors, features: torch.Tensor, keep: bool = False, workspace: Workspace | None = None):
+def forward(plan, params: Tensors, features: torch.Tensor, keep: bool = False, workspace: Workspace | None = None,
+            per_member: bool = False):
     """Logits (mu, batch, classes) of every member; with `keep` also the layer outputs the backward needs.
 
-    The first layer is one GEMM (batch, in) x (in, mu * out) over the shared input, viewed as (mu, batch, out);
-    every other layer is a batched matmul over the member dimension.
+    A shared input (batch, in) makes the first layer one GEMM (batch, in) x (in, mu * out), viewed as
+    (mu, batch, out); per-member inputs (mu, batch, in) and every other layer are batched matmuls over the members.
     """
     outputs = []
     hidden = features
-    batch = features.shape[0]
+    batch = features.shape[-2]
     for index, layer in enumerate(plan):
         weight = params[layer.weight]
         bias = params[layer.bias] if layer.bias else None
         members, out, width = weight.shape
-        if index == 0:
+        if index == 0 and not per_member:
             flat = _new(workspace, ("out", index), (batch, members * out), weight)
             if bias is None:
                 torch.mm(features, weight.reshape(members * out, width).t(), out=flat)
@@ -149,29 +151,34 @@ def forward(plan, params: Tensors, features: torch.Tensor, keep: bool = False, w
     return hidden, outputs
 
 
-def _flat_inputs(features: torch.Tensor, targets: torch.Tensor):
+def _flat_inputs(features: torch.Tensor, targets: torch.Tensor, per_member: bool = False):
+    """Frames as rows: (frames, in) / (frames,) shared, (mu, frames, in) / (mu, frames) per member."""
+    if per_member:
+        members = features.shape[0]
+        return features.reshape(members, -1, features.shape[-1]), targets.reshape(members, -1)
     return features.reshape(-1, features.shape[-1]), targets.reshape(-1)
 
 
 def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch.Tensor,
-                   workspace: Workspace | None = None, sgd_lr: float | torch.Tensor | None = None
-                   ) -> tuple[Tensors, torch.Tensor]:
-    """Mean cross-entropy (mu,) and its gradients, stacked like `params`, for one batch shared by all members.
+                   workspace: Workspace | None = None, sgd_lr: float | torch.Tensor | None = None,
+                   per_member: bool = False) -> tuple[Tensors, torch.Tensor]:
+    """Mean cross-entropy (mu,) and its gradients, stacked like `params`, for one batch shared by all members, or
+    with `per_member` for each member's own batch (features (mu, batch, in), targets (mu, batch)).
 
     With a `workspace` the gradients and intermediates live in its buffers, valid until the next call with it.
     With `sgd_lr` (a float, or a (mu,) tensor of per-member learning rates) the plain-SGD step
     param <- param - lr * grad is fused into the weight-gradient GEMMs (W.baddbmm_(-lr * dZ^T, H)) and applied in
     place; no gradient is materialised and the returned dict is empty.
     """
-    features, targets = _flat_inputs(features, targets)
-    logits, outputs = forward(plan, params, features, keep=True, workspace=workspace)
-    labelled = targets != -100
-    frames = labelled.sum()
-    safe = torch.where(labelled, targets, 0)
-    index = safe.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    features, targets = _flat_inputs(features, targets, per_member)
+    logits, outputs = forward(plan, params, features, keep=True, workspace=workspace, per_member=per_member)
+    members = logits.shape[0]
+    labelled = (targets != -100).expand(members, -1) if per_member else (targets != -100).view(1, -1)
+    frames = labelled.sum(dim=1, keepdim=True)
+    index = torch.where(labelled, targets, 0).expand(members, -1).unsqueeze(-1)
     grad = torch.log_softmax(logits, dim=-1, out=_new(workspace, "log_probs", logits.shape, logits))
     picked = grad.gather(-1, index)
-    weight = (labelled.to(grad.dtype) / frames).view(1, -1, 1)  # nan without labelled frames, as F.cross_entropy
+    weight = (labelled.to(grad.dtype) / frames).unsqueeze(-1)   # nan without labelled frames, as F.cross_entropy
     losses = -(picked * weight).sum(dim=(1, 2))
     grad.exp_()                                                 # softmax
     grad.scatter_add_(-1, index, torch.full_like(picked, -1.0))
@@ -192,8 +199,9 @@ def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch
         if position > 0:  # the gradient flowing down uses the weights before this step's update
             below = torch.bmm(grad, weight_tensor,
                               out=_new(workspace, ("back", position), outputs[position - 1].shape, grad))
-        inputs = (features.unsqueeze(0).expand(grad.shape[0], *features.shape) if position == 0
-                  else outputs[position - 1])
+            inputs = outputs[position - 1]
+        else:
+            inputs = features if per_member else features.unsqueeze(0).expand(grad.shape[0], *features.shape)
         if fused:
             # with per-member rates grad already carries -lr_m (the chain rule is linear in the scale)
             if layer.bias:

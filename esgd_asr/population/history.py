@@ -5,7 +5,8 @@ import time
 from pathlib import Path
 
 TSV_COLUMNS = ["generation", "best", "mean", "elite_mean", "worst", "dead", "backed_off", "offspring_selected",
-               "sigma", "anchor", "anchor_replaced", "member_sgd_epochs", "best_optimizer"]
+               "sigma", "anchor", "anchor_replaced", "member_frames", "sgd_frames", "eval_frames", "seconds",
+               "best_optimizer"]
 SCALARS = ["best", "mean", "elite_mean", "sigma", "anchor", "backed_off", "offspring_selected"]
 
 

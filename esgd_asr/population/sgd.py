@@ -7,14 +7,27 @@ from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState, UpdateRule
 
 
-def train_epochs(population: Population, state: OptimizerState, hyper: HyperParams, train, epochs: int,
-                 generator: torch.Generator) -> None:
-    """Train every member for `epochs` epochs in place; members sharing a batch size run as one vmap group.
+def epoch_orders(generator: torch.Generator, epochs: int, members: int, count: int, samples: int | None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """(epochs, members, samples) sample indices: each member's own shuffle of its own draw of `samples` of the
+    `count` training samples (all of them when None), from a seed drawn per member and epoch from `generator`, so
+    a member's batches do not depend on which other members train beside it."""
+    samples = count if samples is None else min(samples, count)
+    seeds = torch.randint(0, 2**62, (epochs, members), generator=generator)
+    return torch.stack([torch.stack([torch.randperm(count, generator=torch.Generator().manual_seed(int(seed)))[:samples]
+                                     for seed in row]) for row in seeds]).to(device)
 
-    Each group draws its own shuffle per epoch from `generator`; all members of a group see the same batches.
+
+def train_epochs(population: Population, state: OptimizerState, hyper: HyperParams, train, epochs: int,
+                 generator: torch.Generator, samples: int | None = None) -> int:
+    """Train every member for `epochs` epochs of `samples` samples each (None: all) in place; returns the frames
+    each member saw. Members sharing a batch size run as one batched group, but each member draws its own
+    mini-batch order (epoch_orders): ESGD's "gene isolation as a species is preserved" in the SGD step.
     """
+    if epochs == 0:
+        return 0
     features, targets = train
-    count = features.shape[0]
+    orders = epoch_orders(generator, epochs, population.size, features.shape[0], samples, features.device)
     for batch_size in sorted(set(hyper.batch_size.tolist())):
         members = torch.nonzero(hyper.batch_size == batch_size).flatten()
         whole = len(members) == population.size
@@ -22,42 +35,47 @@ def train_epochs(population: Population, state: OptimizerState, hyper: HyperPara
         buffers = population.buffers if whole else {k: v[members.to(v.device)] for k, v in population.buffers.items()}
         group_state = state if whole else state.select(members)
         rule = UpdateRule(hyper if whole else hyper.select(members), group_state.steps.device)
-        for _ in range(epochs):
-            order = torch.randperm(count, generator=generator).to(features.device)
-            for start in range(0, count, batch_size):
-                batch = order[start:start + batch_size]
+        for epoch in range(epochs):
+            order = orders[epoch] if whole else orders[epoch][members.to(orders.device)]
+            for start in range(0, order.shape[1], batch_size):
+                batch = order[:, start:start + batch_size]
                 if rule.plain_sgd and population.fast:
                     # plain SGD: the update is fused into the batched backward pass
-                    population.sgd_step(params, buffers, features[batch], targets[batch], rule.sgd_lr)
+                    population.sgd_step(params, buffers, features[batch], targets[batch], rule.sgd_lr, per_member=True)
                     group_state.steps += 1
                 else:
                     grads, _ = population.loss_and_grads(params, buffers, features[batch], targets[batch],
-                                                         reuse_buffers=True)
+                                                         reuse_buffers=True, per_member=True)
                     rule.apply(params, grads, group_state)
         if not whole:
             for name, stack in population.params.items():
                 stack[members.to(stack.device)] = params[name]
             state.scatter(members, group_state)
+    return epochs * int((targets[orders[0, 0]] != -100).sum())
 
 
 @dataclass
 class BackoffResult:
-    """Fitness after the SGD step and which members were backed off in it."""
+    """Fitness after the SGD step, which members were backed off in it and the frames each member trained on."""
 
     fitness: torch.Tensor
     backed_off: torch.Tensor
+    frames: int
 
 
 def sgd_with_backoff(population: Population, state: OptimizerState, hyper: HyperParams, fitness: torch.Tensor,
                      train, valid, epochs: int, backoff_prob: float, generator: torch.Generator,
-                     chunk_size: int = 4096, member_chunk: int | None = None) -> BackoffResult:
-    """`epochs` SGD epochs; after each, a member whose validation loss got worse (or non-finite) returns to its
-    exact previous weights and optimizer buffers with probability `backoff_prob` (1 = always, ESGD; 0.7 in the
-    paper's LM runs). Returns the new fitness and the members backed off in any of the epochs."""
+                     chunk_size: int = 4096, member_chunk: int | None = None, samples: int | None = None
+                     ) -> BackoffResult:
+    """`epochs` SGD epochs (of `samples` samples per member, None: all); after each, a member whose validation loss
+    got worse (or non-finite) returns to its exact previous weights and optimizer buffers with probability
+    `backoff_prob` (1 = always, ESGD; 0.7 in the paper's LM runs). Returns the new fitness, the members backed off
+    in any of the epochs and the frames each member trained on."""
     backed_off = torch.zeros(population.size, dtype=torch.bool)
+    frames = 0
     for _ in range(epochs):
         saved_members, saved_state = population.clone(), state.clone()
-        train_epochs(population, state, hyper, train, 1, generator)
+        frames += train_epochs(population, state, hyper, train, 1, generator, samples)
         new_fitness = population.fitness(valid, chunk_size, member_chunk).cpu()
         worse = ~(new_fitness <= fitness) & torch.isfinite(fitness)
         back = worse & (torch.rand(population.size, generator=generator) < backoff_prob)
@@ -65,4 +83,4 @@ def sgd_with_backoff(population: Population, state: OptimizerState, hyper: Hyper
         state.restore(back, saved_state)
         fitness = torch.where(back, fitness, new_fitness)
         backed_off |= back
-    return BackoffResult(fitness, backed_off)
+    return BackoffResult(fitness, backed_off, frames)

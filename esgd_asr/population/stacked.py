@@ -1,13 +1,14 @@
 """Direct stacked forward passes for populations of models the batched-matmul path does not cover (the BiLSTM).
 
 The forward of all mu members is written over the stacked (mu, ...) parameters with batched matmuls: the input
-projections of a layer are one GEMM over all time steps (for the first layer, whose input every member shares,
-one (batch * time, in) x (in, mu * 4 cells) product), the recurrence one (mu, batch, cells) x (mu, cells,
-4 cells) bmm per step. The engine differentiates it with ordinary autograd; a member's loss depends on its own
+projections of a layer are one GEMM over all time steps (for the first layer, when every member sees the same
+input, as in the fitness, one (batch * time, in) x (in, mu * 4 cells) product), the recurrence one
+(mu, batch, cells) x (mu, cells, 4 cells) bmm per step. The engine differentiates it with ordinary autograd; a member's loss depends on its own
 slice only, so the gradient of the summed losses is the stack of the members' gradients. Per step this launches
 the ops of one model instead of mu models' (a per-member loop) or vmap's batching-rule dispatch.
 
-`stacked_forward(template)` returns `forward(params, features) -> logits (mu, batch, time, targets)`, or None.
+`stacked_forward(template)` returns `forward(params, features, shared=True) -> logits (mu, batch, time, targets)`
+(features (batch, time, in) shared by all members, or with shared=False (mu, batch, time, in)), or None.
 """
 from collections.abc import Callable
 
@@ -57,9 +58,9 @@ def _linear(params: Tensors, prefix: str, inputs: torch.Tensor) -> torch.Tensor:
     return flat.view(*inputs.shape[:-1], weight.shape[1])
 
 
-def _blstm_forward(num_layers: int) -> Callable[[Tensors, torch.Tensor], torch.Tensor]:
-    def forward(params: Tensors, features: torch.Tensor) -> torch.Tensor:
-        hidden, shared = features, True
+def _blstm_forward(num_layers: int) -> Callable[[Tensors, torch.Tensor, bool], torch.Tensor]:
+    def forward(params: Tensors, features: torch.Tensor, shared: bool = True) -> torch.Tensor:
+        hidden = features
         for layer in range(num_layers):
             hidden = torch.cat([_lstm_direction(params, f"layers.{layer}.{d}.", hidden, shared, reverse=d == 1)
                                 for d in (0, 1)], dim=-1)
@@ -69,7 +70,7 @@ def _blstm_forward(num_layers: int) -> Callable[[Tensors, torch.Tensor], torch.T
     return forward
 
 
-def stacked_forward(template) -> Callable[[Tensors, torch.Tensor], torch.Tensor] | None:
+def stacked_forward(template) -> Callable[[Tensors, torch.Tensor, bool], torch.Tensor] | None:
     """The stacked forward for `template`'s architecture, or None (the engine then vmaps functional_call)."""
     from esgd_asr.models.blstm import BiLSTM
 

@@ -37,6 +37,15 @@ def as_tensors(data, device: torch.device | str = "cpu", name: str = "data") -> 
     return features.to(device=device, dtype=torch.float32), targets.to(device=device, dtype=torch.long)
 
 
+def samples_for(data: Data, frames: int | None) -> int | None:
+    """Samples (frames for a DNN, chunks for a BiLSTM) holding about `frames` labelled frames; None: all."""
+    if frames is None:
+        return None
+    count = data[1].shape[0]
+    per_sample = max(1.0, int((data[1] != -100).sum()) / count)
+    return min(count, max(1, round(frames / per_sample)))
+
+
 def gaussian_clusters(count: int, input_dim: int, num_classes: int, generator: torch.Generator,
                       spread: float = 1.0, frames: int | None = None) -> Data:
     """A synthetic classification problem: one Gaussian cluster per class (frames=T gives (N, T, dim) chunks).

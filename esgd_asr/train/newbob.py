@@ -15,22 +15,26 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
 from esgd_asr.population.sgd import train_epochs
-from esgd_asr.train.data import as_tensors
+from esgd_asr.train.data import as_tensors, samples_for
 
 
 @dataclass
 class NewBobConfig:
-    """Single-model baseline: plain SGD, batch 128, 20 epochs (lr 1e-3 BN50, 0.025 SWB300)."""
+    """Single-model baseline: plain SGD, batch 128, 20 epochs (lr 1e-3 BN50, 0.025 SWB300); an epoch is the whole
+    training set or `epoch_frames` frames drawn afresh (the equal-budget baseline of a scaled-down Table 1)."""
 
     lr: float = 1e-3
     batch_size: int = 128
     max_epochs: int = 20
     min_lr: float = 1e-6
     halving_factor: float = 0.5
+    epoch_frames: int | None = None
 
     def __post_init__(self):
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 0 or self.min_lr < 0:
             raise EsgdError("newbob config: lr and batch_size must be positive, max_epochs and min_lr >= 0")
+        if self.epoch_frames is not None and self.epoch_frames < 1:
+            raise EsgdError("newbob config: epoch_frames must be positive or null")
         if not 0 < self.halving_factor < 1:
             raise EsgdError("newbob config: halving_factor must be in (0, 1)")
 
@@ -62,22 +66,23 @@ class NewBobResult:
 
 
 def newbob_epoch(population: Population, train, valid, config: NewBobConfig, generator: torch.Generator,
-                 fitness: torch.Tensor, lr: torch.Tensor, epoch: int, chunk_size: int = 4096
-                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """One new-bob epoch in place: SGD over `train` for the members whose lr is not below `min_lr`, then back off
-    and halve the lr of each member whose validation CE rose. Returns the new fitness, lr and the epoch record."""
+                 fitness: torch.Tensor, lr: torch.Tensor, epoch: int, chunk_size: int = 4096,
+                 samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One new-bob epoch in place: SGD over `train` (`samples` samples per member, None: all) for the members whose
+    lr is not below `min_lr`, then back off and halve the lr of each member whose validation CE rose. Returns the
+    new fitness, lr and the epoch record (with the frames each member trained on)."""
     active = lr >= config.min_lr
     hyper = HyperParams.plain_sgd(population.size, config.lr, config.batch_size)
     hyper.lr = torch.where(active, lr, 0.0)
     saved = population.clone()
-    train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1, generator)
+    frames = train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1, generator, samples)
     new_fitness = population.fitness(valid, chunk_size).cpu()
     worse = active & ~(new_fitness <= fitness)
     population.restore(worse, saved)
     fitness = torch.where(worse, fitness, new_fitness)
     lr = torch.where(worse, lr * config.halving_factor, lr)
     record = {"epoch": epoch, "fitness": fitness.tolist(), "lr": lr.tolist(), "backed_off": worse.tolist(),
-              "tried": new_fitness.tolist()}
+              "tried": new_fitness.tolist(), "frames": frames}
     return fitness, lr, record
 
 
@@ -91,10 +96,11 @@ def train_newbob(population: Population, train, valid, config: NewBobConfig, gen
     """Train every member of `population` in place with new-bob; returns the final fitness and the epoch log."""
     fitness = population.fitness(valid, chunk_size).cpu() if fitness is None else fitness.clone()
     lr = torch.full((population.size,), float(config.lr))
+    samples = samples_for(train, config.epoch_frames)
     epochs = []
     while not finished(config, lr, len(epochs)):
         fitness, lr, record = newbob_epoch(population, train, valid, config, generator, fitness, lr,
-                                           len(epochs) + 1, chunk_size)
+                                           len(epochs) + 1, chunk_size, samples)
         epochs.append(record)
     return NewBobResult(fitness, lr, epochs)
 

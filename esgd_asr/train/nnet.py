@@ -20,9 +20,9 @@ from torch import nn
 from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.anchor import ModelConfig, config_to_dict, save_hybrid_model
-from esgd_asr.population.checkpoint import rng_states, set_rng_states
+from esgd_asr.population.checkpoint import retract_outputs, rng_states, set_rng_states
 from esgd_asr.population.engine import Population
-from esgd_asr.train.data import HybridSets, as_tensors
+from esgd_asr.train.data import HybridSets, as_tensors, samples_for
 from esgd_asr.train.epoch_log import EpochLog
 from esgd_asr.train.newbob import NewBobConfig, finished, newbob_epoch
 
@@ -80,6 +80,8 @@ def train_nnet(model: nn.Module, config: ModelConfig, sets: HybridSets, newbob: 
         ce, acc = evaluate(population.to_module(0, model), valid, chunk_size)
         history = [{"epoch": 0, "valid_ce": ce, "valid_acc": acc, "lr": newbob.lr, "backed_off": False}]
         log.info("epoch 0: validation CE %.4f, frame accuracy %.2f %%", ce, 100 * acc)
+    retract_outputs(out_dir, resume)
+    samples = samples_for(train, newbob.epoch_frames)
     epoch_log = EpochLog(out_dir, tensorboard, plot, first_epoch=history[-1]["epoch"])
     try:
         epoch_log.write(history)
@@ -88,13 +90,13 @@ def train_nnet(model: nn.Module, config: ModelConfig, sets: HybridSets, newbob: 
             epoch = history[-1]["epoch"] + 1
             start = time.perf_counter()
             fitness, lr, record = newbob_epoch(population, train, valid, newbob, generator, fitness, lr, epoch,
-                                               chunk_size)
+                                               chunk_size, samples)
             seconds = time.perf_counter() - start
             ce, acc = evaluate(population.to_module(0, model), valid, chunk_size)
-            frames = int((train[1] != -100).sum())
+            frames = record["frames"]
             history.append({"epoch": epoch, "valid_ce": ce, "valid_acc": acc, "lr": float(lr[0]),
                             "backed_off": bool(record["backed_off"][0]), "tried_ce": record["tried"][0],
-                            "seconds": seconds, "frames_per_second": frames / seconds})
+                            "seconds": seconds, "frames": frames, "frames_per_second": frames / seconds})
             _save_checkpoint(checkpoint, fingerprint, population, fitness, lr, generator, history)
             epoch_log.write(history)
             log.info("epoch %d: validation CE %.4f, frame accuracy %.2f %%%s, lr %g; %.1f s (%.0f frames/s)", epoch,
@@ -106,7 +108,8 @@ def train_nnet(model: nn.Module, config: ModelConfig, sets: HybridSets, newbob: 
         last = history[-1]
         save_hybrid_model(out_dir / FINAL_MODEL_NAME, population.to_module(0, model), config, sets.nnet_input,
                           sets.pdf_counts, valid_ce=last["valid_ce"], valid_acc=last["valid_acc"],
-                          epochs=last["epoch"])
+                          epochs=last["epoch"], member_frames=sum(r.get("frames", 0) for r in history),
+                          wall_seconds=round(sum(r.get("seconds", 0) for r in history), 1))
         log.info("wrote %s: validation CE %.4f, frame accuracy %.2f %% after %d epochs", out_dir / FINAL_MODEL_NAME,
                  last["valid_ce"], 100 * last["valid_acc"], last["epoch"])
     return history
