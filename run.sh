@@ -79,7 +79,8 @@ if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit
 last_stage=15
 for opt in stage stop_stage ubm_gauss ivector_dim mono_gauss tri1_leaves tri1_gauss tri2_leaves tri2_gauss tri3_leaves \
            tri3_gauss esgd_jobs; do
-  [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
+  [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] && continue
+  echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1
 done
 [ "$stage" -le "$last_stage" ] || { echo "$0: --stage $stage: there are stages 1 to $last_stage" >&2; exit 1; }
 [ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
@@ -236,7 +237,8 @@ stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones o
   fi
   # a stage stopped before continues from the checkpoint of its last epoch
   steps/train_nnet.sh --cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" "${train_opts[@]}" \
-    --resume "$stage_resume" "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" "exp/$type" || return 1
+    --resume "$stage_resume" "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" "exp/$type" \
+    || return 1
   for x in $(eval_sets); do
     [ "$type" = blstm ] && decode_opts=(--ivectors "exp/ivectors_$x")
     steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \

@@ -34,24 +34,30 @@ def atomic_outputs() -> Iterator[Callable[..., Path]]:
 
     def stage(path: str | Path, suffix: str = "", directory: bool = False) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if directory:
-            tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-        else:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-            os.close(fd)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if directory:
+                tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+            else:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+                os.close(fd)
+        except OSError as err:  # name the output, not the temporary file
+            raise OSError(err.errno, err.strerror, str(path)) from None
         os.chmod(tmp, (0o777 if directory else 0o666) & ~_UMASK)  # mkstemp's 0600 would make outputs private
         staged.append((Path(tmp), path))
         return Path(tmp)
 
     try:
         yield stage
-    except BaseException:
+    except BaseException as err:
         for tmp, _ in staged:
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and staged and (err.filename is None or str(err.filename).startswith(
+                str(staged[-1][0]))):  # a failed write names no file, or the temporary one: name the output
+            raise OSError(err.errno, err.strerror, str(staged[-1][1])) from None
         raise
     for tmp, path in staged:
         if tmp.is_dir():
@@ -78,10 +84,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+class _WriteAll:
+    """A file for torch.save that writes every byte or raises the OSError, which torch.save itself reports only as
+    an 'unexpected pos' enforce failure."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                view = view[self.file.write(view):]
+        except OSError as err:
+            self.error = err
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def atomic_torch_save(obj, path: str | Path) -> Path:
-    """torch.save to `path` atomically; returns `path`."""
+    """torch.save to `path` atomically; returns `path`. A failed write (no space, ...) raises its OSError."""
     import torch  # here, so that the text and byte writers do not pull torch in
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        writer = _WriteAll(file)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
     return Path(path)

@@ -1,15 +1,35 @@
-"""One error type for bad input, and the wrapper that turns it into a one-line message and exit code."""
+"""One error type for bad input, and the wrapper that turns it (or an OS error) into a one-line message and exit
+code."""
+import errno
 import functools
 import os
 import sys
+
+# errors of a write that failed for want of room or a writable place
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
 
 
 class EsgdError(Exception):
     """Bad input or a failed precondition; the message names the file, line or option at fault."""
 
 
+def os_error_message(err: OSError) -> str:
+    """One line for an OS error: 'cannot write PATH: reason' where writing failed (no space, read-only, permission),
+    'cannot read PATH: reason' where reading an existing file was denied, else 'PATH: reason'."""
+    reason = err.strerror or str(err)
+    path = err.filename
+    if path is None:
+        return reason
+    if err.errno in WRITE_ERRNOS:
+        return f"cannot write {path}: {reason}"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        reading = os.path.exists(path) and not os.access(path, os.R_OK)
+        return f"cannot {'read' if reading else 'write'} {path}: {reason}"
+    return f"{path}: {reason}"
+
+
 def cli_main(func):
-    """Decorate a console entry point: EsgdError -> 'prog: error: msg' on stderr and exit status 1."""
+    """Decorate a console entry point: EsgdError or OSError -> 'prog: error: msg' on stderr and exit status 1."""
 
     @functools.wraps(func)
     def wrapper(argv=None):
@@ -18,6 +38,9 @@ def cli_main(func):
             return func(argv)
         except EsgdError as err:
             print(f"{prog}: error: {err}", file=sys.stderr)
+            sys.exit(1)
+        except OSError as err:
+            print(f"{prog}: error: {os_error_message(err)}", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)

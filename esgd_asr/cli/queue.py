@@ -5,7 +5,7 @@ Usage: esgd-queue [--backend local|slurm] [--max-jobs-run N] [JOB=1:N] <log-file
 Every `JOB` in the log name and the command is replaced by the job index. Each job's output goes to its
 log, framed by the command line, start time, end time and exit status. A single local job also streams its
 output to the terminal (progress bars stay visible); several jobs show one bar of finished jobs. A failed
-job makes the whole call fail with the last error line of its log.
+job makes the whole call fail with the first error line of its log (esgd_asr.cli.queue.first_error_line).
 """
 from __future__ import annotations
 
@@ -50,10 +50,16 @@ def run_job(command: str, log: Path, backend: str, stream: bool) -> int:
     return status
 
 
-def last_error_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line and not line.startswith("#")]
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["(no output)"])[-1].strip()[-300:]
+def first_error_line(log: Path) -> str:
+    """The line of a failed job's log that says what went wrong, whole: the first one-line error of an esgd-*
+    command ('prog: error: ...'), else the first other line mentioning an error (not a traceback's header or its
+    indented frames), else the last line of output."""
+    lines = [line.rstrip() for line in log.read_text(errors="replace").splitlines()
+             if line.strip() and not line.startswith("#")]
+    ours = [line for line in lines if ": error: " in line]
+    errors = [line for line in lines if "error" in line.lower() and not line[0].isspace()
+              and not line.startswith("Traceback")]
+    return (ours or errors or [(lines or ["(no output)"])[-1]])[0].strip()
 
 
 @cli_main
@@ -95,7 +101,7 @@ def main(argv=None):
     if failed:
         index, log, status = failed[0]
         raise EsgdError(f"{len(failed)} of {len(indices)} jobs failed; job {index} (exit {status}): "
-                        f"{last_error_line(log)} [log: {log}]")
+                        f"{first_error_line(log)} [log: {log}]")
 
 
 if __name__ == "__main__":

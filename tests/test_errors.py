@@ -1,0 +1,67 @@
+"""Failures reported in one line: OS errors of every esgd-* command (cli_main), atomic writes that fail keep the
+old output, and the job runner names the first error of a failed job's log whole."""
+import errno
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esgd_asr.errors import os_error_message
+from test_import_corpus import snapshot, write_kaldi_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("error,message", [
+    (OSError(errno.ENOSPC, "No space left on device", "/x/f.pt"), "cannot write /x/f.pt: No space left on device"),
+    (OSError(errno.EROFS, "Read-only file system", "/x/a.ark"), "cannot write /x/a.ark: Read-only file system"),
+    (OSError(errno.EACCES, "Permission denied", "/no/such/dir/f"), "cannot write /no/such/dir/f: Permission denied"),
+    (OSError(errno.ENOENT, "No such file or directory", "/x/y"), "/x/y: No such file or directory"),
+])
+def test_os_errors_read_as_one_line(error, message):
+    assert os_error_message(error) == message
+
+
+def small_files():
+    """In the child: writes beyond 200 bytes fail with EFBIG (as on a full disk) instead of killing the process."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+
+def test_a_failed_write_is_one_line_naming_the_output_and_the_old_outputs_stay(tmp_path):
+    write_kaldi_corpus(tmp_path / "src", with_segments=False)
+    command = [str(REPO / ".venv" / "bin" / "esgd-import-corpus"), "--corpus", f"kaldi:{tmp_path / 'src'}",
+               str(tmp_path / "m"), str(tmp_path / "data")]
+    assert subprocess.run(command, capture_output=True, env=ENV).returncode == 0
+    before = snapshot(tmp_path / "m", tmp_path / "data")
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, preexec_fn=small_files)
+    assert result.returncode == 1
+    output = tmp_path / "m" / "kaldi_recordings_train.jsonl.gz"
+    assert result.stderr == f"esgd-import-corpus: error: cannot write {output}: File too large\n"
+    assert snapshot(tmp_path / "m", tmp_path / "data") == before
+    assert not [p for root in ("m", "data") for p in (tmp_path / root).iterdir() if p.name.startswith(".")]
+
+
+def test_torch_save_failure_names_the_output(tmp_path):
+    code = ("import sys, torch; from esgd_asr.atomic import atomic_torch_save; from esgd_asr.errors import cli_main; "
+            "cli_main(lambda argv: atomic_torch_save(torch.zeros(1000), sys.argv[1]))()")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "final.pt")], capture_output=True, text=True,
+                            env=ENV, preexec_fn=small_files)
+    assert result.returncode == 1
+    assert result.stderr.endswith(f": error: cannot write {tmp_path / 'final.pt'}: File too large\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_queue_reports_the_first_error_line_whole(tmp_path):
+    first = "esgd-compute-plp: error: /data/" + "x" * 400 + "/wav.scp:3: duplicate key 'a' (first on line 1)"
+    job = (f"echo 'reading...'; echo \"{first}\"; echo 'Traceback (most recent call last):'; "
+           "echo '  raise ValueError(1)'; echo 'ValueError: later'; exit 2")
+    result = subprocess.run(["esgd-queue", str(tmp_path / "log" / "x.log"), "bash", "-c", job], capture_output=True,
+                            text=True, env=ENV)
+    assert result.returncode == 1
+    assert f"1 of 1 jobs failed; job 1 (exit 2): {first} [log: {tmp_path / 'log' / 'x.log'}]" in result.stderr
