@@ -71,4 +71,5 @@ for o in $esgd_opts; do opts+=(--esgd-opt "$o"); done
 [ -z "$egs" ] || opts+=(--egs "$egs")
 [ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors" --valid-ivectors "$valid_ivectors")
 $cmd "$dir/log/train.log" esgd-train-esgd "${opts[@]}" "$train" "$train_ali" "$valid" "$valid_ali" "$dir"
+cp "$train_ali/final.mdl" "$dir/final.mdl"  # the GMM system of the senones, once the model is trained
 echo "$0: $dir/final.pt: $(grep -o 'validation CE [0-9.]*, frame accuracy [0-9.]* %' "$dir/log/train.log" | tail -n 1) after $(tail -n 1 "$dir/history.tsv" | cut -f1) generations"

@@ -63,4 +63,5 @@ opts=(--nnet-config "$nnet_config" --model-type "$model_type" --preset "$preset"
 [ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors" --valid-ivectors "$valid_ivectors")
 [ -z "$init_model" ] || opts+=(--init-model "$init_model")
 $cmd "$dir/log/train.log" esgd-train-nnet "${opts[@]}" "$train" "$train_ali" "$valid" "$valid_ali" "$dir"
+cp "$train_ali/final.mdl" "$dir/final.mdl"  # the GMM system of the senones, once the model is trained
 echo "$0: $dir/final.pt: $(tail -n 1 "$dir/history.tsv" | awk '{printf "validation CE %s, frame accuracy %.2f %% after %s epochs", $2, 100 * $3, $1}')"

@@ -187,6 +187,11 @@ def load_anchor(path: str | Path, config: ModelConfig, nnet_input: dict | None =
         raise EsgdError(f"{path}: its parameters do not fit the population's architecture "
                         f"({str(err).splitlines()[-1].strip()}); such a model can be decoded but not anchored"
                         ) from None
+    bad = [name for name, tensor in anchor.state_dict().items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise EsgdError(f"{path}: non-finite weights (NaN or inf) in {bad[0]}"
+                        + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""))
     return anchor
 
 

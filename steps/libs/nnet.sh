@@ -1,10 +1,10 @@
 # The checks and set-up shared by the neural trainers (train_nnet.sh, train_esgd.sh), sourced after their option
 # parsing; reads their settings $model_type $nnet_config $train $train_ali $valid $valid_ali $train_ivectors
-# $valid_ivectors $resume $dir.
+# $valid_ivectors $dir.
 
 # prepare_nnet_dir [MORE_FILES...]: refuse a bad --model-type or a missing input (the data dirs' features, the
 # alignments' model, the i-vectors, MORE_FILES), default --nnet-config to conf/<model-type>.yaml, then make
-# <dir>/log, drop the old checkpoint unless --resume, and retract <dir>/final.pt until the new one is written.
+# <dir>/log (the trainer drops the old checkpoint unless --resume, and final.pt, once it has read its inputs).
 prepare_nnet_dir() {
   case "$model_type" in
     dnn|blstm) ;;
@@ -20,7 +20,4 @@ prepare_nnet_dir() {
     [ -f "$d/ivector_online.scp" ] || { echo "$0: no such file: $d/ivector_online.scp" >&2; exit 1; }
   done
   mkdir -p "$dir/log"
-  $resume || rm -f "$dir/checkpoint.pt"
-  rm -f "$dir/final.pt"  # the dir stops claiming a finished model until this run completes
-  cp "$train_ali/final.mdl" "$dir/final.mdl"
 }
