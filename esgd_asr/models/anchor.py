@@ -8,9 +8,10 @@ Also accepted: a bare state dict (the population's final.pt) together with the m
 TorchScript module with the same input/output contract as ours: input = the normalised network input of
 esgd_asr.data.hybrid.NnetInput, (batch, splice * dim) for a DNN or (batch, frames, dim) for a BiLSTM; output =
 per-frame senone logits (or log-posteriors), (batch, senones) / (batch, frames, senones). `export_torchscript`
-writes one, with the nnet input description inside (extra file `esgd/nnet_input.json`). A Kaldi nnet3
-feed-forward model in text form is imported as a FeedForwardDNN (esgd_asr.models.kaldi_nnet3); it expects the
-input it was trained on (no nnet input description comes with it).
+writes one, with the nnet input description inside (extra file `esgd/nnet_input.json`). A Kaldi nnet3 model in
+text form is imported by esgd_asr.models.kaldi_nnet3 (a FeedForwardDNN where it is one, else an Nnet3Network) with
+the nnet input it declares: its context as a splice, i-vectors where it has an i-vector input, no normalisation
+of ours; a binary one is refused with the command that converts it.
 
 Every loader checks the contract against the data it is used with: a model whose output dim is not the tree's
 senone count, or whose input dim is not the features', is refused with a message naming the file.
@@ -33,7 +34,7 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.config import MODEL_TYPES, build_model, model_config_from_dict
 from esgd_asr.models.dnn import DNNConfig
-from esgd_asr.models.kaldi_nnet3 import is_nnet3_text, read_nnet3_dnn
+from esgd_asr.models.kaldi_nnet3 import is_nnet3_file, read_nnet3_model
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = "esgd-hybrid-model"
@@ -99,13 +100,13 @@ def _is_torchscript(path: Path) -> bool:
 
 def load_hybrid_model(path: str | Path, config: ModelConfig | None = None) -> HybridModel:
     """A model file of ours, a bare state dict (needs `config`), a TorchScript module or a Kaldi nnet3 text
-    feed-forward model, in eval mode on the CPU."""
+    model, in eval mode on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise EsgdError(f"{path}: no such model file")
-    if is_nnet3_text(path):
-        nnet3_config, module = read_nnet3_dnn(path)
-        return HybridModel(module.eval(), nnet3_config, None, None, path)
+    if is_nnet3_file(path):
+        nnet3_config, module, nnet_input = read_nnet3_model(path)
+        return HybridModel(module, nnet3_config, nnet_input, None, path)
     if _is_torchscript(path):
         extra = {NNET_INPUT_EXTRA: ""}
         try:
