@@ -262,9 +262,9 @@ esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_
   local type=$1 gmm=$2 name=$3 feats= cmvn=false dir=exp/esgd_${type}_$3 epochs frames lr model
   case "$gmm" in mono) cmvn=true ;; *) feats=_fmllr ;; esac
   local data=("data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev") opts=() esgd=()
-  # a stage killed before is continued from the runs' checkpoints (--force: from scratch)
+  # the same stage stopped before is continued from the runs' checkpoints (run_stage's stage_resume)
   opts=(--cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" --num-threads 1
-        --resume "$($force && echo false || echo true)")
+        --resume "$stage_resume")
   [ "$type" = dnn ] || opts+=(--train-ivectors exp/ivectors_train --valid-ivectors exp/ivectors_dev)
   esgd=(--egs "exp/esgd_${type}_egs/egs.pt")
   case "$name" in
