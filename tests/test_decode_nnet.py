@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import kaldifst
+import kaldiio
 import numpy as np
 import pytest
 import torch
@@ -15,12 +16,13 @@ import torch
 from esgd_asr.cli import decode_nnet, mkgraph, score, train_nnet
 from esgd_asr.data.hybrid import prepare_hybrid_sets, read_senones
 from esgd_asr.data.kaldi_dir import read_table
-from esgd_asr.decode.hybrid import BLOCKED_LOG_PRIOR, log_priors
+from esgd_asr.decode.hybrid import BLOCKED_LOG_PRIOR, HybridScorer, log_priors
 from esgd_asr.decode.lattice import best_paths, read_lattice_archive
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.models import DNNConfig, build_model
-from esgd_asr.models.anchor import save_hybrid_model
-from hybrid_fixture import make_hybrid_task
+from esgd_asr.models.anchor import load_hybrid_model, save_hybrid_model
+from hybrid_fixture import IVECTOR_DIM, IVECTOR_PERIOD, make_hybrid_task
+from test_kaldi_nnet3 import matrix, vector
 
 REPO = Path(__file__).resolve().parents[1]
 # one word per sentence; the LM prefers SEA clearly, then KID, the others are unlikely
@@ -107,6 +109,47 @@ def test_a_model_of_another_senone_count_is_refused(task, tmp_path, capsys):
                           str(task["exp"] / "final.mdl"), str(tmp_path / "decode")])
     assert "wrong.pt: the model has 500 outputs but the tree has" in capsys.readouterr().err
     assert not (tmp_path / "decode" / "lat.1.gz").exists()
+
+
+def test_an_imported_kaldi_tdnn_decodes_with_its_declared_input(task, tmp_path, capsys):
+    """A Kaldi nnet3 text model with an i-vector input (ReplaceIndex) and spliced layers, whose output is the
+    log priors whatever its input: decoded through its own input (raw features + i-vectors), the LM's best path."""
+    sets = nnet_input(task, DNNConfig(splice=3, hidden=[4], activations=["relu"]))
+    counts = sets.pdf_counts.double()
+    priors = torch.where(counts > 0, torch.log(counts / counts.sum()), -30.0)
+    rng = np.random.default_rng(0)
+    dim, senones = sets.frame_dim, len(counts)
+    text = (f"<Nnet3> \ninput-node name=ivector dim={IVECTOR_DIM}\ninput-node name=input dim={dim}\n"
+            "component-node name=tdnn1 component=tdnn1 input=Append(Offset(input, -2), input, Offset(input, 2), "
+            "ReplaceIndex(ivector, t, 0))\ncomponent-node name=relu1 component=relu1 input=tdnn1\n"
+            "component-node name=tdnn2 component=tdnn2 input=Append(Offset(relu1, -1), relu1)\n"
+            "component-node name=prob component=prob input=tdnn2\noutput-node name=output input=prob\n\n"
+            f"<NumComponents> 4 \n<ComponentName> tdnn1 <NaturalGradientAffineComponent> <LinearParams>  "
+            f"{matrix(rng, 6, 3 * dim + IVECTOR_DIM)}\n<BiasParams>  {vector(np.zeros(6))}\n"
+            f"</NaturalGradientAffineComponent>\n<ComponentName> relu1 <RectifiedLinearComponent> <Dim> 6 "
+            f"</RectifiedLinearComponent>\n<ComponentName> tdnn2 <AffineComponent> <LinearParams>  [\n"
+            + "\n".join(" ".join(["0"] * 12) for _ in range(senones)) + f" ]\n<BiasParams>  {vector(priors)}\n"
+            f"</AffineComponent>\n<ComponentName> prob <SoftmaxComponent> <Dim> {senones} </SoftmaxComponent>\n"
+            "</Nnet3> \n")
+    (tmp_path / "final.txt").write_text(text)
+    (tmp_path / "counts").write_text("[ " + " ".join(str(int(c)) for c in counts) + " ]\n")
+    args = ["--beam=30", "--lattice-beam=10", "--pdf-counts", str(tmp_path / "counts"), str(task["graph_one_word"]),
+            str(task["data"]), str(tmp_path / "final.txt"), str(task["exp"] / "final.mdl"), str(tmp_path / "decode")]
+    with pytest.raises(SystemExit):
+        decode_nnet.main(args)
+    assert "the network input needs i-vectors, but no i-vector dir was given" in capsys.readouterr().err
+    decode_nnet.main(["--ivectors", str(task["ivectors"])] + args)
+    model = load_hybrid_model(tmp_path / "final.txt")  # its input: raw features, no normalisation of ours
+    model.nnet_input["ivector_period"] = IVECTOR_PERIOD
+    frames = HybridScorer(model, counts).nnet_input.frames(task["data"], None, task["ivectors"])
+    first = kaldiio.load_mat(read_table(task["data"] / "feats.scp")[frames.utterances[0]])
+    assert torch.equal(frames.features[:len(first), :dim], torch.tensor(first))
+    words = {i: w for w, i in LangDir.read(task["lang"]).words.items()}
+    lattices = dict(read_lattice_archive(tmp_path / "decode" / "lat.1.gz"))
+    assert len(lattices) == len(read_table(task["data"] / "text"))
+    for utt, lat in lattices.items():
+        assert np.abs(lat.acoustic).max() < 1e-2, utt  # posteriors / priors = 1
+        assert [words[w] for w in best_paths(lat, [10.0], [0.0])[10.0, 0.0]] == ["SEA"], utt
 
 
 def test_decode_nnet_sh_fails_loudly(tmp_path):

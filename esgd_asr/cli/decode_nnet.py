@@ -4,8 +4,10 @@ Usage: esgd-decode-nnet --nj N --job J [--beam 13] [--lattice-beam 6] [--acwt 0.
                         [--pdf-counts FILE] [--batch-size 4096] [--device cpu] [--frame-shift 0.01]
                         <graph-dir> <data-dir> <nnet-model> <trans-model> <decode-dir>
 
-<nnet-model> is a hybrid model file (final.pt of esgd-train-nnet, or a TorchScript module carrying its nnet input
-description); <trans-model> the GMM system's final.mdl whose transition model and tree the graph was built with.
+<nnet-model> is a hybrid model file (final.pt of esgd-train-nnet, a TorchScript module carrying its nnet input
+description, or a Kaldi nnet3 text model with the input it declares: raw features of the data dir, i-vectors
+from --ivectors at that dir's period, as Kaldi's --online-ivector-period; its priors from --pdf-counts);
+<trans-model> the GMM system's final.mdl whose transition model and tree the graph was built with.
 The job's utterances (speakers dealt out as Kaldi's split_data.sh) go through the model's nnet input (front end,
 i-vectors from --ivectors, normalisation), one batched network pass gives log posteriors, minus the log senone
 priors (the model's training pdf counts, or --pdf-counts), scaled by --acwt; then kaldi-decoder's
@@ -20,7 +22,7 @@ import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
-from esgd_asr.data.hybrid import read_pdf_counts
+from esgd_asr.data.hybrid import read_ivector_period, read_pdf_counts
 from esgd_asr.decode.hclg import check_graph_model, read_hclg
 from esgd_asr.decode.hybrid import HybridScorer
 from esgd_asr.decode.job import decode_job
@@ -29,6 +31,7 @@ from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ubm import FeatureSource, FrontEnd
 from esgd_asr.gmm.model import GmmHmm, tid_loglikes
 from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.models.kaldi_nnet3 import is_nnet3_file
 
 log = logging.getLogger("esgd-decode-nnet")
 
@@ -60,6 +63,8 @@ def main(argv=None):
     check_graph_model(args.graph_dir, gmm)
     info = gmm.transitions()
     model = load_hybrid_model(args.nnet_model)
+    if is_nnet3_file(args.nnet_model) and args.ivectors and model.nnet_input["ivector_period"]:
+        model.nnet_input["ivector_period"] = read_ivector_period(args.ivectors)
     counts = read_pdf_counts(args.pdf_counts, gmm.num_pdfs) if args.pdf_counts else model.pdf_counts
     if counts is None:
         raise EsgdError(f"{args.nnet_model}: the model carries no pdf counts; give --pdf-counts")
