@@ -21,6 +21,7 @@ tri3_leaves=2000
 tri3_gauss=10000
 nnet_gmm=tri3   # the GMM system whose senones, alignments and graph the hybrid DNN / BiLSTM use
 esgd_jobs=2     # population runs of stages 14-15 at a time, one thread each
+seed=0          # of the random draws of the GMM systems and the single networks: the same seed, the same models
 force=false
 help_message="Usage: ./run.sh [options]
 Runs the recipe's stages in order; a finished stage is skipped unless --force.
@@ -38,6 +39,8 @@ Options:
   --nnet-gmm <sys>     # GMM system of the hybrid models: mono (PLP + CMVN input) or tri3 (fMLLR input,
                        # data/*_fmllr) (default: $nnet_gmm)
   --esgd-jobs <n>      # population runs of stages 14-15 at a time, one thread each (default: $esgd_jobs)
+  --seed <n>           # seed of the GMM systems' random draws (equal alignment, phone clustering, mixing up)
+                       # and of the single networks' initialisation and shuffling (default: $seed)
   --mono-gauss <n>     # Gaussians of the monophone system (default: $mono_gauss)
   --tri1-leaves <n>    # tree leaves (senones) / Gaussians of tri1 (deltas) (default: $tri1_leaves / $tri1_gauss),
   --tri1-gauss <n>     #   tri2 (LDA+MLLT) ($tri2_leaves / $tri2_gauss) and tri3 (SAT) ($tri3_leaves / $tri3_gauss);
@@ -77,6 +80,7 @@ After the last stage the results table is printed (local/show_results.sh)."
 . ./steps/parse_options.sh
 if [ $# -gt 0 ]; then echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; fi
 last_stage=15
+[[ "$seed" =~ ^[0-9]+$ ]] || { echo "$0: --seed must be a non-negative integer, got '$seed'" >&2; exit 1; }
 for opt in stage stop_stage ubm_gauss ivector_dim mono_gauss tri1_leaves tri1_gauss tri2_leaves tri2_gauss tri3_leaves \
            tri3_gauss esgd_jobs; do
   [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] && continue
@@ -189,26 +193,26 @@ gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, the
   done
 }
 stage_mono() {
-  steps/train_mono.sh --config conf/mono.conf --totgauss "$mono_gauss" --nj "$nj" --cmd "$train_cmd" \
+  steps/train_mono.sh --config conf/mono.conf --seed "$seed" --totgauss "$mono_gauss" --nj "$nj" --cmd "$train_cmd" \
     data/train data/lang exp/mono || return 1
   gmm_graph_decode mono || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/mono exp/mono_ali
 }
 stage_tri1() {
   steps/train_deltas.sh --config conf/tri1.conf --nj "$nj" --cmd "$train_cmd" "$tri1_leaves" "$tri1_gauss" \
-    data/train data/lang exp/mono_ali exp/tri1 || return 1
+    --seed "$seed" data/train data/lang exp/mono_ali exp/tri1 || return 1
   gmm_graph_decode tri1 || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri1 exp/tri1_ali
 }
 stage_tri2() {
   steps/train_lda_mllt.sh --config conf/tri2.conf --nj "$nj" --cmd "$train_cmd" "$tri2_leaves" "$tri2_gauss" \
-    data/train data/lang exp/tri1_ali exp/tri2 || return 1
+    --seed "$seed" data/train data/lang exp/tri1_ali exp/tri2 || return 1
   gmm_graph_decode tri2 || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri2 exp/tri2_ali
 }
 stage_tri3() {
   steps/train_sat.sh --config conf/tri3.conf --nj "$nj" --cmd "$train_cmd" "$tri3_leaves" "$tri3_gauss" \
-    data/train data/lang exp/tri2_ali exp/tri3 || return 1
+    --seed "$seed" data/train data/lang exp/tri2_ali exp/tri3 || return 1
   gmm_graph_decode tri3 fmllr || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri3 exp/tri3_ali || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/dev data/lang exp/tri3 exp/tri3_ali_dev || return 1
@@ -237,8 +241,8 @@ stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones o
   fi
   # a stage stopped before continues from the checkpoint of its last epoch
   steps/train_nnet.sh --cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" "${train_opts[@]}" \
-    --resume "$stage_resume" "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" "exp/$type" \
-    || return 1
+    --seed "$seed" --resume "$stage_resume" "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" \
+    "exp/$type" || return 1
   for x in $(eval_sets); do
     [ "$type" = blstm ] && decode_opts=(--ivectors "exp/ivectors_$x")
     steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \

@@ -13,6 +13,7 @@ realign_iters="10 20 30"
 beam=10
 retry_beam=40
 power=0.25
+seed=0
 tree_config=conf/tree.conf
 help_message="Usage: $0 [options] <num-leaves> <tot-gauss> <data-dir> <lang-dir> <ali-dir> <exp-dir>
 e.g.: $0 --nj 4 2000 10000 data/train data/lang exp/mono_ali exp/tri1
@@ -26,6 +27,7 @@ Options:
   --beam <b>             # alignment beam (default: $beam)
   --retry-beam <b>       # beam of the retry after a failure (default: $retry_beam)
   --power <p>            # exponent of occupancy when allotting Gaussians (default: $power)
+  --seed <n>             # seed of the phone clustering and the mixing-up perturbations (default: $seed)
   --tree-config <file>   # build-tree options, --name=value lines (default: $tree_config)"
 . "$(dirname "$0")/parse_options.sh"
 if [ $# -ne 6 ]; then echo "$help_message" >&2; exit 1; fi

@@ -17,6 +17,7 @@ realign_iters="10 20 30"
 beam=10
 retry_beam=40
 power=0.25
+seed=0
 help_message="Usage: $0 [options] <num-leaves> <tot-gauss> <data-dir> <lang-dir> <ali-dir> <exp-dir>
 e.g.: $0 --nj 4 2500 15000 data/train data/lang exp/tri1_ali exp/tri2
 Options:
@@ -32,7 +33,8 @@ Options:
   --realign-iters <list> # passes preceded by realignment (default: \"$realign_iters\")
   --beam <b>             # alignment beam (default: $beam)
   --retry-beam <b>       # beam of the retry after a failure (default: $retry_beam)
-  --power <p>            # exponent of occupancy when allotting Gaussians (default: $power)"
+  --power <p>            # exponent of occupancy when allotting Gaussians (default: $power)
+  --seed <n>             # seed of the phone clustering and the mixing-up perturbations (default: $seed)"
 . "$(dirname "$0")/parse_options.sh"
 if [ $# -ne 6 ]; then echo "$help_message" >&2; exit 1; fi
 numleaves=$1

@@ -11,6 +11,7 @@ totgauss=1000
 num_iters=40
 max_iter_inc=30
 power=0.25
+seed=0
 realign_iters="1 2 3 4 5 6 7 8 9 10 12 14 16 18 20 23 26 29 32 35 38"
 retry_beam=40
 help_message="Usage: $0 [options] <data-dir> <lang-dir> <exp-dir>
@@ -23,6 +24,7 @@ Options:
   --num-iters <n>        # EM passes (default: $num_iters)
   --max-iter-inc <n>     # last pass that adds Gaussians (default: $max_iter_inc)
   --power <p>            # exponent of occupancy when allotting Gaussians (default: $power)
+  --seed <n>             # seed of the equal alignment and the mixing-up perturbations (default: $seed)
   --realign-iters <list> # passes preceded by realignment (default: \"$realign_iters\")
   --retry-beam <b>       # beam of the retry when the alignment beam (6, then 10) fails (default: $retry_beam)"
 . "$(dirname "$0")/parse_options.sh"
@@ -42,13 +44,14 @@ $cmd "$dir/log/init.log" esgd-train-mono init "$data" "$lang" "$dir"
 $cmd JOB=1:"$nj" "$dir/log/compile_graphs.JOB.log" \
   esgd-align compile-graphs --nj "$nj" --job JOB "$data" "$lang" "$dir/0.mdl" "$dir"
 echo "$0: aligning the data equally (pass 0)"
-$cmd JOB=1:"$nj" "$dir/log/align.0.JOB.log" esgd-align align --equal --nj "$nj" --job JOB "$data" "$dir/0.mdl" "$dir"
+$cmd JOB=1:"$nj" "$dir/log/align.0.JOB.log" esgd-align align --equal --seed "$seed" --nj "$nj" --job JOB "$data" \
+  "$dir/0.mdl" "$dir"
 numgauss=$(esgd-gmm-train info "$dir/0.mdl" | awk '$1 == "number-of-gaussians" {print $2}')
 incgauss=$(( (totgauss - numgauss) / max_iter_inc ))
 [ "$incgauss" -ge 0 ] || incgauss=0
 $cmd JOB=1:"$nj" "$dir/log/acc.0.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB "$data" "$dir" 0
 $cmd "$dir/log/update.0.log" esgd-gmm-train est --nj "$nj" --min-gaussian-occupancy 3 --mix-up "$numgauss" \
-  --power "$power" --realigned true "$dir" 0
+  --power "$power" --seed "$seed" --realigned true "$dir" 0
 
 beam=6  # 10 after the first realignment, as in Kaldi
 x=1
@@ -61,7 +64,7 @@ while [ "$x" -lt "$num_iters" ]; do
     --beam "$beam" --retry-beam "$retry_beam" "$data" "$dir" "$x"
   $realigned && beam=10
   $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --mix-up "$numgauss" --power "$power" \
-    --realigned "$realigned" "$dir" "$x"
+    --seed "$seed" --realigned "$realigned" "$dir" "$x"
   [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
   x=$((x + 1))
 done

@@ -15,6 +15,7 @@ fmllr_iters="2 4 6 12"
 beam=10
 retry_beam=40
 power=0.25
+seed=0
 silence_weight=0.0
 fmllr_update_type=full
 tree_config=conf/tree.conf
@@ -32,6 +33,7 @@ Options:
   --beam <b>                # alignment beam (default: $beam)
   --retry-beam <b>          # beam of the retry after a failure (default: $retry_beam)
   --power <p>               # exponent of occupancy when allotting Gaussians (default: $power)
+  --seed <n>                # seed of the phone clustering and the mixing-up perturbations (default: $seed)
   --tree-config <file>      # build-tree options (default: $tree_config)"
 . "$(dirname "$0")/parse_options.sh"
 if [ $# -ne 6 ]; then echo "$help_message" >&2; exit 1; fi

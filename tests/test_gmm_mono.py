@@ -156,6 +156,25 @@ def test_em_likelihood_never_decreases_between_realignments(system, tmp_path):
             assert b >= a - 1e-6, rows
 
 
+def test_mixing_up_is_repeated_exactly_from_its_seed(system, tmp_path):
+    """Re-estimation with mixing up on the same statistics gives the same model (Kaldi's own split perturbs the
+    means from an unseeded generator); another seed, other split means."""
+    exp = system["exp"]
+    models = []
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        out = tmp_path / run
+        out.mkdir()
+        shutil.copy(exp / "final.mdl", out / "0.mdl")
+        for job in range(1, NJ + 1):
+            shutil.copy(exp / f"ali.{job}.ark", out / f"ali.{job}.ark")
+            gmm_train.main(["acc", f"--nj={NJ}", f"--job={job}", str(system["data"]), str(out), "0"])
+        mix_up = GmmHmm.load(exp / "final.mdl").am.num_gauss + 20
+        gmm_train.main(["est", f"--nj={NJ}", f"--mix-up={mix_up}", f"--seed={seed}", str(out), "0"])
+        models.append((out / "1.mdl").read_bytes())
+    assert GmmHmm.load(tmp_path / "a" / "1.mdl").am.num_gauss == mix_up
+    assert models[0] == models[1] != models[2]
+
+
 def test_alignments_have_frame_counts_and_transcript_phones(system):
     exp, data = system["exp"], system["data"]
     model = GmmHmm.load(exp / "final.mdl")

@@ -81,7 +81,7 @@ def cmd_est(args) -> None:
         raise EsgdError(f"{exp}: iteration {args.iter} has no aligned frames (every utterance failed to align?)")
     opts = EstimateOptions(min_gaussian_occupancy=args.min_gaussian_occupancy, mix_up=args.mix_up,
                            power=args.power, min_variance=args.min_variance,
-                           remove_low_count_gaussians=args.remove_low_count_gaussians)
+                           remove_low_count_gaussians=args.remove_low_count_gaussians, seed=args.seed + args.iter)
     figures = estimate(model, stats, opts)
     model.save(exp / f"{args.iter + 1}.mdl")
     for path in paths:
@@ -129,6 +129,7 @@ def build_parser() -> KaldiArgumentParser:
                    help="variance floor of the GMM update")
     p.add_argument("--realigned", type=parse_bool, default=False, help="alignments were redone before this pass")
     p.add_argument("--first-iter", type=int, default=0, help="the system's first pass: objf.tsv starts anew there")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mixing-up perturbations (plus the pass number)")
     p.add_argument("exp_dir")
     p.add_argument("iter", type=int)
     p.set_defaults(func=cmd_est)

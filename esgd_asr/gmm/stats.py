@@ -95,6 +95,7 @@ class EstimateOptions:
     min_count: float = 20.0
     transition_floor: float = 0.01
     transition_min_count: float = 5.0
+    seed: int = 0  # of the mixing-up perturbations
 
 
 def estimate(model: GmmHmm, stats: GmmStats, opts: EstimateOptions) -> dict[str, float]:
@@ -132,7 +133,31 @@ def estimate(model: GmmHmm, stats: GmmStats, opts: EstimateOptions) -> dict[str,
     if opts.mix_up > model.am.num_gauss:
         pdf_occs = np.zeros(model.num_pdfs, dtype=np.float32)
         np.add.at(pdf_occs, np.repeat(np.arange(model.num_pdfs), scorer_sizes), stats.occ.astype(np.float32))
-        model.am.split_by_count(state_occs=pdf_occs, target_components=opts.mix_up,
-                                perturb_factor=opts.perturb_factor, power=opts.power, min_count=opts.min_count)
+        mix_up(model.am, pdf_occs, opts)
     figures["num_gauss"] = model.am.num_gauss
     return figures
+
+
+def mix_up(am: khg.AmDiagGmm, pdf_occs: np.ndarray, opts: EstimateOptions) -> None:
+    """Kaldi's mixing up to opts.mix_up Gaussians (AmDiagGmm::SplitByCount: allotted by occupancy^power, the heaviest
+    component split each time), with the split means moved apart by a generator seeded with opts.seed instead of
+    Kaldi's unseeded one: each set of copies of one component gets random offsets of perturb_factor standard
+    deviations that sum to zero (Kaldi: +- one offset per split), so that a run on the same input is repeated
+    exactly."""
+    am.split_by_count(state_occs=pdf_occs, target_components=opts.mix_up, perturb_factor=0.0, power=opts.power,
+                      min_count=opts.min_count)
+    rng = np.random.default_rng(opts.seed)
+    for pdf in range(len(pdf_occs)):
+        gmm = am.get_pdf(pdf)
+        means = np.asarray(gmm.means, dtype=np.float64)
+        inv_vars = np.asarray(gmm.inv_vars, dtype=np.float64)
+        copies: dict[bytes, list[int]] = {}
+        for i in range(len(means)):
+            copies.setdefault(means[i].tobytes() + inv_vars[i].tobytes(), []).append(i)
+        split = [members for members in copies.values() if len(members) > 1]
+        for members in split:
+            offsets = rng.standard_normal((len(members), means.shape[1]))
+            means[members] += opts.perturb_factor * (offsets - offsets.mean(axis=0)) / np.sqrt(inv_vars[members])
+        if split:
+            gmm.set_means(means.astype(np.float32))
+            gmm.compute_gconsts()

@@ -1,6 +1,6 @@
 # The steps shared by the triphone trainers (train_deltas.sh, train_lda_mllt.sh, train_sat.sh), sourced after
 # their option parsing. The functions read the caller's settings: $cmd $nj $data $lang $alidir $dir $numleaves
-# $totgauss $tree_config $num_iters $max_iter_inc $realign_iters $beam $retry_beam $power.
+# $totgauss $tree_config $num_iters $max_iter_inc $realign_iters $beam $retry_beam $power $seed.
 
 # in_list N "LIST": whether N is one of the space-separated numbers of LIST (a pass schedule)
 in_list() { [[ " $2 " == *" $1 "* ]]; }
@@ -17,7 +17,7 @@ tree_and_first_model() {
     esgd-train-tree acc --nj "$nj" --job JOB "${acc_opts[@]}" "$data" "$lang" "$alidir" "$dir"
   echo "$0: building the tree ($numleaves leaves) and the initial model"
   $cmd "$dir/log/build_tree.log" esgd-train-tree build --nj "$nj" --tree-config "$tree_config" \
-    --num-leaves "$numleaves" "${build_opts[@]}" "$lang" "$alidir" "$dir"
+    --num-leaves "$numleaves" --seed "$seed" "${build_opts[@]}" "$lang" "$alidir" "$dir"
   echo "$0: converting the alignments and compiling training graphs"
   $cmd JOB=1:"$nj" "$dir/log/convert_ali.JOB.log" \
     esgd-train-tree convert-ali --nj "$nj" --job JOB "$data" "$alidir" "$dir"
@@ -53,7 +53,7 @@ em_passes() {
     $cmd JOB=1:"$nj" "$dir/log/acc.$x.JOB.log" esgd-gmm-train acc --nj "$nj" --job JOB --realign "$acc_realign" \
       --beam "$beam" --retry-beam "$retry_beam" "$@" "$data" "$dir" "$x"
     $cmd "$dir/log/update.$x.log" esgd-gmm-train est --nj "$nj" --first-iter 1 --mix-up "$numgauss" \
-      --power "$power" --realigned "$realigned" "$dir" "$x"
+      --power "$power" --seed "$seed" --realigned "$realigned" "$dir" "$x"
     [ "$x" -le "$max_iter_inc" ] && numgauss=$((numgauss + incgauss))
     x=$((x + 1))
   done
