@@ -133,11 +133,13 @@ run_stage() {
   done
   echo "$signature" > "$marker" && rm -f "$marker.running"
 }
-# wrote_outputs_since FILE: whether a file other than a log was written under data/, exp/, plp/ or corpus/ after FILE
+# wrote_outputs_since FILE: whether a file other than a log or lock was written under data/, exp/, plp/ or corpus/
+# after FILE
 wrote_outputs_since() {
   local roots=() d
   for d in data exp plp corpus; do [ ! -d "$d" ] || roots+=("$d"); done
-  [ -n "$(find "${roots[@]}" -type f -newer "$1" ! -path '*/log/*' ! -path 'exp/.stages/*' -print -quit)" ]
+  [ -n "$(find "${roots[@]}" -type f -newer "$1" ! -path '*/log/*' ! -path 'exp/.stages/*' ! -name .lock -print \
+    -quit)" ]
 }
 
 stage_data() {

@@ -65,3 +65,29 @@ def test_queue_reports_the_first_error_line_whole(tmp_path):
                             text=True, env=ENV)
     assert result.returncode == 1
     assert f"1 of 1 jobs failed; job 1 (exit 2): {first} [log: {tmp_path / 'log' / 'x.log'}]" in result.stderr
+
+
+def test_a_second_runner_on_a_locked_exp_dir_stops_naming_the_holder(tmp_path):
+    log = tmp_path / "exp" / "log" / "job.log"
+    # the first run's job leaves a process behind (an orphan), which keeps the dir locked
+    orphan = "sleep 5 > /dev/null 2>&1 & echo $! > pid"
+    first = subprocess.run(["esgd-queue", str(log), "bash", "-c", orphan], capture_output=True, text=True, env=ENV,
+                           cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    first_log = log.read_text()
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        second = subprocess.run(["esgd-queue", str(log), "true"], capture_output=True, text=True, env=ENV)
+        assert second.returncode == 1
+        holder = (tmp_path / "exp" / ".lock").read_text().strip()
+        assert holder.endswith(f": bash -c '{orphan}'")
+        assert second.stderr == (f"esgd-queue: error: {tmp_path / 'exp'} is being written by another run "
+                                 f"(pid {holder}); wait for it or stop it\n")
+        assert log.read_text() == first_log
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(50):  # the orphan gone, the dir is free
+        if subprocess.run(["esgd-queue", str(log), "true"], capture_output=True, env=ENV).returncode == 0:
+            break
+    else:
+        pytest.fail("the lock outlived the orphan")

@@ -31,7 +31,7 @@ def finished(tmp_path_factory):
 
 
 def snapshot(directory):
-    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file() and p.name != ".lock"}
 
 
 def train_nnet_sh(options, data, exp, *extra):

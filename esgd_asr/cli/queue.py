@@ -6,10 +6,13 @@ Every `JOB` in the log name and the command is replaced by the job index. Each j
 log, framed by the command line, start time, end time and exit status. A single local job also streams its
 output to the terminal (progress bars stay visible); several jobs show one bar of finished jobs. A failed
 job makes the whole call fail with the first error line of its log (esgd_asr.cli.queue.first_error_line).
+The exp dir the jobs write (the parent of the log dir) is locked while they run, and while anything they leave
+running runs: a second runner on it stops with one line naming the holder's pid (esgd_asr.cli.queue.lock_dir).
 """
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
 import re
 import shlex
@@ -29,8 +32,27 @@ def _now() -> str:
     return datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
 
 
-def run_job(command: str, log: Path, backend: str, stream: bool) -> int:
-    """Run one job under bash, writing its framed log; return its exit status."""
+def lock_dir(log_template: str, command: str) -> int:
+    """Lock the exp dir that jobs logging to `log_template` write (the parent of a `log` dir, else the log's dir):
+    an open descriptor of <dir>/.lock, flocked, holding this runner's pid and command. The jobs inherit it, so
+    that it stays locked while any process they leave behind runs."""
+    log_dir = Path(log_template).parent
+    exp_dir = log_dir.parent if log_dir.name == "log" else log_dir
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(exp_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 300).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise EsgdError(f"{exp_dir} is being written by another run (pid {holder}); wait for it or stop it") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}: {command[:200]}\n".encode())
+    return fd
+
+
+def run_job(command: str, log: Path, backend: str, stream: bool, lock: int) -> int:
+    """Run one job under bash, writing its framed log; return its exit status. The job inherits `lock`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = ["bash", "-c", command]
     if backend == "slurm":
@@ -38,7 +60,7 @@ def run_job(command: str, log: Path, backend: str, stream: bool) -> int:
     with open(log, "w", encoding="utf-8") as out:
         out.write(f"# {command}\n# Started at {_now()}\n#\n")
         out.flush()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(lock,))
         for chunk in iter(lambda: proc.stdout.read1(4096), b""):
             text = chunk.decode(errors="replace")
             out.write(text)
@@ -87,17 +109,21 @@ def main(argv=None):
     log_template, command = args[0], args[1:]
     quoted = " ".join(a if re.fullmatch(r"[\w./:=@%+,-]+", a) else shlex.quote(a) for a in command)
     indices = range(first, last + 1)
+    lock = lock_dir(log_template, quoted)
 
     def job(index: int) -> tuple[int, Path, int]:
         log = Path(log_template.replace(var, str(index)))
-        return index, log, run_job(quoted.replace(var, str(index)), log, backend, stream=len(indices) == 1)
+        return index, log, run_job(quoted.replace(var, str(index)), log, backend, len(indices) == 1, lock)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_jobs, len(indices)))) as pool:
-        results = pool.map(job, indices)
-        if len(indices) > 1:
-            results = tqdm(results, total=len(indices), desc=Path(log_template).stem.replace(f".{var}", ""),
-                           unit="job")
-        failed = [(i, log, status) for i, log, status in results if status != 0]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(max_jobs, len(indices)))) as pool:
+            results = pool.map(job, indices)
+            if len(indices) > 1:
+                results = tqdm(results, total=len(indices), desc=Path(log_template).stem.replace(f".{var}", ""),
+                               unit="job")
+            failed = [(i, log, status) for i, log, status in results if status != 0]
+    finally:
+        os.close(lock)
     if failed:
         index, log, status = failed[0]
         raise EsgdError(f"{len(failed)} of {len(indices)} jobs failed; job {index} (exit {status}): "
