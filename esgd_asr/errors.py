@@ -4,6 +4,7 @@ import errno
 import functools
 import os
 import sys
+from contextlib import contextmanager
 
 # errors of a write that failed for want of room or a writable place
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
@@ -26,6 +27,17 @@ def os_error_message(err: OSError) -> str:
         reading = os.path.exists(path) and not os.access(path, os.R_OK)
         return f"cannot {'read' if reading else 'write'} {path}: {reason}"
     return f"{path}: {reason}"
+
+
+@contextmanager
+def writing(path):
+    """Give `path` to an OS error of the block that names no file (as a failed write to an open file does)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def cli_main(func):

@@ -91,3 +91,18 @@ def test_a_second_runner_on_a_locked_exp_dir_stops_naming_the_holder(tmp_path):
             break
     else:
         pytest.fail("the lock outlived the orphan")
+
+
+def test_a_failed_ark_write_names_the_ark(tmp_path):
+    code = ("import sys, numpy as np; from esgd_asr.errors import cli_main; "
+            "from esgd_asr.features.feature_io import ArkScpWriter\n"
+            "def main(argv):\n"
+            "    with ArkScpWriter(sys.argv[1], sys.argv[2]) as writer:\n"
+            "        writer.write('utt1', np.zeros((100, 40), np.float32))\n"
+            "cli_main(main)()")
+    ark, scp = tmp_path / "feats.ark", tmp_path / "feats.scp"
+    result = subprocess.run([sys.executable, "-c", code, str(ark), str(scp)], capture_output=True, text=True, env=ENV,
+                            preexec_fn=small_files)
+    assert result.returncode == 1
+    assert result.stderr.endswith(f": error: cannot write {ark}: File too large\n")
+    assert not ark.exists() and not scp.exists()

@@ -12,7 +12,7 @@ import numpy as np
 from kaldiio.matio import write_array
 
 from esgd_asr.data.kaldi_dir import read_table, write_table
-from esgd_asr.errors import EsgdError
+from esgd_asr.errors import EsgdError, writing
 
 
 class ArkScpWriter:
@@ -39,13 +39,15 @@ class ArkScpWriter:
         matrix = np.ascontiguousarray(matrix)
         if matrix.dtype not in (np.float32, np.float64):
             matrix = matrix.astype(np.float32)
-        self._file.write(f"{key} ".encode())
-        self.entries[key] = f"{self.ark}:{self._file.tell()}"
-        write_array(self._file, matrix)
+        with writing(self.ark):
+            self._file.write(f"{key} ".encode())
+            self.entries[key] = f"{self.ark}:{self._file.tell()}"
+            write_array(self._file, matrix)
 
     def close(self) -> None:
         """Finish the ark, then write the scp atomically."""
-        self._file.close()
+        with writing(self.ark):
+            self._file.close()
         write_table(self.scp, self.entries)
 
     def abort(self) -> None:
