@@ -54,7 +54,8 @@ def test_run_sh_rejects_bad_options():
 
 
 @pytest.mark.parametrize("options,message", [
-    ("--stage abc", "--stage must be a positive integer, got 'abc'"),
+    ("--stage abc", "option --stage expects a number, got 'abc'"),
+    ("--stage 0", "--stage must be a positive integer, got '0'"),
     ("--stage 99", "--stage 99: there are stages 1 to 15"),
     ("--stage 5 --stop-stage 3", "--stop-stage 3 is before --stage 5"),
     ("--mono-gauss 1e3", "--mono-gauss must be a positive integer, got '1e3'"),
@@ -68,9 +69,12 @@ def test_run_sh_refuses_bad_values_before_doing_anything(options, message):
     assert result.stderr == f"./run.sh: {message}\n"
 
 
-def test_steps_refuse_a_bad_nj():
+def test_steps_refuse_a_bad_nj_or_number():
     result = bash("steps/make_plp.sh --nj -3 data/x exp/x plp")
     assert result.returncode == 1 and result.stderr == "steps/make_plp.sh: --nj must be a positive integer, got '-3'\n"
+    result = bash("steps/train_mono.sh --totgauss 1k data/x data/lang exp/x")
+    assert result.returncode == 1
+    assert result.stderr == "steps/train_mono.sh: option --totgauss expects a number, got '1k'\n"
 
 
 STUB = """#!/usr/bin/env bash
