@@ -7,7 +7,6 @@ from pathlib import Path
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
 from esgd_asr.data.corpus_summary import print_summary
-from esgd_asr.data.kaldi_dir import validate_data_dir
 from esgd_asr.data.manifests import write_corpus
 from esgd_asr.data.synth.corpus import SynthConfig, make_synth_corpus
 from esgd_asr.errors import cli_main
@@ -24,10 +23,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = dataclass_from_args(SynthConfig, args)
     splits = make_synth_corpus(cfg, args.corpus_dir, max(1, args.nj))
-    written = write_corpus(splits, "synth", args.manifest_dir, args.data_root)
-    for split in written:
-        validate_data_dir(args.data_root / split)
-    print_summary(written)
+    print_summary(write_corpus(splits, "synth", args.manifest_dir, args.data_root, check_audio=True))
 
 
 if __name__ == "__main__":

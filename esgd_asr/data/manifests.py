@@ -159,10 +159,10 @@ def prepare_switchboard_corpus(corpus_dir: Path, manifest_dir: Path, nj: int, de
 
 
 def write_corpus(splits: dict[str, tuple[RecordingSet, SupervisionSet]], corpus: str, manifest_dir: Path,
-                 data_root: Path) -> dict[str, DataDir]:
+                 data_root: Path, check_audio: bool = False) -> dict[str, DataDir]:
     """Write each split's manifests and its Kaldi data dir `data_root/<split>`: all are written beside their
-    destinations and checked (validate_data_dir, no audio), and only then moved in, so that a failure leaves the
-    earlier corpus whole."""
+    destinations and checked (validate_data_dir, reading every recording with `check_audio`), and only then moved
+    in, so that a failure leaves the earlier corpus whole."""
     written = {split: data_dir_from_manifests(recordings, supervisions)
                for split, (recordings, supervisions) in splits.items()}
     with atomic_outputs() as stage:
@@ -170,5 +170,5 @@ def write_corpus(splits: dict[str, tuple[RecordingSet, SupervisionSet]], corpus:
             write_manifests(recordings, supervisions, manifest_dir, corpus, split, stage)
             staged = stage(Path(data_root) / split, directory=True)
             written[split].write_into(staged)
-            validate_data_dir(staged, check_audio=False)
+            validate_data_dir(staged, check_audio=check_audio)
     return written
