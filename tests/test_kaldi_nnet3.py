@@ -139,12 +139,12 @@ def vector(values) -> str:
     return "[ " + " ".join(f"{v:.6f}" for v in values) + " ]"
 
 
-def every_feature_text(seed: int = 0) -> str:
+def every_feature_text(seed: int = 0, feat_dim: int = 4, num_targets: int = 7) -> str:
     """An nnet3 text network using every supported descriptor and component, keys in varied order, layers reading
     earlier layers than the previous one."""
     rng = np.random.default_rng(seed)
-    nodes = """input-node name=ivector dim=3
-input-node name=input dim=4
+    nodes = f"""input-node name=ivector dim=3
+input-node name=input dim={feat_dim}
 component-node name=lda component=lda input=Append(Offset(input, -1), input, Offset(input, 1), \
 ReplaceIndex(ivector, t, 0))
 component-node input=lda name=affine1 component=affine1
@@ -161,7 +161,7 @@ component-node name=out component=out input=Append(sig4, tanh4, bn1)
 component-node name=softmax component=softmax input=out
 output-node name=output input=softmax objective=linear"""
     components = [
-        f"<ComponentName> lda <FixedAffineComponent> <LinearParams>  {matrix(rng, 6, 15)}\n"
+        f"<ComponentName> lda <FixedAffineComponent> <LinearParams>  {matrix(rng, 6, 3 * feat_dim + 3)}\n"
         f"<BiasParams>  {vector(rng.normal(0, 1, 6))}\n</FixedAffineComponent>",
         f"<ComponentName> affine1 <NaturalGradientAffineComponent> <MaxChange> 0.75 <LearningRate> 0.001 "
         f"<LinearParams>  {matrix(rng, 6, 6)}\n<BiasParams>  {vector(rng.normal(0, 1, 6))}\n<RankIn> 20 "
@@ -183,9 +183,9 @@ output-node name=output input=softmax objective=linear"""
         "</NormalizeComponent>",
         "<ComponentName> sig4 <SigmoidComponent> <Dim> 12 <ValueAvg>  [ ]\n</SigmoidComponent>",
         "<ComponentName> tanh4 <TanhComponent> <Dim> 5 <ValueAvg>  [ ]\n</TanhComponent>",
-        f"<ComponentName> out <AffineComponent> <LinearParams>  {matrix(rng, 7, 23)}\n<BiasParams>  "
-        f"{vector(rng.normal(0, 1, 7))}\n</AffineComponent>",
-        "<ComponentName> softmax <SoftmaxComponent> <Dim> 7 <ValueAvg>  [ ]\n</SoftmaxComponent>"]
+        f"<ComponentName> out <AffineComponent> <LinearParams>  {matrix(rng, num_targets, 23)}\n<BiasParams>  "
+        f"{vector(rng.normal(0, 1, num_targets))}\n</AffineComponent>",
+        f"<ComponentName> softmax <SoftmaxComponent> <Dim> {num_targets} <ValueAvg>  [ ]\n</SoftmaxComponent>"]
     return (f"<Nnet3> \n{nodes}\n\n<NumComponents> {len(components)} \n" + "\n".join(components)
             + "\n</Nnet3> \n")
 

@@ -31,7 +31,6 @@ from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ubm import FeatureSource, FrontEnd
 from esgd_asr.gmm.model import GmmHmm, tid_loglikes
 from esgd_asr.models.anchor import load_hybrid_model
-from esgd_asr.models.kaldi_nnet3 import is_nnet3_file
 
 log = logging.getLogger("esgd-decode-nnet")
 
@@ -63,8 +62,8 @@ def main(argv=None):
     check_graph_model(args.graph_dir, gmm)
     info = gmm.transitions()
     model = load_hybrid_model(args.nnet_model)
-    if is_nnet3_file(args.nnet_model) and args.ivectors and model.nnet_input["ivector_period"]:
-        model.nnet_input["ivector_period"] = read_ivector_period(args.ivectors)
+    if args.ivectors:
+        model.take_ivector_period(read_ivector_period(args.ivectors))
     counts = read_pdf_counts(args.pdf_counts, gmm.num_pdfs) if args.pdf_counts else model.pdf_counts
     if counts is None:
         raise EsgdError(f"{args.nnet_model}: the model carries no pdf counts; give --pdf-counts")

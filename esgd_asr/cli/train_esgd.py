@@ -33,7 +33,7 @@ import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
 from esgd_asr.cli.train_nnet import model_option
-from esgd_asr.data.hybrid import NnetInput, prepare_hybrid_sets, read_ivector_period
+from esgd_asr.data.hybrid import NnetInput, network_input, prepare_hybrid_sets
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.models.anchor import config_kind, config_to_dict, load_anchor, save_hybrid_model
 from esgd_asr.models.config import build_model, load_model_config
@@ -86,9 +86,10 @@ def data_digest(data) -> list:
             hashlib.sha1(targets.cpu().numpy().tobytes()).hexdigest()]
 
 
-def hybrid_sets(args, config) -> HybridSets:
-    """The training and validation tensors: the --egs cache when it is newer than every input and was made for the
-    network input asked for, else prepare_hybrid_sets (then cached in --egs)."""
+def hybrid_sets(args, config, nnet_input: NnetInput) -> HybridSets:
+    """The training and validation tensors: the --egs cache when it is newer than every input and was made for
+    `nnet_input` (normalisation statistics aside, unless it brings its own), else prepare_hybrid_sets (then cached
+    in --egs)."""
     egs = Path(args.egs) if args.egs else None
     if egs is not None and egs.is_file():
         inputs = [Path(d) / name for d in (args.train_data, args.valid_data) for name in ("feats.scp", "cmvn.scp")]
@@ -97,15 +98,13 @@ def hybrid_sets(args, config) -> HybridSets:
         inputs += [Path(d) / "ivector_online.scp" for d in (args.train_ivectors, args.valid_ivectors) if d]
         if all(egs.stat().st_mtime > p.stat().st_mtime for p in inputs if p.exists()):
             sets = HybridSets.load(egs)
-            period = read_ivector_period(args.train_ivectors) if args.train_ivectors else 0
-            wanted = NnetInput.for_model(config, cmvn=args.cmvn, norm_vars=args.norm_vars,
-                                         delta_order=args.delta_order, ivector_period=period).to_dict()
-            if all(sets.nnet_input.get(k) == v for k, v in wanted.items() if k != "global_stats"):
+            cached = NnetInput.from_dict(sets.nnet_input, str(egs))
+            if cached == dataclasses.replace(nnet_input, global_stats=nnet_input.global_stats or cached.global_stats):
                 log.info("%s: the prepared tensors of an earlier run", egs)
                 return sets
         log.info("%s: older than its inputs or made for another network input: prepared again", egs)
     sets = prepare_hybrid_sets(config, args.train_data, args.train_ali, args.valid_data, args.valid_ali,
-                               args.train_ivectors, args.valid_ivectors, args.cmvn, args.norm_vars, args.delta_order)
+                               args.train_ivectors, args.valid_ivectors, nnet_input=nnet_input)
     if egs is not None:
         sets.save(egs)
     return sets
@@ -130,7 +129,9 @@ def main(argv=None):
     config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
     if args.model_type and config_kind(config) != args.model_type:
         raise EsgdError(f"--model-type {args.model_type}, but {nnet_config} describes a {config_kind(config)}")
-    sets = hybrid_sets(args, config)
+    config, nnet_input = network_input(config, args.train_data, args.train_ali, args.train_ivectors, args.cmvn,
+                                       args.norm_vars, args.delta_order, args.anchor)
+    sets = hybrid_sets(args, config, nnet_input)
     config = sets.fit_config(config)
     anchor = load_anchor(args.anchor, config, sets.nnet_input) if args.anchor else None
     algorithm = build_algorithm(args.algorithm, settings, lambda: build_model(config), sets.train, sets.valid,

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
-from esgd_asr.data.hybrid import prepare_hybrid_sets
+from esgd_asr.data.hybrid import network_input, prepare_hybrid_sets
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.models.anchor import config_kind, load_anchor
 from esgd_asr.models.config import build_model, load_model_config
@@ -81,8 +81,10 @@ def main(argv=None):
     newbob = load_newbob_config(nnet_config, args.preset, lr=args.lr, batch_size=args.batch_size,
                                 max_epochs=args.max_epochs, min_lr=args.min_lr, halving_factor=args.halving_factor,
                                 epoch_frames=args.epoch_frames)
+    config, nnet_input = network_input(config, args.train_data, args.train_ali, args.train_ivectors, args.cmvn,
+                                       args.norm_vars, args.delta_order, args.init_model)
     sets = prepare_hybrid_sets(config, args.train_data, args.train_ali, args.valid_data, args.valid_ali,
-                               args.train_ivectors, args.valid_ivectors, args.cmvn, args.norm_vars, args.delta_order)
+                               args.train_ivectors, args.valid_ivectors, nnet_input=nnet_input)
     config = sets.fit_config(config)
     if args.init_model:
         model = load_anchor(args.init_model, config, sets.nnet_input)

@@ -36,9 +36,11 @@ from esgd_asr.features.feature_io import ScpReader
 from esgd_asr.features.ubm import FrontEnd
 from esgd_asr.gmm.align import ali_to_pdf, read_alignments
 from esgd_asr.gmm.model import GmmHmm
+from esgd_asr.models.anchor import load_hybrid_model
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.dnn import DNNConfig
-from esgd_asr.train.data import Data, HybridSets
+from esgd_asr.models.kaldi_nnet3 import is_nnet3_file
+from esgd_asr.train.data import Data, HybridSets, fit_config
 
 log = logging.getLogger(__name__)
 KINDS = ("dnn", "blstm")
@@ -246,22 +248,72 @@ def check_same_system(train: Senones, valid: Senones, train_ali: Path, valid_ali
                         f"{train.num_transition_ids}: align both sets with the same GMM system")
 
 
+def data_shape(train_dir: str | Path, train_ali: str | Path, train_ivectors: str | Path | None = None,
+               delta_order: int = 0) -> tuple[int, int]:
+    """(frame width, senone count) of training data without preparing them: the first utterance's features
+    (times delta_order + 1) plus the i-vector dim, and the pdfs of the alignment dir's final.mdl."""
+    feats = ScpReader(Path(train_dir) / "feats.scp")
+    if not len(feats):
+        raise EsgdError(f"{Path(train_dir) / 'feats.scp'}: no utterances")
+    width = feats[feats.keys()[0]].shape[1] * (delta_order + 1)
+    if train_ivectors is not None:
+        ivectors = ScpReader(Path(train_ivectors) / "ivector_online.scp")
+        width += ivectors[ivectors.keys()[0]].shape[1] if len(ivectors) else 0
+    return width, GmmHmm.load(Path(train_ali) / "final.mdl").num_pdfs
+
+
+def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_ali: str | Path,
+                  train_ivectors: str | Path | None = None, cmvn: bool = False, norm_vars: bool = False,
+                  delta_order: int = 0, model: str | Path | None = None) -> tuple[DNNConfig | BLSTMConfig, NnetInput]:
+    """The model config and NnetInput the training data are to be made with. `model` (an anchor or initial model)
+    is checked first, before any data are prepared, against the data's frame width and senone count
+    (`data_shape`); a Kaldi nnet3 import brings its own architecture and input (i-vectors at the i-vector dir's
+    period, no normalisation of ours), which are returned instead."""
+    period = read_ivector_period(train_ivectors) if train_ivectors is not None else 0
+    nnet_input = NnetInput.for_model(config, cmvn=cmvn, norm_vars=norm_vars, delta_order=delta_order,
+                                     ivector_period=period)
+    if model is None:
+        return config, nnet_input
+    frame_width, num_pdfs = data_shape(train_dir, train_ali, train_ivectors, delta_order)
+    if not Path(model).is_file() or not is_nnet3_file(model):
+        fitted = fit_config(config, nnet_input.to_dict(), frame_width, num_pdfs)
+        load_hybrid_model(model, fitted).check(nnet_input.input_dim(frame_width), num_pdfs, nnet_input.chunk,
+                                               nnet_input.kind)
+        return config, nnet_input
+    loaded = load_hybrid_model(model)
+    if bool(loaded.nnet_input["ivector_period"]) != (train_ivectors is not None):
+        given = f"but got {train_ivectors}" if train_ivectors else "but no i-vector dir was given"
+        raise EsgdError(f"{model}: the model has {'an' if loaded.nnet_input['ivector_period'] else 'no'} i-vector "
+                        f"input, {given}")
+    loaded.take_ivector_period(period)
+    declared = NnetInput.from_dict(loaded.nnet_input, str(model))
+    loaded.check(declared.input_dim(frame_width), num_pdfs)
+    if loaded.config is None:
+        raise EsgdError(f"{model}: a {loaded.module.__class__.__name__} (not a splice + affine stack) can be "
+                        f"decoded but not anchored: populations are DNNs or BiLSTMs")
+    log.info("%s: the population takes the Kaldi model's architecture %s and input", model, loaded.config)
+    return loaded.config, declared
+
+
 def prepare_hybrid_sets(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_ali: str | Path,
                         valid_dir: str | Path, valid_ali: str | Path, train_ivectors: str | Path | None = None,
                         valid_ivectors: str | Path | None = None, cmvn: bool = False, norm_vars: bool = False,
-                        delta_order: int = 0) -> HybridSets:
-    """Training and validation tensors with senone targets for the model type of `config` (see module doc)."""
+                        delta_order: int = 0, nnet_input: NnetInput | None = None) -> HybridSets:
+    """Training and validation tensors with senone targets for the model type of `config` (see module doc); with
+    `nnet_input` (a model's own, normalisation included) the frames are made as it says."""
     train_ali, valid_ali = Path(train_ali), Path(valid_ali)
     if (train_ivectors is None) != (valid_ivectors is None):
         raise EsgdError("i-vectors must be given for both the training and the validation set, or for neither")
     train_senones, valid_senones = read_senones(train_ali), read_senones(valid_ali)
     check_same_system(train_senones, valid_senones, train_ali, valid_ali)
-    period = read_ivector_period(train_ivectors) if train_ivectors is not None else 0
-    nnet_input = NnetInput.for_model(config, cmvn=cmvn, norm_vars=norm_vars, delta_order=delta_order,
-                                     ivector_period=period)
+    if nnet_input is None:
+        period = read_ivector_period(train_ivectors) if train_ivectors is not None else 0
+        nnet_input = NnetInput.for_model(config, cmvn=cmvn, norm_vars=norm_vars, delta_order=delta_order,
+                                         ivector_period=period)
     train_frames = nnet_input.frames(train_dir, train_senones.targets, train_ivectors)
-    nnet_input = nnet_input.fitted(train_frames)
-    nnet_input.normalise(train_frames, str(train_dir))
+    if not nnet_input.global_stats:
+        nnet_input = nnet_input.fitted(train_frames)
+        nnet_input.normalise(train_frames, str(train_dir))
     valid_frames = nnet_input.frames(valid_dir, valid_senones.targets, valid_ivectors)
     log.info("%s: %d frames of %d utterances; %s: %d frames of %d utterances; %d senones, frame dim %d",
              train_dir, train_frames.num_frames, len(train_frames.utterances), valid_dir, valid_frames.num_frames,

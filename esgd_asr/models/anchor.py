@@ -75,6 +75,12 @@ class HybridModel:
             return config_kind(self.config)
         return self.nnet_input["kind"] if self.nnet_input else None
 
+    def take_ivector_period(self, period: int) -> None:
+        """A Kaldi nnet3 import reads its i-vectors at the data's period (Kaldi's --online-ivector-period); other
+        models keep the period they were trained with."""
+        if period and self.nnet_input and self.nnet_input.get("ivector_period") and is_nnet3_file(self.source):
+            self.nnet_input = {**self.nnet_input, "ivector_period": period}
+
     def check(self, input_dim: int, num_targets: int, chunk: int = 21, kind: str | None = None) -> None:
         """Refuse the model unless it maps inputs of width `input_dim` to `num_targets` senone scores; `kind`
         (dnn / blstm) is needed for a TorchScript module that does not carry its nnet input description."""
@@ -180,6 +186,7 @@ def load_anchor(path: str | Path, config: ModelConfig, nnet_input: dict | None =
     if model.config is not None and model.config != config:
         raise EsgdError(f"{path}: the model's architecture {model.config} differs from the population's {config}")
     if nnet_input is not None and model.nnet_input is not None:
+        model.take_ivector_period(nnet_input.get("ivector_period", 0))
         _check_same_input(model.nnet_input, nnet_input, Path(path))
     anchor = build_model(config)
     try:

@@ -593,9 +593,8 @@ def fold_fixed_affine(graph: Nnet3Graph) -> Nnet3Graph:
             weight = (b1.weight.double() @ w1.weight.double()).float()
             bias = (b1.weight.double() @ w1.bias.double() + b1.bias.double()).float()
         merged = f"{component_name}+{user_component}"
-        graph.components[merged] = Component("AffineComponent", {
-            "LinearParams": "[\n" + "\n".join(" ".join(map(repr, row)) for row in weight.tolist()) + " ]",
-            "BiasParams": "[ " + " ".join(map(repr, bias.tolist())) + " ]"})
+        graph.components[merged] = Component("AffineComponent", {"LinearParams": _text_matrix(weight.tolist()),
+                                                                 "BiasParams": _text_vector(bias.tolist())})
         graph.nodes[user] = (merged, desc)
         del graph.nodes[name]
         graph.folded.append(component_name)
@@ -672,3 +671,54 @@ def read_nnet3_model(path: str | Path, output: str = "output") -> tuple[DNNConfi
     feed_forward = _as_feed_forward(network)
     config, module = feed_forward if feed_forward is not None else (None, network)
     return config, module.eval(), declared_input(network)
+
+
+# ---- export ------------------------------------------------------------------------------------------------
+
+def _text_matrix(rows) -> str:
+    return "[\n" + "\n".join("  " + " ".join(f"{v:.9g}" for v in row) for row in rows) + " ]"
+
+
+def _text_vector(values) -> str:
+    return "[ " + " ".join(f"{v:.9g}" for v in values) + " ]"
+
+
+def nnet3_dnn_text(config: DNNConfig, module: FeedForwardDNN, global_stats=()) -> str:
+    """Kaldi nnet3 text (as `nnet3-copy --binary=false` writes it) of a FeedForwardDNN: the spliced input as an
+    `Append` of offsets, one NaturalGradientAffineComponent per layer with its nonlinearity, a final
+    LogSoftmaxComponent (a cross-entropy model, output node `output`). The global normalisation `global_stats`
+    (Kaldi CMVN stats of the network input's frames, applied with variances) is folded into the first affine
+    layer, so the model reads the front end's features as they are."""
+    from esgd_asr.features.cmvn import cmvn_offset_scale  # torch only
+
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    weight, bias = linears[0].weight.detach().double(), linears[0].bias.detach().double()
+    if global_stats:
+        offset, scale = cmvn_offset_scale(torch.tensor(global_stats, dtype=torch.float64), True, "global stats")
+        bias = bias + weight @ offset.repeat(config.splice)
+        weight = weight * scale.repeat(config.splice)
+    left = (config.splice - 1) // 2
+    splice = ", ".join("input" if o == 0 else f"Offset(input, {o})" for o in range(-left, config.splice - left))
+    kinds = {"relu": ("relu", "RectifiedLinearComponent"), "sigmoid": ("sigmoid", "SigmoidComponent"),
+             "tanh": ("tanh", "TanhComponent")}
+    nodes, components, previous = [], [], f"Append({splice})"
+    for i, linear in enumerate(linears):
+        name = f"affine{i + 1}" if i < len(config.activations) else "output.affine"
+        w, b = (weight, bias) if i == 0 else (linear.weight.detach(), linear.bias.detach())
+        nodes.append(f"component-node name={name} component={name} input={previous}")
+        components.append(f"<ComponentName> {name} <NaturalGradientAffineComponent> <MaxChange> 0.75 "
+                          f"<LearningRate> 0.001 <LinearParams>  {_text_matrix(w.tolist())}\n<BiasParams>  "
+                          f"{_text_vector(b.tolist())}\n<RankIn> 20 <RankOut> 80 <UpdatePeriod> 4 "
+                          f"<NumSamplesHistory> 2000 <Alpha> 4 </NaturalGradientAffineComponent> ")
+        previous = name
+        prefix, kind = kinds[config.activations[i]] if i < len(config.activations) else ("output.log-softmax",
+                                                                                          "LogSoftmaxComponent")
+        name = f"{prefix}{i + 1}" if i < len(config.activations) else prefix
+        nodes.append(f"component-node name={name} component={name} input={previous}")
+        components.append(f"<ComponentName> {name} <{kind}> <Dim> {linear.out_features} <ValueAvg>  [ ]\n"
+                          f"<DerivAvg>  [ ]\n<Count> 0 <NumDimsSelfRepaired> 0 <NumDimsProcessed> 0 "
+                          f"<SelfRepairScale> 1e-05 </{kind}> ")
+        previous = name
+    return (f"<Nnet3> \ninput-node name=input dim={config.feat_dim}\n" + "\n".join(nodes)
+            + f"\noutput-node name=output input={previous} objective=linear\n\n<NumComponents> {len(components)} \n"
+            + "\n".join(components) + "\n</Nnet3> \n")

@@ -59,6 +59,26 @@ def gaussian_clusters(count: int, input_dim: int, num_classes: int, generator: t
     return features, targets
 
 
+def fit_config(config: DNNConfig | BLSTMConfig, nnet_input: dict, frame_dim: int, num_targets: int
+               ) -> DNNConfig | BLSTMConfig:
+    """`config` with the input width `frame_dim` and senone count of data made with `nnet_input`
+    (NnetInput.to_dict()); its splice / chunk must be theirs."""
+    kind, values = nnet_input["kind"], nnet_input
+    if isinstance(config, DNNConfig) and kind == "dnn":
+        splice = values["left_context"] + 1 + values["right_context"]
+        if config.splice != splice:
+            raise EsgdError(f"model config splices {config.splice} frames, the data {splice}")
+        return dataclasses.replace(config, feat_dim=frame_dim, num_targets=num_targets)
+    if isinstance(config, BLSTMConfig) and kind == "blstm":
+        theirs = (values["chunk"], values.get("chunk_left_context", 0), values.get("chunk_right_context", 0))
+        if (config.chunk, config.chunk_left_context, config.chunk_right_context) != theirs:
+            raise EsgdError(f"model config unrolls {config.chunk} frames with context "
+                            f"{config.chunk_left_context}/{config.chunk_right_context}, the data chunks "
+                            f"{theirs[0]} with {theirs[1]}/{theirs[2]}")
+        return dataclasses.replace(config, input_dim=frame_dim, num_targets=num_targets)
+    raise EsgdError(f"a {type(config).__name__} cannot read {kind} data")
+
+
 @dataclass
 class HybridSets:
     """Training and validation tensors of a hybrid model (esgd_asr.data.hybrid.prepare_hybrid_sets) with what
@@ -77,20 +97,7 @@ class HybridSets:
 
     def fit_config(self, config: DNNConfig | BLSTMConfig) -> DNNConfig | BLSTMConfig:
         """`config` with the input width and senone count of these data; its splice / chunk must be theirs."""
-        kind, values = self.nnet_input["kind"], self.nnet_input
-        if isinstance(config, DNNConfig) and kind == "dnn":
-            splice = values["left_context"] + 1 + values["right_context"]
-            if config.splice != splice:
-                raise EsgdError(f"model config splices {config.splice} frames, the data {splice}")
-            return dataclasses.replace(config, feat_dim=self.frame_dim, num_targets=self.num_targets)
-        if isinstance(config, BLSTMConfig) and kind == "blstm":
-            theirs = (values["chunk"], values.get("chunk_left_context", 0), values.get("chunk_right_context", 0))
-            if (config.chunk, config.chunk_left_context, config.chunk_right_context) != theirs:
-                raise EsgdError(f"model config unrolls {config.chunk} frames with context "
-                                f"{config.chunk_left_context}/{config.chunk_right_context}, the data chunks "
-                                f"{theirs[0]} with {theirs[1]}/{theirs[2]}")
-            return dataclasses.replace(config, input_dim=self.frame_dim, num_targets=self.num_targets)
-        raise EsgdError(f"a {type(config).__name__} cannot read {kind} data")
+        return fit_config(config, self.nnet_input, self.frame_dim, self.num_targets)
 
     def save(self, path: str | Path) -> Path:
         return atomic_torch_save({"format": HYBRID_SETS_FORMAT,

@@ -1,0 +1,94 @@
+"""A Kaldi user's models on the tiny hybrid task: a DNN of ours exported to nnet3 text reads back to the same
+posteriors; bad anchors (chain, binary, wrong senone count, missing i-vectors, a TDNN) stop esgd-train-esgd in one
+line before any data are prepared; an imported nnet3 DNN anchors an ESGD population on its own input."""
+import kaldi_hmm_gmm  # noqa: F401  (before kaldifst)
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+from esgd_asr.cli import export_nnet3, train_esgd, train_nnet
+from esgd_asr.data.hybrid import network_input, prepare_hybrid_sets
+from esgd_asr.decode.hybrid import HybridScorer
+from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.models.dnn import FeedForwardDNN
+from esgd_asr.train.nnet import evaluate
+from hybrid_fixture import make_hybrid_task
+from test_kaldi_nnet3 import every_feature_text
+from test_population_cli import CONFIGS, TINY, options
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return make_hybrid_task(tmp_path_factory.mktemp("kaldi_anchor"))
+
+
+@pytest.fixture(scope="module")
+def exported(task, tmp_path_factory):
+    """A DNN trained here (global normalisation, no CMVN) and its nnet3 text export."""
+    out = tmp_path_factory.mktemp("dnn")
+    train_nnet.main(["--nnet-config", str(REPO / "conf/dnn.yaml"), "--model-opt", "splice=3", "--model-opt",
+                     "hidden=[32]", "--model-opt", "activations=[relu]", "--lr", "0.5", "--max-epochs", "2",
+                     "--tensorboard", "false", str(task["data"]), str(task["train_ali"]), str(task["data"]),
+                     str(task["valid_ali"]), str(out)])
+    export_nnet3.main([str(out / "final.pt"), str(out / "final.txt")])
+    return out / "final.pt", out / "final.txt"
+
+
+def test_exported_dnn_reads_back_to_the_same_posteriors(task, exported):
+    ours, theirs = load_hybrid_model(exported[0]), load_hybrid_model(exported[1])
+    assert isinstance(theirs.module, FeedForwardDNN) and theirs.config == ours.config
+    assert theirs.nnet_input["global_stats"] != ours.nnet_input["global_stats"]  # folded into the first layer
+    counts = torch.ones(ours.config.num_targets)
+    posteriors = [HybridScorer(model, counts).log_posteriors(
+        HybridScorer(model, counts).nnet_input.frames(task["data"])) for model in (ours, theirs)]
+    assert (posteriors[0] - posteriors[1]).abs().max() < 1e-4
+
+
+def test_bad_anchors_stop_before_the_data_are_prepared(task, tmp_path, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the data were prepared")
+
+    monkeypatch.setattr(train_esgd, "prepare_hybrid_sets", never)
+    (tmp_path / "chain.txt").write_bytes(gzip.decompress(
+        (REPO / "tests/data/kaldi_nnet3/swbd_tdnn_7q/final.txt.gz").read_bytes()))
+    (tmp_path / "final.raw").write_bytes(b"\0B<Nnet3> " + bytes(100))
+    (tmp_path / "tdnn.txt").write_text(every_feature_text())
+    cases = [("chain.txt", [], "does not end in a softmax or log-softmax (a chain model"),
+             ("final.raw", [], "convert it to text first: nnet3-copy --binary=false"),
+             ("tdnn.txt", [], "has an i-vector input, but no i-vector dir was given"),
+             ("tdnn.txt", ["--train-ivectors", str(task["ivectors"]), "--valid-ivectors", str(task["ivectors"])],
+              "the model does not take inputs of dim 144"),  # 13 + 3 per frame, the model takes 4 + 3
+             ("missing.pt", [], "missing.pt: no such model file")]
+    ivectors = ["--train-ivectors", str(task["ivectors"]), "--valid-ivectors", str(task["ivectors"])]
+    (tmp_path / "tdnn13.txt").write_text(every_feature_text(feat_dim=13))
+    (tmp_path / "tdnn31.txt").write_text(every_feature_text(feat_dim=13, num_targets=31))
+    cases += [("tdnn13.txt", ivectors, "the model has 7 outputs but the tree has 31 senones"),
+              ("tdnn31.txt", ivectors, "a Nnet3Network (not a splice + affine stack) can be decoded but not anchored")]
+    for name, extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            train_esgd.main(["--algorithm", "anchored", *CONFIGS, "--anchor", str(tmp_path / name), *extra,
+                             "--progress", "false", str(task["data"]), str(task["train_ali"]), str(task["data"]),
+                             str(task["valid_ali"]), str(tmp_path / "exp")])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 1 and message in error[-1], (name, error)
+
+
+def test_a_kaldi_dnn_anchors_a_population_on_its_own_input(task, exported, tmp_path):
+    """The population takes the imported model's architecture (splice 3, not the --model-opt's 5) and input (no
+    normalisation of ours on top), and ends no worse than its anchor."""
+    anchor = load_hybrid_model(exported[1])
+    config, nnet_input = network_input(anchor.config, task["data"], task["train_ali"], model=exported[1])
+    sets = prepare_hybrid_sets(config, task["data"], task["train_ali"], task["data"], task["valid_ali"],
+                               nnet_input=nnet_input)
+    anchor_ce, _ = evaluate(anchor.module, sets.valid)
+    train_esgd.main(["--algorithm", "anchored", *CONFIGS, "--model-opt", "splice=5", *options(TINY),
+                     "--anchor", str(exported[1]), "--tensorboard", "false", "--plot", "false", "--progress",
+                     "false", str(task["data"]), str(task["train_ali"]), str(task["data"]), str(task["valid_ali"]),
+                     str(tmp_path)])
+    result = load_hybrid_model(tmp_path / "final.pt")
+    assert result.config == anchor.config and result.nnet_input["global_stats"] == anchor.nnet_input["global_stats"]
+    assert torch.load(tmp_path / "final.pt", weights_only=True)["info"]["valid_ce"] <= anchor_ce + 1e-6
