@@ -22,7 +22,7 @@ from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.models import DNNConfig, build_model
 from esgd_asr.models.anchor import load_hybrid_model, save_hybrid_model
 from hybrid_fixture import IVECTOR_DIM, IVECTOR_PERIOD, make_hybrid_task
-from test_kaldi_nnet3 import matrix, vector
+from test_kaldi_nnet3 import every_feature_text, matrix, vector
 
 REPO = Path(__file__).resolve().parents[1]
 # one word per sentence; the LM prefers SEA clearly, then KID, the others are unlikely
@@ -141,9 +141,22 @@ def test_an_imported_kaldi_tdnn_decodes_with_its_declared_input(task, tmp_path, 
     decode_nnet.main(["--ivectors", str(task["ivectors"])] + args)
     model = load_hybrid_model(tmp_path / "final.txt")  # its input: raw features, no normalisation of ours
     model.nnet_input["ivector_period"] = IVECTOR_PERIOD
-    frames = HybridScorer(model, counts).nnet_input.frames(task["data"], None, task["ivectors"])
+    scorer = HybridScorer(model, counts)
+    frames = scorer.nnet_input.frames(task["data"], None, task["ivectors"])
     first = kaldiio.load_mat(read_table(task["data"] / "feats.scp")[frames.utterances[0]])
     assert torch.equal(frames.features[:len(first), :dim], torch.tensor(first))
+    # a TDNN scored over chunks of frames, one pass each: what its spliced frames give one by one (the i-vector
+    # of each frame made its utterance's first, as one per chunk is read)
+    (tmp_path / "tdnn.txt").write_text(every_feature_text(feat_dim=dim, num_targets=senones).replace(
+        "IfDefined(Offset(relu1, -4))", "Offset(relu1, -4)"))
+    tdnn = load_hybrid_model(tmp_path / "tdnn.txt")
+    tdnn.take_ivector_period(IVECTOR_PERIOD)
+    scorer = HybridScorer(tdnn, counts)
+    for u in range(len(frames.utterances)):
+        frames.features[frames.offsets[u]:frames.offsets[u + 1], dim:] = frames.features[frames.offsets[u], dim:]
+    windows, _ = scorer.nnet_input.utterance_inputs(frames)
+    with torch.no_grad():
+        assert (scorer.log_posteriors(frames) - torch.log_softmax(tdnn.module(windows), -1)).abs().max() < 1e-4
     words = {i: w for w, i in LangDir.read(task["lang"]).words.items()}
     lattices = dict(read_lattice_archive(tmp_path / "decode" / "lat.1.gz"))
     assert len(lattices) == len(read_table(task["data"] / "text"))

@@ -15,8 +15,10 @@ from esgd_asr.data.frames import FrameSet
 from esgd_asr.data.hybrid import NnetInput
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.anchor import HybridModel
+from esgd_asr.models.kaldi_nnet3 import Nnet3Network
 
 BLOCKED_LOG_PRIOR = 1.0e10
+FRAMES_PER_CHUNK = 50  # output frames per pass of an imported nnet3 network (Kaldi's --frames-per-chunk)
 
 
 def log_priors(counts) -> torch.Tensor:
@@ -49,7 +51,10 @@ class HybridScorer:
     @torch.no_grad()
     def log_posteriors(self, frames: FrameSet) -> torch.Tensor:
         """(frames, senones) float32 log-softmax of the network's outputs, the forward pass batched over frames
-        (DNN) or chunks (BiLSTM; padding positions dropped)."""
+        (DNN) or chunks (BiLSTM; padding positions dropped); an imported nnet3 network over chunks of consecutive
+        frames (`_whole_utterances`: each layer computed once per frame)."""
+        if isinstance(self.module, Nnet3Network):
+            return self._whole_utterances(frames)
         inputs, index = self.nnet_input.utterance_inputs(frames)
         out = torch.empty(frames.num_frames, len(self.log_priors))
         step = max(1, self.batch_size // (inputs.shape[1] if inputs.ndim == 3 else 1))  # rows of ~batch_size frames
@@ -60,6 +65,23 @@ class HybridScorer:
             scores = scores.reshape(-1, scores.shape[-1])
             keep = rows >= 0
             out[rows[keep]] = scores[keep]
+        return out
+
+    def _whole_utterances(self, frames: FrameSet) -> torch.Tensor:
+        """Chunks of FRAMES_PER_CHUNK frames of each utterance in one pass each, the utterance's edge frames repeated
+        over the context; an i-vector input is read at the chunk's middle frame (as Kaldi's decodable does)."""
+        left, right = self.module.left_context, self.module.right_context
+        feat_dim = self.module.input_dims[0]
+        out = torch.empty(frames.num_frames, len(self.log_priors))
+        for u in range(len(frames.utterances)):
+            x = frames.features[frames.offsets[u]:frames.offsets[u + 1]]
+            padded = torch.cat([x[:1].expand(left, -1), x, x[-1:].expand(right, -1)])
+            for start in range(0, len(x), FRAMES_PER_CHUNK):
+                end = min(start + FRAMES_PER_CHUNK, len(x))
+                window = padded[start:end + left + right].clone()
+                window[left, feat_dim:] = x[(start + end) // 2, feat_dim:]  # ReplaceIndex(ivector, t, 0)
+                scores = self.module(window[None].to(self.device))[0].float()
+                out[frames.offsets[u] + start:frames.offsets[u] + end] = F.log_softmax(scores, -1).cpu()
         return out
 
     def pseudo_loglikes(self, frames: FrameSet) -> torch.Tensor:
