@@ -241,10 +241,11 @@ def validate_data_dir(path: str | Path, check_audio: bool = True, allow_empty_te
     spk2utt = read_table_lines(path / "spk2utt")
     if {k: v for k, (_, v) in spk2utt.items()} != utt2spk_to_spk2utt(data.utt2spk):
         raise EsgdError(f"{path / 'spk2utt'}: does not match utt2spk (regenerate it from utt2spk)")
-    for utt, spk in data.utt2spk.items():
-        if not utt.startswith(spk):
-            raise EsgdError(f"{path / 'utt2spk'}: utterance '{utt}' does not start with its speaker id '{spk}'")
     utt2spk = read_table_lines(path / "utt2spk")
+    for utt, (lineno, spk) in utt2spk.items():
+        if not utt.startswith(spk):
+            raise EsgdError(f"{path / 'utt2spk'}:{lineno}: utterance '{utt}' does not start with its speaker id "
+                            f"'{spk}'")
     if (path / "feats.scp").is_file():
         _same_keys(path / "feats.scp", read_table_lines(path / "feats.scp"), path / "utt2spk", utt2spk)
     if (path / "cmvn.scp").is_file():
