@@ -243,12 +243,15 @@ def test_plain_dnn_becomes_a_feed_forward_dnn_with_lda_folded(tmp_path):
     assert model.nnet_input == nnet_input and model.nnet_input["global_stats"][0] == (0.0,) * 3 + (1.0,)
 
 
-@pytest.mark.parametrize("head,command", [
-    (b"\0B<Nnet3> ", "nnet3-copy --binary=false"),
-    (b"\0B<TransitionModel> <Topology> ", "nnet3-am-copy --raw=true --binary=false")])
-def test_binary_models_are_refused_with_the_conversion_command(head, command, tmp_path):
-    (tmp_path / "final.mdl").write_bytes(head + bytes(range(200)))
-    with pytest.raises(EsgdError, match=f"final.mdl: a Kaldi binary .* convert it to text first: {command} "):
+@pytest.mark.parametrize("content,message", [
+    (b"\0B<Nnet3> ", "a Kaldi binary <Nnet3> model; convert it to text first: nnet3-copy --binary=false "),
+    (b"\0B<TransitionModel> <Topology> " + bytes(200) + b"<Nnet3> ",
+     "a Kaldi binary <TransitionModel> model; convert it to text first: nnet3-am-copy --raw=true --binary=false "),
+    (b"\0B<TransitionModel> <Topology> " + bytes(200) + b"<DIMENSION> ", "a Kaldi binary model without an nnet3"),
+    (b"<TransitionModel> \n<Topology> \n</Topology> \n</TransitionModel> \n<DIMENSION> 39 ", "no <Nnet3>")])
+def test_binary_and_non_nnet3_models_are_refused_with_the_reason(content, message, tmp_path):
+    (tmp_path / "final.mdl").write_bytes(content + bytes(range(200)))
+    with pytest.raises(EsgdError, match=f"final.mdl: {message}"):
         load_hybrid_model(tmp_path / "final.mdl")
 
 

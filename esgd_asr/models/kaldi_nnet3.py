@@ -53,16 +53,17 @@ def is_nnet3_file(path: str | Path) -> bool:
 
 def _check_text(path: Path) -> str:
     """The text of a text-form model; a binary one is refused with the command that converts it."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head.startswith(b"\0B"):
-        tag = next((t for t in BINARY_COMMANDS if head[2:].startswith(t)), b"<Nnet3>")
+    data = path.read_bytes()
+    if data.startswith(b"\0B"):
+        tag = next((t for t in BINARY_COMMANDS if data[2:].startswith(t)), b"<Nnet3>")
+        if b"<Nnet3>" not in data:
+            raise EsgdError(f"{path}: a Kaldi binary model without an nnet3 network (a GMM or nnet2 model?)")
         raise EsgdError(f"{path}: a Kaldi binary {tag.decode()} model; convert it to text first: "
                         + BINARY_COMMANDS[tag].format(path=path))
-    text = path.read_text(errors="replace")
+    text = data.decode(errors="replace")
     start, end = text.find("<Nnet3>"), text.find("</Nnet3>")
     if start < 0 or end < 0:
-        raise EsgdError(f"{path}: no <Nnet3> ... </Nnet3> section (an nnet1/nnet2 model or truncated?)")
+        raise EsgdError(f"{path}: no <Nnet3> ... </Nnet3> section (a GMM, nnet1 or nnet2 model, or truncated?)")
     return text[start:end]
 
 
