@@ -201,20 +201,20 @@ stage_mono() {
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/mono exp/mono_ali
 }
 stage_tri1() {
-  steps/train_deltas.sh --config conf/tri1.conf --nj "$nj" --cmd "$train_cmd" "$tri1_leaves" "$tri1_gauss" \
-    --seed "$seed" data/train data/lang exp/mono_ali exp/tri1 || return 1
+  steps/train_deltas.sh --config conf/tri1.conf --seed "$seed" --nj "$nj" --cmd "$train_cmd" \
+    "$tri1_leaves" "$tri1_gauss" data/train data/lang exp/mono_ali exp/tri1 || return 1
   gmm_graph_decode tri1 || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri1 exp/tri1_ali
 }
 stage_tri2() {
-  steps/train_lda_mllt.sh --config conf/tri2.conf --nj "$nj" --cmd "$train_cmd" "$tri2_leaves" "$tri2_gauss" \
-    --seed "$seed" data/train data/lang exp/tri1_ali exp/tri2 || return 1
+  steps/train_lda_mllt.sh --config conf/tri2.conf --seed "$seed" --nj "$nj" --cmd "$train_cmd" \
+    "$tri2_leaves" "$tri2_gauss" data/train data/lang exp/tri1_ali exp/tri2 || return 1
   gmm_graph_decode tri2 || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri2 exp/tri2_ali
 }
 stage_tri3() {
-  steps/train_sat.sh --config conf/tri3.conf --nj "$nj" --cmd "$train_cmd" "$tri3_leaves" "$tri3_gauss" \
-    --seed "$seed" data/train data/lang exp/tri2_ali exp/tri3 || return 1
+  steps/train_sat.sh --config conf/tri3.conf --seed "$seed" --nj "$nj" --cmd "$train_cmd" \
+    "$tri3_leaves" "$tri3_gauss" data/train data/lang exp/tri2_ali exp/tri3 || return 1
   gmm_graph_decode tri3 fmllr || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri3 exp/tri3_ali || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/dev data/lang exp/tri3 exp/tri3_ali_dev || return 1
