@@ -80,6 +80,8 @@ def test_table1_budget_and_top_quarter_are_recorded(task, tmp_path):
     assert load_hybrid_model(tmp_path / "top" / "rank2.pt").config == load_hybrid_model(tmp_path / "final.pt").config
     assert info["fitness_ce"] != pytest.approx(info["valid_ce"], rel=1e-4)   # a subset: both are printed
     assert info["mu"] == 8 and info["sgd_frames"] == 8 * info["member_frames"] and info["wall_seconds"] > 0
+    train(task, tmp_path, "esgd", values={"mu": 4})   # a smaller population into the same dir: no stale rank2
+    assert not (tmp_path / "top" / "rank2.pt").exists()
 
 
 def test_anchored_and_iterated_never_end_worse_than_their_anchor(task, single, tmp_path):

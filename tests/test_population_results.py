@@ -24,6 +24,8 @@ def test_table1_lists_the_systems_in_the_papers_order_with_budgets_and_ranges(tm
                       sgd_frames=2400000, wall_seconds=90)
     decoded(exp / "esgd_dnn_esgd", "decode_test", "25.00")
     decoded(exp / "esgd_dnn_esgd", "decode_test_rank2", "24.50")
+    save_hybrid_model(exp / "esgd_dnn_esgd" / "top" / "rank2.pt", build_model(CONFIG), CONFIG)
+    decoded(exp / "esgd_dnn_esgd", "decode_test_rank3", "99.00")   # of an earlier, larger population: not counted
     show_results.main([str(tmp_path / "data"), str(exp)])
     out = capsys.readouterr().out
     table = out[out.index("Table 1"):].splitlines()[2:5]

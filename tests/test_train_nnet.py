@@ -42,6 +42,15 @@ def run(sets, out, **kwargs):
     return nnet.train_nnet(model, config, sets, SCHEDULE, out, seed=3, tensorboard=False, **kwargs)
 
 
+def test_an_equal_budget_run_draws_epochs_of_epoch_frames_and_records_them(dnn_sets, tmp_path):
+    model, config = fresh_model(dnn_sets)
+    schedule = NewBobConfig(lr=0.5, batch_size=64, max_epochs=2, min_lr=0, epoch_frames=100)
+    history = nnet.train_nnet(model, config, dnn_sets, schedule, tmp_path, seed=3, tensorboard=False, plot=False)
+    assert [r["frames"] for r in history[1:]] == [100, 100]
+    info = torch.load(tmp_path / "final.pt", weights_only=True)["info"]
+    assert info["member_frames"] == 200 < 2 * int((dnn_sets.train[1] != -100).sum()) and info["wall_seconds"] >= 0
+
+
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(dnn_sets, tmp_path, monkeypatch):
     history = run(dnn_sets, tmp_path / "whole")
     assert [r["epoch"] for r in history] == list(range(6)) and history[-1]["valid_ce"] < history[0]["valid_ce"]

@@ -81,12 +81,14 @@ def value_range(values: list[float], digits: int) -> str:
 
 def table1_row(system: Path) -> list[str]:
     """Dev CE (whole set; the fitness CE beside it when selection used a subset), its top-quarter range, test WER
-    and its range (decode_test, decode_test_rank<r>), SGD frames per member, total SGD member-frames, wall time."""
+    and its range (decode_test, and decode_test_rank<r> of each top/rank<r>.pt), SGD frames per member, total SGD
+    member-frames, wall time."""
     info = torch.load(system / "final.pt", map_location="cpu", weights_only=True).get("info") or {}
     ce = f"{info['valid_ce']:.3f}" if "valid_ce" in info else "-"
     if info.get("fitness_frames"):
         ce += f" ({info['fitness_ce']:.3f})"
-    wers = [float(w) for w in (best_wer(d) for d in sorted(system.glob("decode_test*"))) if w != "-"]
+    decodes = [system / "decode_test"] + [system / f"decode_test_{top.stem}" for top in system.glob("top/rank*.pt")]
+    wers = [float(w) for w in map(best_wer, decodes) if w != "-"]
     member, total = info.get("member_frames"), info.get("sgd_frames", info.get("member_frames"))
     wall = info.get("wall_seconds")
     return [ce, value_range(info.get("top_valid_ce", []), 3), best_wer(system / "decode_test"),

@@ -155,10 +155,14 @@ def main(argv=None):
                     fitness_frames=getattr(settings, "fitness_frames", None), top_valid_ce=[ce for ce, _ in whole],
                     mu=getattr(trained, "trainable_size", 1), algorithm=args.algorithm, generations=trained.generation,
                     wall_seconds=round(sum(r.get("seconds", 0) for r in history), 1), **budget)
+        top = path.parent / "top"
+        for stale in top.glob("rank*.pt"):   # of an earlier run with a larger population
+            if stale.stem[len("rank"):] not in {str(rank) for rank in range(2, len(modules) + 1)}:
+                stale.unlink()
         for rank, module in enumerate(modules[1:], start=2):
-            save_hybrid_model(path.parent / "top" / f"rank{rank}.pt", module, config, sets.nnet_input,
-                              sets.pdf_counts, **{**info, "valid_ce": whole[rank - 1][0],
-                                                  "valid_acc": whole[rank - 1][1], "fitness_ce": ranked[rank - 1][1]})
+            save_hybrid_model(top / f"rank{rank}.pt", module, config, sets.nnet_input, sets.pdf_counts,
+                              **{**info, "valid_ce": whole[rank - 1][0], "valid_acc": whole[rank - 1][1],
+                                 "fitness_ce": ranked[rank - 1][1]})
         save_hybrid_model(path, modules[0], config, sets.nnet_input, sets.pdf_counts, **info)
         log.info("wrote %s: validation CE %.4f (fitness %.4f), frame accuracy %.2f %% (whole validation set); "
                  "top quarter CE %s; %s", path, info["valid_ce"], info["fitness_ce"], 100 * info["valid_acc"],
