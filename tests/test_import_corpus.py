@@ -9,7 +9,7 @@ from esgd_asr.data.kaldi_dir import DataDir, validate_data_dir
 from esgd_asr.data.manifests import load_manifests
 
 
-def write_kaldi_corpus(root, with_segments, heldout=False, piped=False):
+def write_kaldi_corpus(root, with_segments, heldout=False, piped=False, rate=16000):
     """Three data dirs (four with `heldout`); each recording holds two utterances when `with_segments`; with
     `piped`, wav.scp reads each recording through a sox pipe, as real recipes write it."""
     rng = np.random.default_rng(0)
@@ -22,7 +22,7 @@ def write_kaldi_corpus(root, with_segments, heldout=False, piped=False):
             reco = f"{spk}-rec1"
             path = root / "audio" / f"{reco}.wav"
             path.parent.mkdir(exist_ok=True)
-            sf.write(path, rng.normal(0, 0.1, 32000).astype(np.float32), 16000)
+            sf.write(path, rng.normal(0, 0.1, 2 * rate).astype(np.float32), rate)
             wav[reco] = f"sox {path} -t wav - |" if piped else str(path)
             for i, (start, end) in enumerate([(0.0, 0.9), (1.0, 1.9)] if with_segments else [(0.0, 2.0)]):
                 utt = f"{reco}-{i}" if with_segments else reco
@@ -202,3 +202,20 @@ def test_corpus_is_swapped_in_only_when_every_split_is_valid(tmp_path):
         write_corpus(splits, "kaldi", tmp_path / "m", tmp_path / "data")
     assert snapshot(tmp_path / "m", tmp_path / "data") == before
     assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
+
+
+def test_a_corpus_at_another_rate_stops_at_import_or_is_resampled(tmp_path, capsys):
+    """8 kHz recordings read through pipes, with segments: refused at --sample-rate 16000 naming the recording,
+    imported with --resample true (a sox stage in wav.scp) into 16 kHz segments of the same duration."""
+    write_kaldi_corpus(tmp_path / "src", with_segments=True, piped=True, rate=8000)
+    args = ["--corpus", f"kaldi:{tmp_path / 'src'}", str(tmp_path / "manifests"), str(tmp_path / "data")]
+    with pytest.raises(SystemExit):
+        import_corpus(args)
+    assert "train/wav.scp: recording 'alice-rec1' is sampled at 8000 Hz, not at --sample-rate 16000" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+    import_corpus(["--resample", "true"] + args)
+    train = validate_data_dir(tmp_path / "data" / "train")
+    assert train.wav_scp["alice-rec1"].endswith("- | sox -t wav - -t wav -r 16000 - |")
+    utt, samples, rate = next(read_utterances(tmp_path / "data" / "train", ["alice-rec1-1"], -1))
+    assert rate == 16000 and abs(len(samples) - 0.9 * 16000) <= 1

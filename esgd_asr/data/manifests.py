@@ -11,7 +11,8 @@ from lhotse import CutSet, RecordingSet, SupervisionSet
 from lhotse.kaldi import load_kaldi_data_dir
 
 from esgd_asr.atomic import atomic_outputs
-from esgd_asr.data.kaldi_dir import DataDir, check_segment_ends, check_source_dir, validate_data_dir
+from esgd_asr.data.kaldi_dir import (DataDir, check_segment_ends, check_source_dir, read_table, read_wav_entry,
+                                     validate_data_dir)
 from esgd_asr.errors import EsgdError
 
 SPLITS = ("train", "dev", "test")
@@ -43,21 +44,23 @@ def load_manifests(manifest_dir: Path, corpus: str, split: str) -> tuple[Recordi
 
 
 def wav_scp_entry(recording, channel: int) -> str:
-    """Kaldi rxfilename for one channel of a recording: a wav path, or a pipe that yields a mono wav."""
+    """Kaldi rxfilename for one channel of a recording: a wav path, or a pipe that yields a mono wav (resampled
+    by sox to the recording's rate where it was resampled, `Recording.resample`)."""
     if len(recording.sources) != 1:
         raise EsgdError(f"recording '{recording.id}': recordings made of several audio sources are not supported")
     source = recording.sources[0]
+    resample = f" sox -t wav - -t wav -r {recording.sampling_rate} - |" if recording.transforms else ""
     if source.type == "command":
         if recording.num_channels != 1:
             raise EsgdError(f"recording '{recording.id}': multi-channel command sources are not supported")
-        return f"{source.source.rstrip()} |"
+        return f"{source.source.rstrip()} |{resample}"
     if source.type != "file":
         raise EsgdError(f"recording '{recording.id}': audio source type '{source.type}' cannot go into wav.scp")
     path = source.source
-    if path.endswith(".wav") and recording.num_channels == 1:
+    if path.endswith(".wav") and recording.num_channels == 1 and not resample:
         return path
     if path.endswith(".sph"):
-        return f"sph2pipe -f wav -p -c {channel + 1} {path} |"
+        return f"sph2pipe -f wav -p -c {channel + 1} {path} |{resample}"
     return f"sox {path} -t wav -r {recording.sampling_rate} - remix {channel + 1} |"
 
 
@@ -92,28 +95,37 @@ def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionS
                    spk2gender=spk2gender, utt2dur=utt2dur)
 
 
-def import_kaldi_data_dir(path: Path, sample_rate: int) -> tuple[RecordingSet, SupervisionSet]:
+def import_kaldi_data_dir(path: Path, sample_rate: int, resample: bool = False
+                          ) -> tuple[RecordingSet, SupervisionSet]:
     """Read an existing Kaldi data dir through lhotse, once its tables and audio headers are checked
-    (esgd_asr.data.kaldi_dir.check_source_dir) and before any segment ends past its recording."""
+    (esgd_asr.data.kaldi_dir.check_source_dir) and before any segment ends past its recording. Its first
+    recording must be at `sample_rate`, or with `resample` every recording is resampled to it (a sox stage in
+    its wav.scp entry)."""
     if not (Path(path) / "wav.scp").is_file():
         raise EsgdError(f"{path}: not a Kaldi data dir (no wav.scp)")
     segments = check_source_dir(path)
+    reco, rx = next(iter(read_table(Path(path) / "wav.scp").items()))
+    rate = read_wav_entry(rx, f"{Path(path) / 'wav.scp'}: recording '{reco}'")[1]
+    if rate != sample_rate and not resample:
+        raise EsgdError(f"{Path(path) / 'wav.scp'}: recording '{reco}' is sampled at {rate} Hz, not at "
+                        f"--sample-rate {sample_rate}: give --sample-rate {rate}, or --resample true to convert it")
     try:
-        recordings, supervisions, _ = load_kaldi_data_dir(path, sampling_rate=sample_rate)
+        recordings, supervisions, _ = load_kaldi_data_dir(path, sampling_rate=rate)
     except Exception as err:  # lhotse raises many kinds; name the dir
         raise EsgdError(f"{path}: cannot import Kaldi data dir: {err}") from None
     if supervisions is None:
         raise EsgdError(f"{path}: no text/utt2spk to import")
     if segments is not None:
         check_segment_ends(Path(path) / "segments", segments, {r.id: r.duration for r in recordings})
-    return recordings, supervisions
+    return (recordings if rate == sample_rate else recordings.resample(sample_rate)), supervisions
 
 
-def import_kaldi_corpus(root: Path, sample_rate: int) -> dict[str, tuple[RecordingSet, SupervisionSet]]:
+def import_kaldi_corpus(root: Path, sample_rate: int, resample: bool = False
+                        ) -> dict[str, tuple[RecordingSet, SupervisionSet]]:
     """`--corpus kaldi:<root>`: <root>/{train,dev,test} are Kaldi data dirs; <root>/heldout, where present, is
     decoded as the held-out set too."""
     splits = SPLITS + (("heldout",) if (Path(root) / "heldout" / "wav.scp").is_file() else ())
-    return {split: import_kaldi_data_dir(Path(root) / split, sample_rate) for split in splits}
+    return {split: import_kaldi_data_dir(Path(root) / split, sample_rate, resample) for split in splits}
 
 
 def prepare_librispeech_corpus(corpus_dir: Path, manifest_dir: Path, nj: int
