@@ -48,7 +48,7 @@ def test_exported_dnn_reads_back_to_the_same_posteriors(task, exported):
     assert (posteriors[0] - posteriors[1]).abs().max() < 1e-4
 
 
-def test_bad_anchors_stop_before_the_data_are_prepared(task, tmp_path, capsys, monkeypatch):
+def test_bad_anchors_stop_before_the_data_are_prepared(task, exported, tmp_path, capsys, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the data were prepared")
 
@@ -67,6 +67,8 @@ def test_bad_anchors_stop_before_the_data_are_prepared(task, tmp_path, capsys, m
     (tmp_path / "tdnn13.txt").write_text(every_feature_text(feat_dim=13))
     (tmp_path / "tdnn31.txt").write_text(every_feature_text(feat_dim=13, num_targets=31))
     cases += [("tdnn13.txt", ivectors, "the model has 7 outputs but the tree has 31 senones"),
+              (str(exported[1]), ["--nnet-config", str(REPO / "conf/blstm.yaml")],
+               "a feed-forward DNN, but the model config describes a BLSTMConfig"),
               ("tdnn31.txt", ivectors, "a Nnet3Network (not a splice + affine stack) can be decoded but not anchored")]
     for name, extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:

@@ -291,6 +291,8 @@ def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_
     if loaded.config is None:
         raise EsgdError(f"{model}: a {loaded.module.__class__.__name__} (not a splice + affine stack) can be "
                         f"decoded but not anchored: populations are DNNs or BiLSTMs")
+    if type(loaded.config) is not type(config):
+        raise EsgdError(f"{model}: a feed-forward DNN, but the model config describes a {type(config).__name__}")
     log.info("%s: the population takes the Kaldi model's architecture %s and input", model, loaded.config)
     return loaded.config, declared
 
