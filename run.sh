@@ -252,12 +252,13 @@ stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones o
   done
 }
 
-# esgd_epochs PRESET: the per-member SGD budget of a conf/esgd.yaml preset as train_nnet/finetune options:
-# K x Ks + Kf epochs (each of epoch_frames frames, or whole) and the preset's fine-tune learning rate
+# esgd_epochs PRESET: the per-member SGD budget of conf/esgd.yaml preset(s) for the single-model runs:
+# K x Ks + Kf epochs, their size (epoch_frames, 0: whole), the fine-tune's learning rate and mini-batch
 esgd_epochs() {
   python3 -c 'import sys; from esgd_asr.population.config import load_esgd_config
 c = load_esgd_config("conf/esgd.yaml", sys.argv[1])
-print(f"{c.generations * c.sgd_epochs + c.finetune.max_epochs} {c.epoch_frames or 0} {c.finetune.lr}")' "$1"
+f = c.finetune
+print(f"{c.generations * c.sgd_epochs + f.max_epochs} {c.epoch_frames or 0} {f.lr} {f.batch_size}")' "$1"
 }
 # better_anchor DIR...: the final.pt of the run whose best model has the lowest fitness (the CE selection used)
 better_anchor() {
@@ -265,7 +266,9 @@ better_anchor() {
 print(min(sys.argv[1:], key=ce) + "/final.pt")' "$@"
 }
 esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_esgd, then decode test
-  local type=$1 gmm=$2 name=$3 feats= cmvn=false dir=exp/esgd_${type}_$3 epochs frames lr model
+  local type=$1 gmm=$2 name=$3 feats= cmvn=false dir=exp/esgd_${type}_$3 epochs frames lr batch model extra=
+  # the BiLSTM's mini-batches in chunks of about the DNN's frames (preset blstm_batches of conf/esgd.yaml)
+  [ "$type" = dnn ] || extra=,blstm_batches
   case "$gmm" in mono) cmvn=true ;; *) feats=_fmllr ;; esac
   local data=("data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev") opts=() esgd=()
   # the same stage stopped before is continued from the runs' checkpoints (run_stage's stage_resume)
@@ -276,27 +279,29 @@ esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_
   case "$name" in
     budget)  # the single baseline of Table 1: new-bob on the populations' per-member budget (K x Ks + Kf epochs)
       dir=exp/${type}_budget
-      read -r epochs frames lr < <(esgd_epochs default) || return 1
+      read -r epochs frames lr batch < <(esgd_epochs "default$extra") || return 1
       [ "$frames" = 0 ] || opts+=(--epoch-frames "$frames")
-      steps/train_nnet.sh "${opts[@]}" --max-epochs "$epochs" "${data[@]}" "$dir" || return 1 ;;
+      steps/train_nnet.sh "${opts[@]}" --max-epochs "$epochs" --batch-size "$batch" "${data[@]}" "$dir" || return 1 ;;
     ft)  # the control of the anchored rows: the anchor fine-tuned with new-bob on the anchored runs' extra budget
       dir=exp/${type}_ft
-      read -r epochs frames lr < <(esgd_epochs anchors) || return 1
+      read -r epochs frames lr batch < <(esgd_epochs "anchors$extra") || return 1
       [ "$frames" = 0 ] || opts+=(--epoch-frames "$frames")
-      steps/finetune.sh "${opts[@]}" --lr "$lr" --epochs "$epochs" "exp/$type" "${data[@]}" "$dir" || return 1 ;;
+      steps/finetune.sh "${opts[@]}" --lr "$lr" --epochs "$epochs" --batch-size "$batch" "exp/$type" "${data[@]}" \
+        "$dir" || return 1 ;;
     anchored)  # anchored on the single SGD baseline (the converged model of stage 12/13)
-      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm anchored --anchor "exp/$type/final.pt" \
-        "${data[@]}" "$dir" || return 1 ;;
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm anchored --esgd-preset "anchors$extra" \
+        --anchor "exp/$type/final.pt" "${data[@]}" "$dir" || return 1 ;;
     anchored_esgd)  # anchored on the ESGD baseline ("we use the SGD baseline and ESGD baseline as the initial anchors")
-      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm anchored --anchor "exp/esgd_${type}_esgd/final.pt" \
-        "${data[@]}" "$dir" || return 1 ;;
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm anchored --esgd-preset "anchors$extra" \
+        --anchor "exp/esgd_${type}_esgd/final.pt" "${data[@]}" "$dir" || return 1 ;;
     iterated)  # iterated anchors, continuing from the better anchored run's final anchor
       model=$(better_anchor "exp/esgd_${type}_anchored" "exp/esgd_${type}_anchored_esgd") || return 1
       echo "$0: iterated anchors continue from $model"
-      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm iterated --anchor "$model" "${data[@]}" "$dir" \
-        || return 1 ;;
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm iterated --esgd-preset "iterated$extra" \
+        --anchor "$model" "${data[@]}" "$dir" || return 1 ;;
     *)
-      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm "${name//_/-}" "${data[@]}" "$dir" || return 1 ;;
+      steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm "${name//_/-}" --esgd-preset "default$extra" \
+        "${data[@]}" "$dir" || return 1 ;;
   esac
   # every Table 1 row at one narrower beam: kaldi-decoder's lattice search has no max-active, and the weaker
   # population models take it to about 0.7 x real time at beam 13 (bench/bench_nnet_decode.py); the other models

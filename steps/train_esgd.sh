@@ -29,7 +29,8 @@ Options:
   --algorithm <name>           # esgd, anchored, iterated, population, no-evolution, popdescent, openai-es
                                # (default: $algorithm)
   --esgd-config <yaml>         # the algorithms' settings (default: $esgd_config)
-  --esgd-preset <name>         # a preset of it (default: anchors for anchored, iterated for iterated, else default;
+  --esgd-preset <name[,name]>  # preset(s) of it, merged in order (default: anchors for anchored, iterated for
+                               # iterated, else default; e.g. anchors,blstm_batches;
                                # the papers': bn50, swb300, bn50_anchors, bn50_iterated, swb300_anchors, ...)
   --esgd-opts '<k=v ...>'      # overrides, space-separated dotted keys (e.g. 'mu=20 pool.lr_decay=0.8')
   --model-type <dnn|blstm>     # network (default: $model_type)

@@ -230,7 +230,9 @@ def test_config_file_presets_and_bad_options(tmp_path):
     assert written_as_text.sigma0 == 5e-4 and written_as_text.pool.lr_ranges["adam"] == [1e-4, 0.01]  # YAML 1.1 text
     with pytest.raises(EsgdError, match="unknown option 'muu'"):
         load_esgd_config("conf/esgd.yaml", overrides={"muu": 3})
+    merged = load_esgd_config("conf/esgd.yaml", "anchors,blstm_batches")   # presets merge in order
+    assert (merged.rho, merged.pool.batch_sizes, merged.finetune.batch_size) == (3, [8, 16, 32, 64], 16)
     with pytest.raises(EsgdError, match="no preset 'nope'"):
-        load_esgd_config("conf/esgd.yaml", "nope")
+        load_esgd_config("conf/esgd.yaml", "anchors,nope")
     with pytest.raises(EsgdError, match="elite_fraction"):
         load_esgd_config("conf/esgd.yaml", overrides={"elite_fraction": 0})

@@ -50,7 +50,8 @@ def build_parser() -> KaldiArgumentParser:
     parser = KaldiArgumentParser(prog="esgd-train-esgd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--algorithm", required=True, help=f"one of {', '.join(ALGORITHMS)}")
     parser.add_argument("--esgd-config", default="conf/esgd.yaml")
-    parser.add_argument("--esgd-preset", help="preset of --esgd-config (default: anchors for anchored, iterated "
+    parser.add_argument("--esgd-preset", help="preset(s) of --esgd-config, comma-separated, merged in order "
+                                              "(default: anchors for anchored, iterated "
                                               "for iterated, else default)")
     parser.add_argument("--esgd-opt", type=model_option, action="append", default=[],
                         help="override a setting, e.g. --esgd-opt mu=20 --esgd-opt pool.lr_decay=0.8")

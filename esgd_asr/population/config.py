@@ -112,8 +112,8 @@ def esgd_config_from_dict(values: dict, where: str = "esgd config") -> ESGDConfi
 
 
 def load_esgd_config(path: str | Path, preset: str = "default", overrides: dict | None = None) -> ESGDConfig:
-    """Read conf/esgd.yaml: `default`, then `presets.<preset>` merged over it, then dotted overrides
-    such as {"mu": 10, "pool.lr_decay": 0.8, "finetune.max_epochs": 5}."""
+    """Read conf/esgd.yaml: `default`, then `presets.<preset>` merged over it (several, comma-separated, merge in
+    order: "anchors,blstm_batches"), then dotted overrides such as {"mu": 10, "pool.lr_decay": 0.8}."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -122,11 +122,13 @@ def load_esgd_config(path: str | Path, preset: str = "default", overrides: dict 
     if not isinstance(document, dict) or not isinstance(document.get("default"), dict):
         raise EsgdError(f"{path}: an esgd config needs a 'default' mapping")
     values = document["default"]
-    if preset != "default":
-        presets = document.get("presets") or {}
-        if preset not in presets:
-            raise EsgdError(f"{path}: no preset {preset!r} (have: default, {', '.join(sorted(presets))})")
-        values = _merge(values, presets[preset])
+    presets = document.get("presets") or {}
+    for name in preset.split(","):
+        if name == "default":
+            continue
+        if name not in presets:
+            raise EsgdError(f"{path}: no preset {name!r} (have: default, {', '.join(sorted(presets))})")
+        values = _merge(values, presets[name])
     for dotted, value in (overrides or {}).items():
         *parents, leaf = dotted.split(".")
         update = {leaf: value}
