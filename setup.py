@@ -26,6 +26,7 @@ CONSOLE_SCRIPTS = [
     "esgd-train-nnet = esgd_asr.cli.train_nnet:main",
     "esgd-decode-nnet = esgd_asr.cli.decode_nnet:main",
     "esgd-export-nnet3 = esgd_asr.cli.export_nnet3:main",
+    "esgd-nnet-forward = esgd_asr.cli.nnet_forward:main",
     "esgd-gmm-train = esgd_asr.cli.gmm_train:main",
     "esgd-train-tree = esgd_asr.cli.train_tree:main",
     "esgd-train-lda-mllt = esgd_asr.cli.train_lda_mllt:main",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from esgd_asr.cli import decode_nnet, mkgraph, score, train_nnet
+from esgd_asr.cli import decode_nnet, mkgraph, nnet_forward, score, train_nnet
 from esgd_asr.data.hybrid import prepare_hybrid_sets, read_senones
 from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.decode.hybrid import BLOCKED_LOG_PRIOR, HybridScorer, log_priors
@@ -157,6 +157,13 @@ def test_an_imported_kaldi_tdnn_decodes_with_its_declared_input(task, tmp_path, 
     windows, _ = scorer.nnet_input.utterance_inputs(frames)
     with torch.no_grad():
         assert (scorer.log_posteriors(frames) - torch.log_softmax(tdnn.module(windows), -1)).abs().max() < 1e-4
+    # the same scores as a Kaldi archive for latgen-faster-mapped
+    nnet_forward.main(["--ivectors", str(task["ivectors"]), "--pdf-counts", str(tmp_path / "counts"),
+                       str(task["data"]), str(tmp_path / "tdnn.txt"), str(tmp_path / "loglikes.ark")])
+    written = dict(kaldiio.load_ark(str(tmp_path / "loglikes.ark")))
+    expected = scorer.pseudo_loglikes(scorer.nnet_input.frames(task["data"], None, task["ivectors"]))
+    assert list(written) == frames.utterances
+    assert np.allclose(np.concatenate([written[u] for u in frames.utterances]), expected.numpy(), atol=1e-5)
     words = {i: w for w, i in LangDir.read(task["lang"]).words.items()}
     lattices = dict(read_lattice_archive(tmp_path / "decode" / "lat.1.gz"))
     assert len(lattices) == len(read_table(task["data"] / "text"))

@@ -52,6 +52,20 @@ def build_parser() -> KaldiArgumentParser:
     return parser
 
 
+def load_scorer(args, num_pdfs: int | None = None, pdfs_of: str = "") -> HybridScorer:
+    """The HybridScorer of args.nnet_model (i-vectors at args.ivectors' period for a Kaldi import) with the priors
+    of args.pdf_counts or the model's own, checked against `num_pdfs` (`pdfs_of` names whose)."""
+    model = load_hybrid_model(args.nnet_model)
+    if args.ivectors:
+        model.take_ivector_period(read_ivector_period(args.ivectors))
+    counts = read_pdf_counts(args.pdf_counts, num_pdfs) if args.pdf_counts else model.pdf_counts
+    if counts is None:
+        raise EsgdError(f"{args.nnet_model}: the model carries no pdf counts; give --pdf-counts")
+    if num_pdfs is not None and len(counts) != num_pdfs:
+        raise EsgdError(f"{args.nnet_model}: {len(counts)} senone counts, but {pdfs_of} {num_pdfs} pdfs")
+    return HybridScorer(model, counts, args.batch_size, args.device)
+
+
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
@@ -61,16 +75,7 @@ def main(argv=None):
     gmm = GmmHmm.load(args.trans_model)
     check_graph_model(args.graph_dir, gmm)
     info = gmm.transitions()
-    model = load_hybrid_model(args.nnet_model)
-    if args.ivectors:
-        model.take_ivector_period(read_ivector_period(args.ivectors))
-    counts = read_pdf_counts(args.pdf_counts, gmm.num_pdfs) if args.pdf_counts else model.pdf_counts
-    if counts is None:
-        raise EsgdError(f"{args.nnet_model}: the model carries no pdf counts; give --pdf-counts")
-    if len(counts) != gmm.num_pdfs:
-        raise EsgdError(f"{args.nnet_model}: {len(counts)} senone counts, but {args.trans_model} has "
-                        f"{gmm.num_pdfs} pdfs")
-    scorer = HybridScorer(model, counts, args.batch_size, args.device)
+    scorer = load_scorer(args, gmm.num_pdfs, f"{args.trans_model} has")
     decoder = LatticeDecoder(read_hclg(args.graph_dir), opts)
     utterances = FeatureSource(args.data_dir, FrontEnd(cmvn=False)).shard(args.nj, args.job).utts
     start = time.perf_counter()

@@ -68,8 +68,9 @@ def alignment_archives(ali_dir: str | Path) -> list[Path]:
     return archives
 
 
-def read_pdf_counts(path: str | Path, num_pdfs: int) -> np.ndarray:
-    """A Kaldi text vector `[ c0 c1 ... ]` of frames per pdf (esgd-align counts), checked against `num_pdfs`."""
+def read_pdf_counts(path: str | Path, num_pdfs: int | None) -> np.ndarray:
+    """A Kaldi text vector `[ c0 c1 ... ]` of frames per pdf (esgd-align counts), checked against `num_pdfs`
+    (None: the model's output width, checked where the model is used)."""
     path = Path(path)
     try:
         fields = path.read_text().split()
@@ -81,7 +82,7 @@ def read_pdf_counts(path: str | Path, num_pdfs: int) -> np.ndarray:
         counts = np.array([float(f) for f in fields[1:-1]])
     except ValueError:
         raise EsgdError(f"{path}: non-numeric pdf count") from None
-    if len(counts) != num_pdfs or (counts < 0).any():
+    if len(counts) != (num_pdfs or len(counts)) or (counts < 0).any():
         raise EsgdError(f"{path}: {len(counts)} non-negative counts expected {num_pdfs} (the model's pdfs)")
     return counts
 
