@@ -2,8 +2,10 @@
 frame gives zero acoustic scores, so the decoder returns the language model's best path; a trained DNN recognises
 the tiny task; models of the wrong senone count are refused."""
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst)
+import gzip
 import math
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -18,7 +20,11 @@ from esgd_asr.data.hybrid import prepare_hybrid_sets, read_senones
 from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.decode.hybrid import BLOCKED_LOG_PRIOR, HybridScorer, log_priors
 from esgd_asr.decode.lattice import best_paths, read_lattice_archive
+from esgd_asr.errors import EsgdError
+from esgd_asr.gmm.align import read_alignments
+from esgd_asr.gmm.kaldi_model import load_transitions
 from esgd_asr.gmm.lang_dir import LangDir
+from esgd_asr.gmm.model import GmmHmm
 from esgd_asr.models import DNNConfig, build_model
 from esgd_asr.models.anchor import load_hybrid_model, save_hybrid_model
 from hybrid_fixture import IVECTOR_DIM, IVECTOR_PERIOD, make_hybrid_task
@@ -179,3 +185,65 @@ def test_decode_nnet_sh_fails_loudly(tmp_path):
     missing = subprocess.run(["bash", script] + [str(tmp_path / f"nothing{i}") for i in range(3)],
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "no such file" in missing.stderr and str(tmp_path) in missing.stderr
+
+
+def kaldi_text_model(model) -> str:
+    """A Kaldi text final.mdl's transition model (TransitionModel::Write, text) of a GMM-HMM of ours."""
+    info = model.transitions()
+    tuples = "".join(f"{p} {s} {f} {loop} \n" for p, s, f, loop in info.tuples)
+    log_probs = " ".join(f"{v:.7g}" for v in info.log_prob[1:])
+    return (f"<TransitionModel> \n{model.topo_text.strip()} \n<Tuples> {len(info.tuples)} \n{tuples}</Tuples> \n"
+            f"<LogProbs> \n [ {log_probs} ]\n</LogProbs> \n</TransitionModel> \n<DIMENSION> 13 <NUMPDFS> "
+            f"{model.num_pdfs} \n")
+
+
+def test_kaldi_alignment_and_graph_dirs_work_as_ours(task, tmp_path):
+    """A Kaldi alignment dir (text final.mdl, gzipped binary ali.1.gz, num_jobs) gives the senone targets of ours;
+    a Kaldi graph dir (HCLG as a const FST) with that final.mdl decodes as ours."""
+    gmm = GmmHmm.load(task["exp"] / "final.mdl")
+    for name in ("train_ali", "valid_ali"):
+        kaldi = tmp_path / name
+        kaldi.mkdir()
+        (kaldi / "final.mdl").write_text(kaldi_text_model(gmm))
+        (kaldi / "num_jobs").write_text("1\n")
+        kaldiio.save_ark(str(kaldi / "ali.1"), {u: a.astype(np.int32) for u, a in
+                                                read_alignments(task[name] / "ali.1.ark")})
+        (kaldi / "ali.1.gz").write_bytes(gzip.compress((kaldi / "ali.1").read_bytes()))
+        (kaldi / "ali.1").unlink()
+        ours, theirs = read_senones(task[name]), read_senones(kaldi)
+        assert (theirs.num_pdfs, theirs.num_transition_ids) == (ours.num_pdfs, ours.num_transition_ids)
+        assert theirs.targets.keys() == ours.targets.keys()
+        assert all(np.array_equal(theirs.targets[u], ours.targets[u]) for u in ours.targets)
+    graph = tmp_path / "graph"
+    shutil.copytree(task["graph_one_word"], graph)
+    kaldifst.StdConstFst(kaldifst.StdVectorFst.read(str(graph / "HCLG.fst"))).write(str(graph / "HCLG.fst"))
+    config = DNNConfig(splice=3, hidden=[4], activations=["relu"])
+    sets = prepare_hybrid_sets(config, task["data"], tmp_path / "train_ali", task["data"], tmp_path / "valid_ali",
+                               cmvn=True)
+    config = sets.fit_config(config)
+    counts = sets.pdf_counts.double()
+    model = build_model(config)
+    with torch.no_grad():  # the posteriors are the priors: the LM's best path
+        model.output.weight.zero_()
+        model.output.bias.copy_(torch.where(counts > 0, torch.log(counts / counts.sum()), -30.0))
+    path = save_hybrid_model(tmp_path / "priors.pt", model, config, sets.nnet_input, sets.pdf_counts)
+    decode_nnet.main(["--beam=30", "--lattice-beam=10", str(graph), str(task["data"]), str(path),
+                      str(tmp_path / "train_ali" / "final.mdl"), str(tmp_path / "decode")])
+    words = {i: w for w, i in LangDir.read(task["lang"]).words.items()}
+    for utt, lat in read_lattice_archive(tmp_path / "decode" / "lat.1.gz"):
+        assert [words[w] for w in best_paths(lat, [10.0], [0.0])[10.0, 0.0]] == ["SEA"], utt
+
+
+def test_binary_transition_model_of_a_real_kaldi_final_mdl(tmp_path):
+    """The binary TransitionModel at the head of a Kaldi swbd final.mdl (tests/data/kaldi_nnet3/README.md): its
+    pdfs are the network's 5736 outputs and its transition-ids the <LogProbs> entries that follow (Kaldi's count)."""
+    data = gzip.decompress((REPO / "tests/data/kaldi_nnet3/swbd_tdnn_7q/transitions.mdl.gz").read_bytes())
+    (tmp_path / "final.mdl").write_bytes(data)
+    info, num_pdfs = load_transitions(tmp_path / "final.mdl")
+    at = data.index(b"<LogProbs> FV ") + len(b"<LogProbs> FV ")
+    assert num_pdfs == 5736 and len(info.pdf) == struct.unpack_from("<i", data, at + 1)[0]
+    loops = info.loop_tid[1:]
+    assert np.array_equal(info.pdf[loops], [t[3] for t in info.tuples])  # self-loops: the self-loop pdf class
+    (tmp_path / "bad.mdl").write_bytes(data[:5000])
+    with pytest.raises(EsgdError, match="bad.mdl: not a Kaldi binary transition model"):
+        load_transitions(tmp_path / "bad.mdl")

@@ -40,7 +40,7 @@ def main(argv=None):
     torch.set_num_threads(1)  # one thread per job, as Kaldi's tools: parallelism comes from --nj
     opts = dataclass_from_args(DecodeOptions, args)
     model = GmmHmm.load(args.model)
-    check_graph_model(args.graph_dir, model)
+    check_graph_model(args.graph_dir, model.num_pdfs)
     info = model.transitions()
     scorer = PdfScorer(model.am, dtype=torch.float32)
     decoder = LatticeDecoder(read_hclg(args.graph_dir), opts)

@@ -7,7 +7,8 @@ Usage: esgd-decode-nnet --nj N --job J [--beam 13] [--lattice-beam 6] [--acwt 0.
 <nnet-model> is a hybrid model file (final.pt of esgd-train-nnet, a TorchScript module carrying its nnet input
 description, or a Kaldi nnet3 text model with the input it declares: raw features of the data dir, i-vectors
 from --ivectors at that dir's period, as Kaldi's --online-ivector-period; its priors from --pdf-counts);
-<trans-model> the GMM system's final.mdl whose transition model and tree the graph was built with.
+<trans-model> the final.mdl whose transition model and tree the graph was built with: a GMM system's of ours, or a
+Kaldi final.mdl (binary or text) with a Kaldi graph dir.
 The job's utterances (speakers dealt out as Kaldi's split_data.sh) go through the model's nnet input (front end,
 i-vectors from --ivectors, normalisation), one batched network pass gives log posteriors, minus the log senone
 priors (the model's training pdf counts, or --pdf-counts), scaled by --acwt; then kaldi-decoder's
@@ -29,7 +30,8 @@ from esgd_asr.decode.job import decode_job
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ubm import FeatureSource, FrontEnd
-from esgd_asr.gmm.model import GmmHmm, tid_loglikes
+from esgd_asr.gmm.kaldi_model import load_transitions
+from esgd_asr.gmm.model import tid_loglikes
 from esgd_asr.models.anchor import load_hybrid_model
 
 log = logging.getLogger("esgd-decode-nnet")
@@ -72,10 +74,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, args.num_threads))
     opts = dataclass_from_args(DecodeOptions, args)
-    gmm = GmmHmm.load(args.trans_model)
-    check_graph_model(args.graph_dir, gmm)
-    info = gmm.transitions()
-    scorer = load_scorer(args, gmm.num_pdfs, f"{args.trans_model} has")
+    info, num_pdfs = load_transitions(args.trans_model)
+    check_graph_model(args.graph_dir, num_pdfs)
+    scorer = load_scorer(args, num_pdfs, f"{args.trans_model} has")
     decoder = LatticeDecoder(read_hclg(args.graph_dir), opts)
     utterances = FeatureSource(args.data_dir, FrontEnd(cmvn=False)).shard(args.nj, args.job).utts
     start = time.perf_counter()

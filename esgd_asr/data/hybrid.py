@@ -11,7 +11,8 @@ optionally online i-vectors, turned into the (features, targets) tensors the tra
 
 The validation set is a held-out data dir aligned by the same GMM system (steps/align_si.sh on data/dev), so that
 validation CE (ESGD's fitness) has senone targets. An alignment dir is `ali.*.ark` (transition-ids) + `final.mdl`
-(+ `pdf_counts`, `num_jobs`); an i-vector dir is `ivector_online.scp` + `ivector_period`.
+(+ `pdf_counts`, `num_jobs`), ours or Kaldi's (`ali.*.gz`, a Kaldi final.mdl in binary or text:
+esgd_asr.gmm.kaldi_model); an i-vector dir is `ivector_online.scp` + `ivector_period`.
 
 `NnetInput` says how features become network input: per-speaker CMVN from cmvn.scp and deltas (a FrontEnd),
 splicing context (DNN) or chunk length (BiLSTM), online i-vectors appended, then a global mean/variance
@@ -35,7 +36,7 @@ from esgd_asr.features.cmvn import cmvn_offset_scale, cmvn_stats
 from esgd_asr.features.feature_io import ScpReader
 from esgd_asr.features.ubm import FrontEnd
 from esgd_asr.gmm.align import ali_to_pdf, read_alignments
-from esgd_asr.gmm.model import GmmHmm
+from esgd_asr.gmm.kaldi_model import load_transitions
 from esgd_asr.models.anchor import load_hybrid_model
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.dnn import DNNConfig
@@ -57,14 +58,18 @@ class Senones:
 
 
 def alignment_archives(ali_dir: str | Path) -> list[Path]:
-    """ali.1.ark .. ali.<num_jobs>.ark (all ali.*.ark when there is no num_jobs file)."""
+    """ali.1.ark .. ali.<num_jobs>.ark, or Kaldi's ali.J.gz (all ali.*.ark / ali.*.gz when there is no num_jobs
+    file)."""
     ali_dir = Path(ali_dir)
     if (ali_dir / "num_jobs").is_file():
         archives = [ali_dir / f"ali.{j}.ark" for j in range(1, int((ali_dir / "num_jobs").read_text()) + 1)]
+        archives = [p if p.is_file() or not p.with_suffix(".gz").is_file() else p.with_suffix(".gz")
+                    for p in archives]
     else:
-        archives = sorted(ali_dir.glob("ali.*.ark"), key=lambda p: int(p.name.split(".")[1]))
+        archives = sorted([*ali_dir.glob("ali.*.ark"), *ali_dir.glob("ali.*.gz")],
+                          key=lambda p: int(p.name.split(".")[1]))
     if not archives:
-        raise EsgdError(f"{ali_dir}: no alignments (ali.*.ark)")
+        raise EsgdError(f"{ali_dir}: no alignments (ali.*.ark or ali.*.gz)")
     return archives
 
 
@@ -88,11 +93,10 @@ def read_pdf_counts(path: str | Path, num_pdfs: int | None) -> np.ndarray:
 
 
 def read_senones(ali_dir: str | Path) -> Senones:
-    """Senone targets of an alignment dir: ali.*.ark mapped to pdf-ids with its final.mdl; counts from
+    """Senone targets of an alignment dir: ali.*.ark / ali.*.gz mapped to pdf-ids with its final.mdl; counts from
     pdf_counts when present (else counted here)."""
     ali_dir = Path(ali_dir)
-    model = GmmHmm.load(ali_dir / "final.mdl")
-    info = model.transitions()
+    info, num_pdfs = load_transitions(ali_dir / "final.mdl")
     targets = {}
     for path in alignment_archives(ali_dir):
         for utt, ali in read_alignments(path):
@@ -103,10 +107,10 @@ def read_senones(ali_dir: str | Path) -> Senones:
     if not targets:
         raise EsgdError(f"{ali_dir}: the alignment archives hold no utterance")
     if (ali_dir / "pdf_counts").is_file():
-        counts = read_pdf_counts(ali_dir / "pdf_counts", model.num_pdfs)
+        counts = read_pdf_counts(ali_dir / "pdf_counts", num_pdfs)
     else:
-        counts = np.bincount(np.concatenate(list(targets.values())), minlength=model.num_pdfs).astype(float)
-    return Senones(targets, model.num_pdfs, model.trans_model.num_transition_ids, counts)
+        counts = np.bincount(np.concatenate(list(targets.values())), minlength=num_pdfs).astype(float)
+    return Senones(targets, num_pdfs, len(info.pdf) - 1, counts)
 
 
 def read_ivector_period(ivector_dir: str | Path) -> int:
@@ -260,7 +264,7 @@ def data_shape(train_dir: str | Path, train_ali: str | Path, train_ivectors: str
     if train_ivectors is not None:
         ivectors = ScpReader(Path(train_ivectors) / "ivector_online.scp")
         width += ivectors[ivectors.keys()[0]].shape[1] if len(ivectors) else 0
-    return width, GmmHmm.load(Path(train_ali) / "final.mdl").num_pdfs
+    return width, load_transitions(Path(train_ali) / "final.mdl")[1]
 
 
 def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_ali: str | Path,

@@ -66,18 +66,22 @@ def write_graph_dir(graph_dir: str | Path, hclg: kaldifst.StdVectorFst, lang: La
 
 
 def read_hclg(graph_dir: str | Path) -> kaldifst.StdVectorFst:
+    """<graph-dir>/HCLG.fst: ours (a vector FST) or Kaldi's mkgraph.sh output (a const FST, converted)."""
     path = Path(graph_dir) / "HCLG.fst"
     if not path.is_file():
         raise EsgdError(f"{path}: no such file (run steps/mkgraph.sh)")
+    with open(path, "rb") as f:
+        const = b"const" in f.read(32)  # OpenFst header: magic number, then the FST type's name
     try:
-        return kaldifst.StdVectorFst.read(str(path))
+        return kaldifst.StdVectorFst(kaldifst.StdConstFst.read(str(path))) if const else \
+            kaldifst.StdVectorFst.read(str(path))
     except RuntimeError as err:
         raise EsgdError(f"{path}: cannot read FST ({err})") from None
 
 
-def check_graph_model(graph_dir: str | Path, model: GmmHmm) -> None:
-    """The graph must have been made for a model with this number of pdfs (Kaldi checks the same)."""
+def check_graph_model(graph_dir: str | Path, num_pdfs: int) -> None:
+    """The graph must have been made for a model with `num_pdfs` pdfs (Kaldi checks the same)."""
     path = Path(graph_dir) / "num_pdfs"
-    if path.is_file() and int(path.read_text().split()[0]) != model.num_pdfs:
+    if path.is_file() and int(path.read_text().split()[0]) != num_pdfs:
         raise EsgdError(f"{path}: graph was made for {path.read_text().strip()} pdfs, the model has "
-                        f"{model.num_pdfs}; rerun steps/mkgraph.sh")
+                        f"{num_pdfs}; rerun steps/mkgraph.sh")

@@ -13,6 +13,7 @@ state is not reached. Alignments are transition-id sequences, one per utterance,
 """
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,8 +159,9 @@ def read_alignments(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
     if not path.is_file():
         raise EsgdError(f"{path}: no such alignment archive")
     try:
-        for utt, ali in kaldiio.load_ark(str(path)):
-            yield utt, np.asarray(ali, dtype=np.int64)
+        with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:  # Kaldi's ali.J.gz too
+            for utt, ali in kaldiio.load_ark(f):
+                yield utt, np.asarray(ali, dtype=np.int64)
     except Exception as err:  # kaldiio reports corrupt archives with assorted exception types
         raise EsgdError(f"{path}: unreadable alignment archive ({type(err).__name__}: {err})") from None
 
