@@ -148,15 +148,6 @@ def _node_names(desc: Desc) -> set[str]:
     return {desc.name} if desc.op == "node" else set().union(*(_node_names(p) for p in desc.parts))
 
 
-def descriptor_text(desc: Desc) -> str:
-    """The descriptor in Kaldi's config syntax."""
-    inner = ", ".join(descriptor_text(p) for p in desc.parts)
-    number = f"{desc.value:g}"
-    return {"node": desc.name, "append": f"Append({inner})", "sum": f"Sum({inner})",
-            "offset": f"Offset({inner}, {number})", "scale": f"Scale({number}, {inner})",
-            "replace": f"ReplaceIndex({inner}, t, {number})", "ifdefined": f"IfDefined({inner})"}[desc.op]
-
-
 # ---- the text format ---------------------------------------------------------------------------------------
 
 @dataclass
