@@ -186,11 +186,12 @@ stage_ivector() {  # stage_ivector NUM_GAUSS IVECTOR_DIM
 }
 
 gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, then decode the eval sets
-  local sys=$1 decode=steps/decode.sh x
+  local sys=$1 decode=steps/decode.sh config=conf/decode.conf x
   [ "${2:-}" = fmllr ] && decode=steps/decode_fmllr.sh
+  [ -f "conf/decode_$sys.conf" ] && config=conf/decode_$sys.conf  # the system's own beams, where it has them
   steps/mkgraph.sh --cmd "$train_cmd" data/lang_test "exp/$sys" "exp/$sys/graph" || return 1
   for x in $(eval_sets); do
-    "$decode" --config conf/decode.conf --nj "$nj" --cmd "$decode_cmd" "exp/$sys/graph" "data/$x" \
+    "$decode" --config "$config" --nj "$nj" --cmd "$decode_cmd" "exp/$sys/graph" "data/$x" \
       "exp/$sys/decode_$x" || return 1
   done
 }
