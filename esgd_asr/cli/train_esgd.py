@@ -165,8 +165,8 @@ def main(argv=None):
                               **{**info, "valid_ce": whole[rank - 1][0], "valid_acc": whole[rank - 1][1],
                                  "fitness_ce": ranked[rank - 1][1]})
         save_hybrid_model(path, modules[0], config, sets.nnet_input, sets.pdf_counts, **info)
-        log.info("wrote %s: validation CE %.4f (fitness %.4f), frame accuracy %.2f %% (whole validation set); "
-                 "top quarter CE %s; %s", path, info["valid_ce"], info["fitness_ce"], 100 * info["valid_acc"],
+        log.info("wrote %s: validation CE %.4f, frame accuracy %.2f %% (whole validation set; fitness %.4f); "
+                 "top quarter CE %s; %s", path, info["valid_ce"], 100 * info["valid_acc"], info["fitness_ce"],
                  ", ".join(f"{ce:.4f}" for ce in info["top_valid_ce"]), budget)
 
     history = run_algorithm(algorithm, args.exp_dir, args.resume, progress=args.progress,
