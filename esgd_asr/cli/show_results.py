@@ -100,7 +100,7 @@ def print_table1(exp_dir: Path) -> None:
     """The ESGD papers' Table 1 per network: the best member's dev CE (whole dev set) and test WER, the range over
     the top quarter of the population (the papers: the top 15 of mu = 100), and the budget of every row."""
     header = ["dev CE", "top-1/4 CE", "test WER%", "top-1/4 WER", "frames/mbr", "total", "wall min"]
-    widths = [15, 17, 10, 16, 11, 9, 9]
+    widths = [15, 17, 10, 18, 11, 9, 9]
     lines = []
     for kind in ("dnn", "blstm"):
         for pattern, label in TABLE1_SYSTEMS:
