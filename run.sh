@@ -306,16 +306,23 @@ esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_
   esac
   # every Table 1 row at one narrower beam: kaldi-decoder's lattice search has no max-active, and the weaker
   # population models take it to about 0.7 x real time at beam 13 (bench/bench_nnet_decode.py); the other models
-  # of the top quarter (top/rank<r>.pt, mu >= 8) are decoded too, for the WER range
-  local decode_opts=(--nj 1 --cmd "$decode_cmd" --device "$device" --beam 10 --lattice-beam 4) top rank
-  [ "$type" = dnn ] || decode_opts+=(--ivectors exp/ivectors_test)
-  steps/decode_nnet.sh "${decode_opts[@]}" "exp/$gmm/graph" "data/test$feats" "$dir/decode_test" || return 1
+  # of the top quarter (top/rank<r>.pt, mu >= 8) are decoded on test too, for the WER range; the best model also
+  # on the held-out voices
+  local decode_opts=(--nj 1 --cmd "$decode_cmd" --device "$device" --beam 10 --lattice-beam 4) top rank x
+  for x in $(eval_sets); do
+    [ "$x" != dev ] || continue
+    decode_set "$x" "$dir/final.pt" "$dir/decode_$x" || return 1
+  done
   for top in "$dir"/top/rank*.pt; do
     [ -f "$top" ] || continue
     rank=$(basename "$top" .pt)
-    steps/decode_nnet.sh "${decode_opts[@]}" --model "$top" "exp/$gmm/graph" "data/test$feats" \
-      "$dir/decode_test_$rank" || return 1
+    decode_set test "$top" "$dir/decode_test_$rank" || return 1
   done
+}
+decode_set() {  # decode_set SET MODEL DIR, with esgd_system's type, gmm, feats and decode_opts
+  local ivectors=()
+  [ "$type" = dnn ] || ivectors=(--ivectors "exp/ivectors_$1")
+  steps/decode_nnet.sh "${decode_opts[@]}" "${ivectors[@]}" --model "$2" "exp/$gmm/graph" "data/$1$feats" "$3"
 }
 # stage_esgd TYPE GMM: the ESGD papers' Table 1 systems on hybrid TYPE, each decoded on test. Up to --esgd-jobs
 # systems run at a time (one thread each), started in this order once what they need has finished: the anchored

@@ -17,6 +17,7 @@ def test_table1_lists_the_systems_in_the_papers_order_with_budgets_and_ranges(tm
                       fitness_ce=1.5, top_valid_ce=[1.5], member_frames=300000, sgd_frames=1200000,
                       wall_seconds=600)
     decoded(exp / "esgd_dnn_anchored", "decode_test", "20.10")
+    decoded(exp / "esgd_dnn_anchored", "decode_heldout", "31.40")
     save_hybrid_model(exp / "dnn" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=1.75)
     decoded(exp / "dnn", "decode_test", "22.00")
     save_hybrid_model(exp / "esgd_dnn_esgd" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=2.0,
@@ -35,4 +36,5 @@ def test_table1_lists_the_systems_in_the_papers_order_with_budgets_and_ranges(tm
     assert "2.000 (1.900)" in esgd and "[2.000, 2.250]" in esgd and "[24.50, 25.00]" in esgd
     assert esgd.split()[-3:] == ["0.30M", "2.40M", "1.5"]
     assert "1.500 " in anchored and "(" not in anchored.split("anchored")[-1]
-    assert anchored.split()[-3:] == ["0.30M", "1.20M", "10.0"]
+    assert anchored.split()[-4:] == ["31.40", "0.30M", "1.20M", "10.0"]
+    assert esgd.split()[-4] == "-"   # no held-out decode

@@ -172,7 +172,8 @@ def test_run_sh_end_to_end_then_skips_finished_stages(recipe_dir):
                  "data/test/feats.scp", "data/test/cmvn.scp", "data/train/utt2num_frames",
                  "exp/ivectors_test/ivector_online.scp", "exp/ivectors_dev/eer", "data/test_fmllr/feats.scp",
                  "data/heldout_fmllr/feats.scp", "exp/ivectors_heldout/ivector_online.scp",
-                 *(f"exp/{system}/decode_heldout/best_wer" for system in ("mono", "tri3", "dnn", "blstm")),
+                 *(f"exp/{system}/decode_heldout/best_wer" for system in (
+                     "mono", "tri3", "dnn", "blstm", "esgd_dnn_iterated", "esgd_blstm_esgd")),
                  *(f"exp/{system}/decode_test/best_wer" for system in (
                      "mono", "tri1", "tri2", "tri3", "dnn", "blstm", "esgd_dnn_iterated", "esgd_blstm_iterated"))):
         assert (recipe_dir / path).is_file(), path
