@@ -7,9 +7,14 @@ from torch import nn
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.blstm import BiLSTM, BLSTMConfig
+from esgd_asr.models.cnn import CNNConfig, SmallCNN
 from esgd_asr.models.dnn import DNNConfig, FeedForwardDNN
+from esgd_asr.models.lstm_lm import LSTMLM, LSTMLMConfig
+from esgd_asr.models.resnet import ResNet, ResNetConfig
 
-MODEL_TYPES = {"dnn": (DNNConfig, FeedForwardDNN), "blstm": (BLSTMConfig, BiLSTM)}
+# acoustic models (dnn, blstm), image classifiers (cnn, resnet) and the language model (lstm_lm)
+MODEL_TYPES = {"dnn": (DNNConfig, FeedForwardDNN), "blstm": (BLSTMConfig, BiLSTM), "cnn": (CNNConfig, SmallCNN),
+               "resnet": (ResNetConfig, ResNet), "lstm_lm": (LSTMLMConfig, LSTMLM)}
 
 
 def model_config_from_dict(kind: str, values: dict, source: str = "config"):
@@ -25,7 +30,8 @@ def model_config_from_dict(kind: str, values: dict, source: str = "config"):
 
 
 def load_model_config(path: str | Path, preset: str = "default", **overrides):
-    """Read conf/dnn.yaml or conf/blstm.yaml: `type`, `default` and `presets.<name>`; overrides win."""
+    """Read a model YAML (conf/dnn.yaml, conf/blstm.yaml, egs/*/conf/*.yaml): `type`, `default` and
+    `presets.<name>`; overrides win."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -45,7 +51,7 @@ def load_model_config(path: str | Path, preset: str = "default", **overrides):
 
 
 def build_model(config) -> nn.Module:
-    """Instantiate the nn.Module described by a DNNConfig or BLSTMConfig."""
+    """Instantiate the nn.Module described by a config of MODEL_TYPES."""
     for config_class, model_class in MODEL_TYPES.values():
         if isinstance(config, config_class):
             return model_class(config)

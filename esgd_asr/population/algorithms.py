@@ -1,7 +1,8 @@
 """The population trainers by name (`esgd-train-esgd --algorithm NAME`) and their settings from conf/esgd.yaml.
 
 esgd, no-evolution and population (the papers' baselines) read `default` (or --esgd-preset); anchored reads the
-preset `anchors` and iterated the preset `iterated` unless another is given; popdescent and openai-es read their
+preset `anchors`, iterated the preset `iterated` and inserted (ESGD with the baseline always inserted, the PTB
+variant) the preset `relaxed_backoff` unless another is given; popdescent and openai-es read their
 own sections. Every trainer takes (settings, model factory, train, valid, device); the anchored ones an anchor too.
 """
 from esgd_asr.errors import EsgdError
@@ -9,6 +10,7 @@ from esgd_asr.population.anchors import AnchoredESGD
 from esgd_asr.population.baselines import NoEvolutionESGD, PopulationBaseline
 from esgd_asr.population.config import ESGDConfig, load_esgd_config
 from esgd_asr.population.esgd import ESGD
+from esgd_asr.population.inserted import BaselineInsertedESGD
 from esgd_asr.population.openai_es import OpenAIES, load_openai_es_config
 from esgd_asr.population.popdescent import PopulationDescent, load_popdescent_config
 
@@ -19,10 +21,11 @@ ALGORITHMS = {
     "population": (PopulationBaseline, "default"),
     "anchored": (AnchoredESGD, "anchors"),
     "iterated": (AnchoredESGD, "iterated"),
+    "inserted": (BaselineInsertedESGD, "relaxed_backoff"),
     "popdescent": (PopulationDescent, None),
     "openai-es": (OpenAIES, None),
 }
-ANCHORED = ("anchored", "iterated")
+ANCHORED = ("anchored", "iterated", "inserted")   # they take a model: the anchor or the baseline
 
 
 def check_name(name: str) -> None:
@@ -46,7 +49,7 @@ def load_settings(name: str, path: str, preset: str | None = None, overrides: di
 
 
 def check_anchor(name: str, has_anchor: bool) -> None:
-    """Anchored and iterated need an anchor; the others take none."""
+    """Anchored, iterated and inserted need an anchor (inserted: the baseline); the others take none."""
     check_name(name)
     if name in ANCHORED and not has_anchor:
         raise EsgdError(f"--algorithm {name} needs an anchor model (--anchor)")
@@ -55,7 +58,8 @@ def check_anchor(name: str, has_anchor: bool) -> None:
 
 
 def build_algorithm(name: str, settings, factory, train, valid, anchor=None, device="cpu"):
-    """A trainer ready for population.driver.run_algorithm; `anchor` (an nn.Module) for anchored / iterated only."""
+    """A trainer ready for population.driver.run_algorithm; `anchor` (an nn.Module) for anchored / iterated /
+    inserted only."""
     check_anchor(name, anchor is not None)
     trainer = ALGORITHMS[name][0]
     if isinstance(settings, ESGDConfig) != (ALGORITHMS[name][1] is not None):
