@@ -24,7 +24,9 @@ esgd_jobs=2     # population runs of stages 14-15 at a time, one thread each
 seed=0          # of the random draws of the GMM systems and the single networks: the same seed, the same models
 force=false
 help_message="Usage: ./run.sh [options]
-Runs the recipe's stages in order; a finished stage is skipped unless --force.
+Runs the recipe's stages in order. A finished stage is skipped while all it reads is unchanged: the options
+and conf files it reads and the outputs of the earlier stages it reads (a line names what changed); --force
+redoes it anyway. Each stage's wall time goes into exp/.stages/ and the final table.
 Options:
   --stage <n>          # first stage to run (default: $stage)
   --stop-stage <n>     # last stage to run (default: $stop_stage)
@@ -101,37 +103,77 @@ local/bootstrap.sh
 . ./path.sh
 . ./cmd.sh
 
-fingerprint="corpus=$corpus"
+corpus_inputs="corpus corpus_dir"  # what stage 1 reads: the corpus' options and, for the default one, its config
 if [ "$corpus" = synth ]; then
   [ -f "$synth_config" ] || { echo "$0: --synth-config: no such file: $synth_config" >&2; exit 1; }
-  fingerprint+=" synth_config=$(sha1sum < "$synth_config" | cut -c1-12)"
+  corpus_inputs+=" $synth_config"
 fi
 # Stage functions run inside `if`, where `set -e` does not apply: each failing command returns explicitly.
-# run_stage N NAME COMMAND...: run one stage with a banner unless it is outside --stage..--stop-stage, or already
-# finished for this corpus with the same command (marker exp/.stages/N.NAME) and --force is not given. While it runs,
-# N.NAME.running holds its signature: a stage stopped before with the same signature continues where its steps can
-# (stage_resume=true). Only once a stage has succeeded are the markers of the later stages, whose inputs it has
-# rewritten, removed; a stage that fails keeps every marker but its own, and that one too if it wrote only logs.
+# run_stage N NAME INPUTS COMMAND...: run one stage with a banner unless it is outside --stage..--stop-stage, or
+# finished before (marker exp/.stages/N.NAME) with the same signature and --force is not given. INPUTS lists what
+# the stage reads: run.sh options (their variable names, e.g. tri1_leaves), files (paths; by content) and the
+# stages whose outputs it reads (numbers; by their markers, which change whenever such a stage reruns). Not inputs:
+# --nj, --device, --esgd-jobs (how a stage runs, not what it makes). The signature is one key=value line per input
+# and the command; the marker adds the stage's wall time. A stage that finished before with other inputs reruns
+# with one line naming them, which changes its marker and so reruns the stages that read it in turn. While it
+# runs, N.NAME.running holds its signature: a stage stopped before with the same signature continues where its
+# steps can (stage_resume=true). A stage that fails keeps every marker but its own, and that one too if it wrote
+# only logs.
+declare -A stage_names=()
 run_stage() {
-  local n=$1 name=$2; shift 2
+  local n=$1 name=$2 inputs=$3; shift 3
+  stage_names[$n]=$name
   if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
-  local marker=exp/.stages/$n.$name signature="$fingerprint $*"
-  if ! $force && [ -f "$marker" ] && [ "$(cat "$marker")" = "$signature" ]; then
-    echo "== stage $n: $name: finished before, skipped (--force to redo)"; return 0
+  local marker=exp/.stages/$n.$name signature changed start
+  signature=$(stage_signature "$inputs" "$@") || exit 1
+  if [ -f "$marker" ] && ! $force; then
+    changed=$(changed_inputs "$marker" <<< "$signature")
+    [ -n "$changed" ] || { echo "== stage $n: $name: finished before, skipped (--force to redo)"; return 0; }
+    echo "stage $n ($name): $changed, re-running"
   fi
   echo "== stage $n: $name ($(date '+%H:%M:%S'))"
   stage_resume=false
   if ! $force && [ -f "$marker.running" ] && [ "$(cat "$marker.running")" = "$signature" ]; then stage_resume=true; fi
   mkdir -p exp/.stages && echo "$signature" > "$marker.running"
+  start=$EPOCHREALTIME
   if ! "$@"; then
     if wrote_outputs_since "$marker.running"; then rm -f "$marker"; fi
     echo "$0: stage $n ($name) failed" >&2; exit 1
   fi
-  local m
-  for m in exp/.stages/*; do
-    m=${m##*/}; [ "${m%%.*}" -le "$n" ] || rm -f "exp/.stages/$m"
+  { echo "$signature"
+    echo "wall_seconds=$(awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }')"
+    echo "finished=$(date '+%Y-%m-%d %H:%M:%S.%N')"
+  } > "$marker.tmp" && mv "$marker.tmp" "$marker" && rm -f "$marker.running"
+}
+# stage_signature INPUTS COMMAND...: the key=value lines of run_stage's signature
+stage_signature() {
+  local x marker
+  for x in $1; do
+    if [[ "$x" =~ ^[0-9]+$ ]]; then
+      [ -n "${stage_names[$x]:-}" ] || { echo "$0: stage input $x is not an earlier stage" >&2; return 1; }
+      marker=exp/.stages/$x.${stage_names[$x]}
+      echo "stage $x (${stage_names[$x]})=$( [ -f "$marker" ] && sha1sum < "$marker" | cut -c1-12 || echo none)"
+    elif [[ "$x" =~ ^[a-z][a-z0-9_]*$ ]] && [ -n "${!x+set}" ]; then
+      echo "--${x//_/-}=${!x}"
+    else
+      echo "$x=$( [ -f "$x" ] && sha1sum < "$x" | cut -c1-12 || echo absent)"
+    fi
   done
-  echo "$signature" > "$marker" && rm -f "$marker.running"
+  shift; echo "command=$*"
+}
+# changed_inputs MARKER < SIGNATURE: why the signature differs from the marker's, in words (empty: it does not)
+changed_inputs() {
+  awk 'NR == FNR { i = index($0, "="); if (i) old[substr($0, 1, i - 1)] = substr($0, i + 1); next }
+       { i = index($0, "="); key = substr($0, 1, i - 1); value = substr($0, i + 1)
+         if (key in old && old[key] == value) next
+         if (!("command" in old)) { legacy = 1; next }
+         if (key ~ /^stage /) stages = stages "; " (!(key in old) ? "it now reads " key : \
+                                                    key (value == "none" ? " has not finished" : " reran"))
+         else if (key == "command") command = "; its command changed"
+         else changed = changed (changed == "" ? "" : ", ") key }
+       END { if (legacy) { print "its marker does not record its inputs"; exit }
+             if (changed != "") changed = changed " changed"
+             out = changed stages command; sub(/^; /, "", out); print out }' "$1" -
 }
 # wrote_outputs_since FILE: whether a file other than a log or lock was written under data/, exp/, plp/ or corpus/
 # after FILE
@@ -173,9 +215,9 @@ stage_plp() {
     steps/validate_data_dir.sh --audio false --cmd "$train_cmd" "data/$x" || return 1
   done
 }
-stage_ivector() {  # stage_ivector NUM_GAUSS IVECTOR_DIM
-  steps/train_diag_ubm.sh --cmd "$train_cmd" --device "$device" data/train "$1" exp/diag_ubm || return 1
-  steps/train_ivector_extractor.sh --cmd "$train_cmd" --device "$device" --ivector-dim "$2" \
+stage_ivector() {
+  steps/train_diag_ubm.sh --cmd "$train_cmd" --device "$device" data/train "$ubm_gauss" exp/diag_ubm || return 1
+  steps/train_ivector_extractor.sh --cmd "$train_cmd" --device "$device" --ivector-dim "$ivector_dim" \
     data/train exp/diag_ubm exp/ivector_extractor || return 1
   local x
   for x in train $(eval_sets); do
@@ -185,10 +227,15 @@ stage_ivector() {  # stage_ivector NUM_GAUSS IVECTOR_DIM
   for x in $(eval_sets); do esgd-ivector-eer "data/$x" "exp/ivectors_$x" || return 1; done
 }
 
+# decode_config SYSTEM: the decoding config of a GMM system: its own beams (conf/decode_SYSTEM.conf) where it has
+# them, else conf/decode.conf
+decode_config() {
+  if [ -f "conf/decode_$1.conf" ]; then echo "conf/decode_$1.conf"; else echo conf/decode.conf; fi
+}
 gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, then decode the eval sets
-  local sys=$1 decode=steps/decode.sh config=conf/decode.conf x
+  local sys=$1 decode=steps/decode.sh config x
   [ "${2:-}" = fmllr ] && decode=steps/decode_fmllr.sh
-  [ -f "conf/decode_$sys.conf" ] && config=conf/decode_$sys.conf  # the system's own beams, where it has them
+  config=$(decode_config "$sys")
   steps/mkgraph.sh --cmd "$train_cmd" data/lang_test "exp/$sys" "exp/$sys/graph" || return 1
   for x in $(eval_sets); do
     "$decode" --config "$config" --nj "$nj" --cmd "$decode_cmd" "exp/$sys/graph" "data/$x" \
@@ -227,8 +274,8 @@ stage_tri3() {
       "$trans" "exp/make_fmllr/$x" || return 1
   done
 }
-stage_nnet() {  # stage_nnet TYPE GMM: hybrid TYPE (dnn, blstm) on the senones of exp/GMM; decode the eval sets
-  local type=$1 gmm=$2 feats= cmvn=false x
+stage_nnet() {  # stage_nnet TYPE: hybrid TYPE (dnn, blstm) on the senones of exp/$nnet_gmm; decode the eval sets
+  local type=$1 gmm=$nnet_gmm feats= cmvn=false x
   case "$gmm" in
     mono) cmvn=true ;;  # PLP features as the monophone system sees them: per-speaker CMVN
     *) feats=_fmllr ;;  # speaker-adapted LDA features of the SAT system
@@ -324,12 +371,12 @@ decode_set() {  # decode_set SET MODEL DIR, with esgd_system's type, gmm, feats 
   [ "$type" = dnn ] || ivectors=(--ivectors "exp/ivectors_$1")
   steps/decode_nnet.sh "${decode_opts[@]}" "${ivectors[@]}" --model "$2" "exp/$gmm/graph" "data/$1$feats" "$3"
 }
-# stage_esgd TYPE GMM: the ESGD papers' Table 1 systems on hybrid TYPE, each decoded on test. Up to --esgd-jobs
+# stage_esgd TYPE: the ESGD papers' Table 1 systems on hybrid TYPE, each decoded on test. Up to --esgd-jobs
 # systems run at a time (one thread each), started in this order once what they need has finished: the anchored
 # runs early (anchored_esgd waits for esgd, iterated for both anchored runs), the independent rows filling the
 # other lane. The first run writes the shared tensors (exp/esgd_TYPE_egs/egs.pt) before a second one starts.
 stage_esgd() {
-  local type=$1 gmm=$2 job name need dir pid ready failed=0
+  local type=$1 gmm=$nnet_gmm job name need dir pid ready failed=0
   [ -f "exp/$type/final.pt" ] || { echo "$0: no exp/$type/final.pt (stage $([ "$type" = dnn ] && echo 12 || echo 13)) to anchor the population" >&2; return 1; }
   local pending=(esgd:- anchored:- anchored_esgd:esgd iterated:anchored,anchored_esgd population:- no_evolution:-
                  budget:- ft:-) waiting needs
@@ -370,25 +417,30 @@ stage_esgd() {
   [ "${#pending[@]}" = 0 ] || { echo "$0: stage $type Table 1: could not start ${pending[*]}" >&2; return 1; }
 }
 
-run_stage 1 data stage_data
-run_stage 2 validate stage_validate
 stage_dict() {
   local x dirs=(data/train)
   for x in $(eval_sets); do dirs+=("data/$x"); done
   local/prepare_dict.sh --cmd "$train_cmd" data/local/dict "${dirs[@]}"
 }
-run_stage 3 dict stage_dict
-run_stage 4 lang steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>" data/lang
-run_stage 5 lm stage_lm
-run_stage 6 plp stage_plp
-run_stage 7 ivector stage_ivector "$ubm_gauss" "$ivector_dim"
-run_stage 8 mono stage_mono
-run_stage 9 tri1 stage_tri1
-run_stage 10 tri2 stage_tri2
-run_stage 11 tri3 stage_tri3
-run_stage 12 dnn stage_nnet dnn "$nnet_gmm"
-run_stage 13 blstm stage_nnet blstm "$nnet_gmm"
-run_stage 14 esgd_dnn stage_esgd dnn "$nnet_gmm"
-run_stage 15 esgd_blstm stage_esgd blstm "$nnet_gmm"
+stage_lang() { steps/prepare_lang.sh --cmd "$train_cmd" data/local/dict "<unk>" data/lang; }
+
+gmm_stage=$([ "$nnet_gmm" = mono ] && echo 8 || echo 11)  # the stage of the hybrid models' GMM system
+# run_stage N NAME INPUTS COMMAND: INPUTS are the options, config files and earlier stages the stage reads
+run_stage 1 data "$corpus_inputs" stage_data
+run_stage 2 validate "1" stage_validate
+run_stage 3 dict "1" stage_dict
+run_stage 4 lang "3" stage_lang
+run_stage 5 lm "1 4" stage_lm
+run_stage 6 plp "conf/plp.conf 1" stage_plp
+run_stage 7 ivector "ubm_gauss ivector_dim conf/ivector.conf 6" stage_ivector
+run_stage 8 mono "mono_gauss seed conf/mono.conf $(decode_config mono) 4 5 6" stage_mono
+run_stage 9 tri1 "tri1_leaves tri1_gauss seed conf/tri1.conf conf/tree.conf $(decode_config tri1) 4 5 6 8" stage_tri1
+run_stage 10 tri2 "tri2_leaves tri2_gauss seed conf/tri2.conf conf/lda.conf conf/tree.conf $(decode_config tri2)
+                  4 5 6 9" stage_tri2
+run_stage 11 tri3 "tri3_leaves tri3_gauss seed conf/tri3.conf conf/tree.conf $(decode_config tri3) 4 5 6 10" stage_tri3
+run_stage 12 dnn "nnet_gmm seed conf/dnn.yaml 4 6 $gmm_stage" stage_nnet dnn
+run_stage 13 blstm "nnet_gmm seed conf/blstm.yaml 4 6 7 $gmm_stage" stage_nnet blstm
+run_stage 14 esgd_dnn "nnet_gmm conf/esgd.yaml conf/dnn.yaml 6 12 $gmm_stage" stage_esgd dnn
+run_stage 15 esgd_blstm "nnet_gmm conf/esgd.yaml conf/blstm.yaml 6 7 13 $gmm_stage" stage_esgd blstm
 
 local/show_results.sh

@@ -20,3 +20,19 @@ def test_wer_table_has_a_column_per_set_and_rows_in_recipe_order(tmp_path, capsy
     rows = [line.split() for line in lines[header + 1:header + 5]]
     assert rows == [["mono", "30.00", "27.50", "40.00", "-"], ["tri3", "-", "14.10", "-", "-"],
                     ["dnn", "-", "-", "-", "55.00"], ["blstm", "9.00", "-", "-", "-"]]
+
+
+def test_stage_wall_times_from_the_markers(tmp_path, capsys):
+    stages = tmp_path / "exp" / ".stages"
+    stages.mkdir(parents=True)
+    (stages / "1.data").write_text("--corpus=synth\ncommand=stage_data\nwall_seconds=61.4\n"
+                                   "finished=2025-01-02 03:04:05.123456789\n")
+    (stages / "11.tri3").write_text("command=stage_tri3\nwall_seconds=3725.0\nfinished=2025-01-02 05:00:00.5\n")
+    (stages / "12.dnn.running").write_text("command=stage_nnet dnn\n")
+    (stages / "2.validate").write_text("an older recipe's marker, without times\n")
+    show_results.main([str(tmp_path / "data"), str(tmp_path / "exp")])
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("Stage wall times (exp/.stages)")
+    assert [line.split() for line in lines[start + 2:]] == [
+        ["1", "data", "0:01:01", "2025-01-02", "03:04:05"], ["11", "tri3", "1:02:05", "2025-01-02", "05:00:00"],
+        ["12", "dnn", "-", "running", "or", "stopped"], ["total", "1:03:06"]]

@@ -1,5 +1,5 @@
-"""Print the recipe's results: corpus summary, LM perplexity, each system's best WER per decoded set, and the
-hybrid systems in the shape of the ESGD papers' Table 1 (validation CE, test WER).
+"""Print the recipe's results: corpus summary, LM perplexity, each system's best WER per decoded set, the
+hybrid systems in the shape of the ESGD papers' Table 1 (validation CE, test WER), and each stage's wall time.
 
 Usage: esgd-show-results [<data-root>] [<exp-dir>]
 """
@@ -34,6 +34,7 @@ def main(argv=None):
         print(f"i-vectors ({eer.parent}): speaker EER {float(eer.read_text()):.2f}% (chance 50%)")
     print_wer_table(args.exp_dir)
     print_table1(args.exp_dir)
+    print_stage_times(args.exp_dir / ".stages")
 
 
 # the decoded sets, as columns; heldout: the test sentences read by voices never used in train/dev/test
@@ -116,6 +117,36 @@ def print_table1(exp_dir: Path) -> None:
         print("dev CE: on the whole dev set (in parentheses: on the fitness subset that selected, when one was set)\n"
               "top-1/4: range over the top quarter of mu; frames/mbr: SGD frames each member saw (anchored rows and\n"
               "the control: on top of their anchor's); total: SGD member-frames over the population (x mu)")
+
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def print_stage_times(stages_dir: Path) -> None:
+    """Each stage's wall time and when it finished, from run.sh's markers (exp/.stages/N.NAME: key=value lines); a
+    stage that is running or was stopped (only N.NAME.running) is listed as such."""
+    rows = {}
+    for marker in stages_dir.glob("*.*"):
+        number, _, name = marker.name.partition(".")
+        if not number.isdigit() or name.endswith(".tmp"):
+            continue
+        if name.endswith(".running"):
+            rows.setdefault(int(number), (name[:-len(".running")], None, "running or stopped"))
+            continue
+        values = dict(line.split("=", 1) for line in marker.read_text().splitlines() if "=" in line)
+        if "wall_seconds" in values:
+            rows[int(number)] = (name, float(values["wall_seconds"]), values["finished"][:19])
+    if not rows:
+        return
+    print(f"\nStage wall times (exp/.stages)\n{'stage':<18}{'wall time':>12}  finished")
+    for number, (name, seconds, finished) in sorted(rows.items()):
+        print(f"{number:>2} {name:<15}{format_seconds(seconds) if seconds is not None else '-':>12}  {finished}")
+    total = sum(seconds for _, seconds, _ in rows.values() if seconds is not None)
+    print(f"{'total':<18}{format_seconds(total):>12}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,90 @@
+"""run.sh's stage signatures: a stage is skipped only while every option, conf file and earlier stage's output it
+reads is unchanged; a change reruns exactly the stages that read it, with a line saying why; wall times are kept."""
+import re
+import shutil
+
+import pytest
+
+from conftest import REPO
+from test_recipe_shell import bash
+
+STUB = '#!/usr/bin/env bash\necho "$0 $*" >> calls.log\n'
+
+
+@pytest.fixture
+def stub_steps_recipe(tmp_path):
+    """run.sh with every step it calls a stub that logs its call, and a private copy of conf/."""
+    for name in ("run.sh", "cmd.sh", "path.sh"):
+        (tmp_path / name).symlink_to(REPO / name)
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    scripts = [p.relative_to(REPO) for p in (*REPO.glob("steps/*.sh"), *REPO.glob("local/*.sh"))
+               if p.name != "parse_options.sh"] + [".venv/bin/esgd-ivector-eer"]  # path.sh puts .venv/bin first
+    for script in scripts:
+        (tmp_path / script).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / script).write_text(STUB)
+        (tmp_path / script).chmod(0o755)
+    (tmp_path / "steps" / "parse_options.sh").symlink_to(REPO / "steps" / "parse_options.sh")
+    return tmp_path
+
+
+def run(recipe, options=""):
+    """Run stages 1-13 (the hybrid stages with stubbed training); the numbers of the stages that ran."""
+    result = bash(f"./run.sh --stop-stage 13 {options}", cwd=recipe)
+    assert result.returncode == 0, result.stderr
+    return [int(n) for n in re.findall(r"^== stage (\d+): \w+ \(", result.stdout, re.M)], result.stdout
+
+
+def test_a_changed_option_or_conf_file_reruns_exactly_the_stages_that_read_it(stub_steps_recipe):
+    recipe = stub_steps_recipe
+    assert run(recipe)[0] == list(range(1, 14))
+    assert run(recipe)[0] == []
+    ran, out = run(recipe, "--tri1-leaves 3000")
+    assert ran == [9, 10, 11, 12, 13]  # tri2 reads tri1's alignments, tri3 tri2's, the hybrids tri3's
+    assert "stage 9 (tri1): --tri1-leaves changed, re-running" in out
+    assert "stage 10 (tri2): stage 9 (tri1) reran, re-running" in out
+    assert run(recipe, "--tri1-leaves 3000")[0] == []
+    ran, out = run(recipe)  # back to the default: tri1 differs again from what it was last built with
+    assert ran == [9, 10, 11, 12, 13] and "stage 9 (tri1): --tri1-leaves changed, re-running" in out
+    with open(recipe / "conf" / "lda.conf", "a") as conf:
+        conf.write("--dim=30\n")
+    ran, out = run(recipe)
+    assert ran == [10, 11, 12, 13] and "stage 10 (tri2): conf/lda.conf changed, re-running" in out
+    with open(recipe / "conf" / "ivector.conf", "a") as conf:
+        conf.write("--ivector-period=5\n")
+    ran, out = run(recipe)
+    assert ran == [7, 13] and "stage 7 (ivector): conf/ivector.conf changed, re-running" in out
+    assert run(recipe, "--mono-gauss 500 --seed 1")[0] == [8, 9, 10, 11, 12, 13]
+    # the hybrids on the monophone system: they now read stage 8, and the BiLSTM's Table 1 config is its own
+    ran, out = run(recipe, "--mono-gauss 500 --seed 1 --nnet-gmm mono")
+    assert ran == [12, 13] and "stage 12 (dnn): --nnet-gmm changed; it now reads stage 8 (mono), re-running" in out
+    (recipe / "conf" / "decode_tri3.conf").write_text("beam=11.0\n")  # tri3's own decoding beams from now on
+    assert run(recipe, "--mono-gauss 500 --seed 1 --nnet-gmm mono")[0] == [11]
+    # the options of how a stage runs are no inputs
+    assert run(recipe, "--mono-gauss 500 --seed 1 --nnet-gmm mono --nj 1 --device cuda --esgd-jobs 3")[0] == []
+
+
+def test_force_reruns_the_stage_and_then_the_stages_reading_it(stub_steps_recipe):
+    recipe = stub_steps_recipe
+    run(recipe, "--stop-stage 9")
+    assert run(recipe, "--stage 5 --stop-stage 5 --force")[0] == [5]
+    ran, out = run(recipe, "--stop-stage 9")
+    assert ran == [8, 9] and "stage 8 (mono): stage 5 (lm) reran, re-running" in out
+    # a stage whose input stage stopped without finishing reruns too
+    (recipe / "exp" / ".stages" / "8.mono").unlink()
+    ran, out = run(recipe, "--stage 9 --stop-stage 9")
+    assert ran == [9] and "stage 9 (tri1): stage 8 (mono) has not finished, re-running" in out
+
+
+def test_markers_record_the_inputs_and_the_wall_time(stub_steps_recipe):
+    recipe = stub_steps_recipe
+    run(recipe, "--stop-stage 9")
+    lines = (recipe / "exp" / ".stages" / "9.tri1").read_text().splitlines()
+    keys = [line.split("=")[0] for line in lines]
+    assert keys == ["--tri1-leaves", "--tri1-gauss", "--seed", "conf/tri1.conf", "conf/tree.conf",
+                    "conf/decode_tri1.conf", "stage 4 (lang)", "stage 5 (lm)", "stage 6 (plp)", "stage 8 (mono)",
+                    "command", "wall_seconds", "finished"]
+    assert float(lines[-2].split("=")[1]) >= 0
+    # a marker of an older recipe, which recorded no inputs, does not count as finished
+    (recipe / "exp" / ".stages" / "9.tri1").write_text("corpus=synth stage_tri1\n")
+    ran, out = run(recipe, "--stop-stage 9")
+    assert ran == [9] and "stage 9 (tri1): its marker does not record its inputs, re-running" in out
