@@ -27,21 +27,23 @@ def test_blstm_preset_shape_and_per_frame_logits():
     assert model(torch.randn(3, 21, 140)).shape == (3, 21, 7)
 
 
-def test_blstm_layers_compute_what_nn_lstm_computes():
+def test_blstm_loads_model_files_of_the_per_direction_layout():
     torch.manual_seed(0)
     config = BLSTMConfig(input_dim=6, num_layers=2, cells=5, bottleneck=4, num_targets=3, chunk=9)
     model = BiLSTM(config)
-    reference = nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
-    with torch.no_grad():
-        for layer, directions in enumerate(model.layers):
-            for direction, suffix in zip(directions, ["", "_reverse"]):
-                getattr(reference, f"weight_ih_l{layer}{suffix}").copy_(direction.input_gates.weight)
-                getattr(reference, f"bias_ih_l{layer}{suffix}").copy_(direction.input_gates.bias)
-                getattr(reference, f"weight_hh_l{layer}{suffix}").copy_(direction.hidden_gates.weight)
-                getattr(reference, f"bias_hh_l{layer}{suffix}").copy_(direction.hidden_gates.bias)
+    legacy = {}   # the keys final.pt files had when each direction was an nn.Linear pair
+    for name, value in model.state_dict().items():
+        if name.startswith("lstm."):
+            kind, gates, layer = name[5:].split("_")[:3]
+            direction = 1 if name.endswith("_reverse") else 0
+            name = f"layers.{layer[1:]}.{direction}.{'input' if gates == 'ih' else 'hidden'}_gates.{kind}"
+        legacy[name] = value.clone()
+    assert "layers.1.1.hidden_gates.bias" in legacy and len(legacy) == len(model.state_dict())
+    loaded = BiLSTM(config)
+    loaded.load_state_dict(legacy)
     features = torch.randn(4, 9, 6)
-    expected = model.output(model.bottleneck(reference(features)[0]))
-    assert torch.allclose(model(features), expected, atol=1e-5)
+    assert torch.equal(loaded(features), model(features))
+    assert torch.equal(torch.jit.script(loaded)(features), model(features))
 
 
 def test_bad_model_configs_name_the_option(tmp_path):

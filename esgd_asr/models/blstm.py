@@ -1,15 +1,20 @@
 """Bidirectional LSTM acoustic model with a linear bottleneck (the SWB300 hybrid BLSTM).
 
-The LSTM layers are written with nn.Linear and a time loop rather than nn.LSTM, so that `torch.func.vmap`
-batches them over a population (nn.LSTM's fused kernels have no batching rule and fall back to a loop); the loop
-is TorchScript-compatible (torch.jit.script exports the model).
+The LSTM layers are one `nn.LSTM` (cuDNN on the GPU, oneDNN on the CPU), so training, validation and decoding of a
+single model run on the fused kernels and the model exports with TorchScript. Populations of BiLSTMs stack these
+very parameters (population/stacked.py); model files written when the layers were per-direction `nn.Linear` pairs
+(`layers.L.D.input_gates.*` / `hidden_gates.*`) still load: their keys are renamed on loading (same values, same
+gate order).
 """
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+
+_LEGACY_KEY = re.compile(r"^(.*)layers\.(\d+)\.([01])\.(input|hidden)_gates\.(weight|bias)$")
 
 
 @dataclass
@@ -34,33 +39,24 @@ class BLSTMConfig:
             raise EsgdError("blstm config: chunk contexts must be >= 0")
 
 
-class LSTMDirection(nn.Module):
-    """One direction of one LSTM layer, gate order (input, forget, cell, output) as in nn.LSTM."""
+def lstm_parameter_names(num_layers: int, prefix: str = "lstm.") -> list[str]:
+    """The nn.LSTM parameter names in the order torch.lstm takes its weight list: per layer, forward then reverse
+    direction, each (weight_ih, weight_hh, bias_ih, bias_hh)."""
+    return [f"{prefix}{kind}_l{layer}{suffix}" for layer in range(num_layers) for suffix in ("", "_reverse")
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
-    def __init__(self, input_dim: int, cells: int, reverse: bool):
-        super().__init__()
-        self.cells = cells
-        self.reverse = reverse
-        self.input_gates = nn.Linear(input_dim, 4 * cells)
-        self.hidden_gates = nn.Linear(cells, 4 * cells)
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(batch, time, input_dim) -> (batch, time, cells)."""
-        gates_in = self.input_gates(inputs)
-        batch, steps = inputs.shape[0], inputs.shape[1]
-        hidden = inputs.new_zeros(batch, self.cells)
-        cell = inputs.new_zeros(batch, self.cells)
-        outputs: list[torch.Tensor] = []
-        for step in range(steps):
-            t = steps - 1 - step if self.reverse else step
-            gates = gates_in[:, t] + self.hidden_gates(hidden)
-            i, f, g, o = gates.chunk(4, dim=-1)
-            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-            hidden = torch.sigmoid(o) * torch.tanh(cell)
-            outputs.append(hidden)
-        if self.reverse:
-            outputs.reverse()
-        return torch.stack(outputs, dim=1)
+def rename_legacy_keys(state: dict) -> dict:
+    """A state dict (or stacked population state) with the keys of the former per-direction layout renamed to
+    nn.LSTM's: layers.L.D.input_gates.W -> lstm.W_ih_lL[_reverse], hidden_gates -> W_hh; other keys unchanged."""
+    renamed = {}
+    for key, value in state.items():
+        match = _LEGACY_KEY.match(key)
+        if match:
+            prefix, layer, direction, gates, kind = match.groups()
+            key = f"{prefix}lstm.{kind}_{'ih' if gates == 'input' else 'hh'}_l{layer}{'_reverse' * (direction == '1')}"
+        renamed[key] = value
+    return renamed
 
 
 class BiLSTM(nn.Module):
@@ -69,18 +65,18 @@ class BiLSTM(nn.Module):
     def __init__(self, config: BLSTMConfig):
         super().__init__()
         self.config = config
-        self.layers = nn.ModuleList()
-        width = config.input_dim
-        for _ in range(config.num_layers):
-            self.layers.append(nn.ModuleList([LSTMDirection(width, config.cells, reverse=False),
-                                              LSTMDirection(width, config.cells, reverse=True)]))
-            width = 2 * config.cells
-        self.bottleneck = nn.Linear(width, config.bottleneck)
+        self.lstm = nn.LSTM(config.input_dim, config.cells, num_layers=config.num_layers, bidirectional=True,
+                            batch_first=True)
+        self.bottleneck = nn.Linear(2 * config.cells, config.bottleneck)
         self.output = nn.Linear(config.bottleneck, config.num_targets)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, time, input_dim) -> (batch, time, num_targets) logits."""
-        hidden = features
-        for directions in self.layers:  # (forward, backward)
-            hidden = torch.cat([directions[0](hidden), directions[1](hidden)], dim=-1)
-        return self.output(self.bottleneck(hidden))
+        return self.output(self.bottleneck(self.lstm(features)[0]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if any(_LEGACY_KEY.match(key) for key in state_dict if key.startswith(prefix)):
+            renamed = rename_legacy_keys(state_dict)
+            state_dict.clear()
+            state_dict.update(renamed)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

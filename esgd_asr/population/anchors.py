@@ -35,7 +35,7 @@ class AnchoredESGD(ESGD):
             module.load_state_dict(state)
         except RuntimeError as err:
             raise EsgdError(f"anchor: does not match the model architecture ({str(err).splitlines()[0]})") from err
-        self.anchor = Population.from_modules([module], self.device)
+        self.anchor = Population.from_modules([module], self.device, precision=config.precision)
         self.anchor_fitness: torch.Tensor | None = None
         self.anchor_replacements = 0
 
@@ -55,7 +55,8 @@ class AnchoredESGD(ESGD):
             self.anchor_fitness = self.evaluate(self.anchor)
         new_round = self.generation > 0 and self.generation % self.config.generations == 0
         if new_round:
-            self.population = Population.from_factory(self.factory, self.trainable_size, self.rng, self.device)
+            self.population = Population.from_factory(self.factory, self.trainable_size, self.rng, self.device,
+                                                       precision=self.config.precision)
             self.fitness = None
         record = super().step()
         round_over = self.generation % self.config.generations == 0 and self.generation < self.total_generations

@@ -7,6 +7,7 @@ import yaml
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.population.optim_pool import OptimizerPool
+from esgd_asr.population.precision import PRECISIONS
 from esgd_asr.train.newbob import NewBobConfig
 
 
@@ -33,6 +34,7 @@ class ESGDConfig:
     fitness_frames: int | None = None  # validation frames of the fitness, one fixed draw per run (None: all)
     fitness_chunk: int = 4096          # validation frames per batched fitness pass
     fitness_members: int = 64          # members per batched fitness pass (bounds logits memory on the GPU)
+    precision: str = "bf16"            # GPU passes: bf16 (fp32 master weights), tf32 or fp32; the CPU is always fp32
     pool: OptimizerPool = field(default_factory=OptimizerPool)
     finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=1e-4, max_epochs=5))  # Kf = 5
 
@@ -51,6 +53,7 @@ class ESGDConfig:
                   (self.fitness_frames is None or self.fitness_frames >= 1, "fitness_frames must be positive or null"),
                   (self.fitness_chunk >= 1, "fitness_chunk must be at least 1"),
                   (self.fitness_members >= 1, "fitness_members must be at least 1"),
+                  (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
                   (self.finetune.epoch_frames is None,
                    "finetune.epoch_frames: the fine-tune's epochs are those of the SGD step (set epoch_frames)")]
         for ok, message in checks:

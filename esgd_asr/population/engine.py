@@ -16,6 +16,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.population import fastpath, stacked
+from esgd_asr.population.precision import check_precision, compute_dtype, precision_scope
 
 Tensors = dict[str, torch.Tensor]
 
@@ -48,16 +49,19 @@ class Population:
     """Stacked parameters (`params`) and buffers (`buffers`) of `size` members sharing a template module.
 
     `fast`: None (default) uses the batched-matmul path whenever the template is a Linear chain (fastpath.py) and
-    the stacked forward for a BiLSTM (stacked.py), False forces the generic vmap path (for comparisons), True
-    requires the batched-matmul path.
+    the stacked forward for a BiLSTM (stacked.py), False forces the generic vmap path (for comparisons; not for a
+    BiLSTM, whose nn.LSTM vmap cannot batch: it keeps the stacked forward), True requires the batched-matmul path.
+    `precision` (precision.py): bf16, tf32 or fp32 passes on a GPU; the CPU computes in fp32 whatever it says.
     """
 
-    def __init__(self, template: nn.Module, params: Tensors, buffers: Tensors, fast: bool | None = None):
+    def __init__(self, template: nn.Module, params: Tensors, buffers: Tensors, fast: bool | None = None,
+                 precision: str = "fp32"):
         sizes = {t.shape[0] for t in [*params.values(), *buffers.values()]}
         if len(sizes) != 1:
             raise EsgdError(f"population: stacked tensors disagree on the member count {sorted(sizes)}")
         self.template = template
-        self.path_choice = fast   # passed on to the populations made from this one
+        self.path_choice = fast   # passed on to the populations made from this one, as is the precision
+        self.precision = check_precision(precision)
         self.params = params
         self.buffers = buffers
         self._loss_fn = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
@@ -67,7 +71,7 @@ class Population:
         if fast and self.plan is None:
             raise EsgdError(f"population: no batched-matmul path for {type(template).__name__} (Linear chains only)")
         self.fast = self.plan is not None
-        self.stacked = None if fast is False or self.fast else stacked.stacked_forward(template)
+        self.stacked = None if self.fast else stacked.stacked_forward(template)
         self._workspace = self._eval_workspace = None
 
     def _loss(self, params, buffers, features, targets):
@@ -78,7 +82,7 @@ class Population:
 
     @classmethod
     def from_modules(cls, modules: list[nn.Module], device: torch.device | str | None = None,
-                     fast: bool | None = None) -> "Population":
+                     fast: bool | None = None, precision: str = "fp32") -> "Population":
         """Stack the weights of modules of one architecture (copies; the modules are left untouched)."""
         if not modules:
             raise EsgdError("population: needs at least one member")
@@ -87,11 +91,12 @@ class Population:
         params = {k: v.detach().to(device, copy=True) for k, v in params.items()}
         buffers = {k: v.detach().to(device, copy=True) for k, v in buffers.items()}
         template = copy.deepcopy(modules[0]).to("meta")
-        return cls(template, params, buffers, fast)
+        return cls(template, params, buffers, fast, precision)
 
     @classmethod
     def from_factory(cls, factory: Callable[[], nn.Module], size: int, generator: torch.Generator,
-                     device: torch.device | str = "cpu", fast: bool | None = None) -> "Population":
+                     device: torch.device | str = "cpu", fast: bool | None = None, precision: str = "fp32"
+                     ) -> "Population":
         """`size` freshly initialised members; the initialisation is seeded from `generator` (reproducible)."""
         if size < 1:
             raise EsgdError(f"population: size must be at least 1, got {size}")
@@ -99,7 +104,7 @@ class Population:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             modules = [factory() for _ in range(size)]
-        return cls.from_modules(modules, device, fast)
+        return cls.from_modules(modules, device, fast, precision)
 
     @property
     def size(self) -> int:
@@ -139,16 +144,19 @@ class Population:
         """A new population of the members at `indices` (repeats allowed), copying the tensors."""
         indices = indices.to(self.device)
         return Population(self.template, {k: v[indices] for k, v in self.params.items()},
-                          {k: v[indices] for k, v in self.buffers.items()}, self.path_choice)
+                          {k: v[indices] for k, v in self.buffers.items()}, self.path_choice,
+                          self.precision)
 
     def concat(self, other: "Population") -> "Population":
         """Members of self followed by the members of other."""
         return Population(self.template, {k: torch.cat([v, other.params[k]]) for k, v in self.params.items()},
-                          {k: torch.cat([v, other.buffers[k]]) for k, v in self.buffers.items()}, self.path_choice)
+                          {k: torch.cat([v, other.buffers[k]]) for k, v in self.buffers.items()}, self.path_choice,
+                          self.precision)
 
     def clone(self) -> "Population":
         return Population(self.template, {k: v.clone() for k, v in self.params.items()},
-                          {k: v.clone() for k, v in self.buffers.items()}, self.path_choice)
+                          {k: v.clone() for k, v in self.buffers.items()}, self.path_choice,
+                          self.precision)
 
     def restore(self, mask: torch.Tensor, snapshot: "Population") -> None:
         """Members where `mask` is true take back their tensors from `snapshot` (back-off), exactly."""
@@ -167,8 +175,10 @@ class Population:
         if self.plan is not None:
             if reuse_buffers and self._workspace is None:
                 self._workspace = fastpath.Workspace()
-            return fastpath.loss_and_grads(self.plan, params, features, targets,
-                                           self._workspace if reuse_buffers else None, per_member=per_member)
+            with precision_scope(self.precision, features.device):
+                return fastpath.loss_and_grads(self.plan, params, features, targets,
+                                               self._workspace if reuse_buffers else None, per_member=per_member,
+                                               dtype=compute_dtype(self.precision, features.device))
         return self._autograd_loss_and_grads(params, buffers, features, targets, per_member)
 
     def _autograd_loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets, per_member: bool = False
@@ -178,7 +188,7 @@ class Population:
         members' gradients (several times faster than vmap over grad_and_value, whose per-op transform overhead
         dominates)."""
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
-        with torch.enable_grad():
+        with torch.enable_grad(), precision_scope(self.precision, features.device, autocast=True):
             if self.stacked is not None:
                 losses = stacked_losses(self.stacked(leaves, features, not per_member), targets, per_member)[1]
             else:
@@ -195,8 +205,10 @@ class Population:
         if self.plan is not None:
             if self._workspace is None:
                 self._workspace = fastpath.Workspace()
-            return fastpath.loss_and_grads(self.plan, params, features, targets, self._workspace, sgd_lr=lr,
-                                           per_member=per_member)[1]
+            with precision_scope(self.precision, features.device):
+                return fastpath.loss_and_grads(self.plan, params, features, targets, self._workspace, sgd_lr=lr,
+                                               per_member=per_member,
+                                               dtype=compute_dtype(self.precision, features.device))[1]
         grads, losses = self._autograd_loss_and_grads(params, buffers, features, targets, per_member)
         with torch.no_grad():
             for name, param in params.items():
@@ -208,13 +220,18 @@ class Population:
 
     def loss_sums(self, params: Tensors, buffers: Tensors, features, targets) -> torch.Tensor:
         """Summed cross-entropy (members,) of one batch, without gradients."""
+        with precision_scope(self.precision, features.device, autocast=self.plan is None):
+            return self._loss_sums(params, buffers, features, targets)
+
+    def _loss_sums(self, params: Tensors, buffers: Tensors, features, targets) -> torch.Tensor:
         if self.plan is not None:
             # on the CPU, reuse the evaluation buffers across chunks (see fastpath.Workspace); the GPU's caching
             # allocator does that already without pinning the memory
             if features.device.type == "cpu" and self._eval_workspace is None:
                 self._eval_workspace = fastpath.Workspace()
             workspace = self._eval_workspace if features.device.type == "cpu" else None
-            return fastpath.loss_sum(self.plan, params, features, targets, workspace)
+            return fastpath.loss_sum(self.plan, params, features, targets, workspace,
+                                     dtype=compute_dtype(self.precision, features.device))
         if self.stacked is not None:
             return stacked_losses(self.stacked(params, features), targets)[0]
         return self._forward_fn(params, buffers, features, targets)

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.models.blstm import rename_legacy_keys
 from esgd_asr.population.config import ESGDConfig
 from esgd_asr.population.engine import Population
+from esgd_asr.population.memory import check_fits
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
 from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix, roulette_parents
 from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
@@ -41,8 +43,13 @@ class ESGD:
                                    torch.Generator().manual_seed(config.seed + 2))
         self.epoch_samples = samples_for(self.train, config.epoch_frames)
         self.rng = torch.Generator().manual_seed(config.seed)
+        if self.device.type == "cuda":
+            with torch.random.fork_rng(devices=[]):
+                check_fits(factory(), config.mu, config.offspring, max(config.pool.batch_sizes), config.fitness_members,
+                           config.fitness_chunk, self.device)
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.population = Population.from_factory(factory, self.trainable_size, self.rng, self.device)
+        self.population = Population.from_factory(factory, self.trainable_size, self.rng, self.device,
+                                                   precision=config.precision)
         self.fitness: torch.Tensor | None = None
         self.generation = 0
         self.member_frames = 0      # SGD frames one member saw (its lineage), the budget of Table 1
@@ -238,8 +245,10 @@ class ESGD:
 
     def on_device(self, params: dict, buffers: dict) -> Population:
         """A population of this run's architecture from (checkpointed) stacked tensors, moved to the device."""
+        params = rename_legacy_keys(params)   # BiLSTM checkpoints of the per-direction layout
         return Population(self.population.template, {k: v.to(self.device) for k, v in params.items()},
-                          {k: v.to(self.device) for k, v in buffers.items()})
+                          {k: v.to(self.device) for k, v in buffers.items()}, self.population.path_choice,
+                          self.config.precision)
 
 
 def random_subset(data: Data, frames: int | None, generator: torch.Generator) -> Data:

@@ -9,6 +9,10 @@ gradient of the first layer is never computed. The cross-entropy gradient is sof
 1 / (labelled frames), as in F.cross_entropy(reduction="mean", ignore_index=-100). Results equal the vmap path
 (and a per-member loop) to float32 rounding.
 
+With a compute `dtype` (bf16, precision.py) the weights and inputs are cast once per pass and the matmuls run in
+it, with fp32 master weights: the log-softmax and its gradient are fp32, the weight gradients are cast back to
+fp32 before they reach the weights or the optimizer (the rounding torch.autocast does).
+
 `linear_plan(template)` returns None for any other module; the engine then uses the generic vmap path.
 """
 from dataclasses import dataclass
@@ -118,9 +122,17 @@ def _activation_backward(grad: torch.Tensor, output: torch.Tensor, activation: s
     return grad
 
 
+def cast(params: Tensors, features: torch.Tensor, dtype: torch.dtype | None) -> tuple[Tensors, torch.Tensor]:
+    """The weights and inputs of a pass in the compute dtype (unchanged when None)."""
+    if dtype is None:
+        return params, features
+    return {k: v.to(dtype) for k, v in params.items()}, features.to(dtype)
+
+
 def forward(plan, params: Tensors, features: torch.Tensor, keep: bool = False, workspace: Workspace | None = None,
             per_member: bool = False):
     """Logits (mu, batch, classes) of every member; with `keep` also the layer outputs the backward needs.
+    Computes in the dtype of `params` and `features` (see cast()).
 
     A shared input (batch, in) makes the first layer one GEMM (batch, in) x (in, mu * out), viewed as
     (mu, batch, out); per-member inputs (mu, batch, in) and every other layer are batched matmuls over the members.
@@ -161,22 +173,26 @@ def _flat_inputs(features: torch.Tensor, targets: torch.Tensor, per_member: bool
 
 def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch.Tensor,
                    workspace: Workspace | None = None, sgd_lr: float | torch.Tensor | None = None,
-                   per_member: bool = False) -> tuple[Tensors, torch.Tensor]:
+                   per_member: bool = False, dtype: torch.dtype | None = None) -> tuple[Tensors, torch.Tensor]:
     """Mean cross-entropy (mu,) and its gradients, stacked like `params`, for one batch shared by all members, or
     with `per_member` for each member's own batch (features (mu, batch, in), targets (mu, batch)).
 
     With a `workspace` the gradients and intermediates live in its buffers, valid until the next call with it.
     With `sgd_lr` (a float, or a (mu,) tensor of per-member learning rates) the plain-SGD step
     param <- param - lr * grad is fused into the weight-gradient GEMMs (W.baddbmm_(-lr * dZ^T, H)) and applied in
-    place; no gradient is materialised and the returned dict is empty.
+    place; no gradient is materialised and the returned dict is empty. `dtype`: the compute dtype (module doc).
     """
     features, targets = _flat_inputs(features, targets, per_member)
+    master = params
+    params, features = cast(params, features, dtype)
     logits, outputs = forward(plan, params, features, keep=True, workspace=workspace, per_member=per_member)
     members = logits.shape[0]
     labelled = (targets != -100).expand(members, -1) if per_member else (targets != -100).view(1, -1)
     frames = labelled.sum(dim=1, keepdim=True)
     index = torch.where(labelled, targets, 0).expand(members, -1).unsqueeze(-1)
-    grad = torch.log_softmax(logits, dim=-1, out=_new(workspace, "log_probs", logits.shape, logits))
+    fp32 = master[plan[-1].weight]
+    grad = torch.log_softmax(logits, dim=-1, dtype=fp32.dtype,
+                             out=_new(workspace, "log_probs", logits.shape, fp32))
     picked = grad.gather(-1, index)
     weight = (labelled.to(grad.dtype) / frames).unsqueeze(-1)   # nan without labelled frames, as F.cross_entropy
     losses = -(picked * weight).sum(dim=(1, 2))
@@ -189,6 +205,8 @@ def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch
     elif fused:
         alpha = -float(sgd_lr)
     grad.mul_(weight)
+    if dtype is not None:
+        grad = grad.to(dtype)
     grads = {}
     for position in range(len(plan) - 1, -1, -1):
         layer = plan[position]
@@ -202,28 +220,37 @@ def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch
             inputs = outputs[position - 1]
         else:
             inputs = features if per_member else features.unsqueeze(0).expand(grad.shape[0], *features.shape)
-        if fused:
+        if fused and dtype is None:
             # with per-member rates grad already carries -lr_m (the chain rule is linear in the scale)
             if layer.bias:
-                params[layer.bias].add_(grad.sum(dim=1), alpha=alpha)
-            weight_tensor.baddbmm_(grad.transpose(1, 2), inputs, alpha=alpha)
+                master[layer.bias].add_(grad.sum(dim=1), alpha=alpha)
+            master[layer.weight].baddbmm_(grad.transpose(1, 2), inputs, alpha=alpha)
+        elif fused:
+            if layer.bias:
+                master[layer.bias].add_(grad.sum(dim=1, dtype=fp32.dtype), alpha=alpha)
+            master[layer.weight].add_(torch.bmm(grad.transpose(1, 2), inputs), alpha=alpha)
         else:
             if layer.bias:
-                grads[layer.bias] = torch.sum(grad, dim=1, out=_new(workspace, ("grad", layer.bias),
-                                                                   params[layer.bias].shape, grad))
-            weight_grad = _new(workspace, ("grad", layer.weight), weight_tensor.shape, grad)
-            grads[layer.weight] = torch.bmm(grad.transpose(1, 2), inputs, out=weight_grad)
+                grads[layer.bias] = torch.sum(grad, dim=1, dtype=fp32.dtype, out=_new(
+                    workspace, ("grad", layer.bias), master[layer.bias].shape, fp32))
+            weight_grad = _new(workspace, ("grad", layer.weight), weight_tensor.shape, fp32)
+            if dtype is None:
+                grads[layer.weight] = torch.bmm(grad.transpose(1, 2), inputs, out=weight_grad)
+            else:
+                grads[layer.weight] = weight_grad.copy_(torch.bmm(grad.transpose(1, 2), inputs))
         grad = below
-    return ({} if fused else {name: grads[name] for name in params}), losses
+    return ({} if fused else {name: grads[name] for name in master}), losses
 
 
 def loss_sum(plan, params: Tensors, features: torch.Tensor, targets: torch.Tensor,
-             workspace: Workspace | None = None) -> torch.Tensor:
-    """Summed cross-entropy over the labelled frames of a batch, per member (mu,)."""
+             workspace: Workspace | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Summed cross-entropy over the labelled frames of a batch, per member (mu,); `dtype` as in loss_and_grads."""
     features, targets = _flat_inputs(features, targets)
-    logits, _ = forward(plan, params, features, workspace=workspace)
+    fp32 = params[plan[-1].weight]
+    logits, _ = forward(plan, *cast(params, features, dtype), workspace=workspace)
     labelled = targets != -100
     index = torch.where(labelled, targets, 0).view(1, -1, 1).expand(logits.shape[0], -1, 1)
-    log_probs = torch.log_softmax(logits, dim=-1, out=_new(workspace, "log_probs", logits.shape, logits))
+    log_probs = torch.log_softmax(logits, dim=-1, dtype=fp32.dtype,
+                                  out=_new(workspace, "log_probs", logits.shape, fp32))
     picked = log_probs.gather(-1, index).squeeze(-1)
     return -(picked * labelled.to(picked.dtype)).sum(dim=1)

@@ -92,4 +92,4 @@ def make_offspring(parents: Population, weights: torch.Tensor, sigma: float, gen
             buffers[name] = (weights.to(stack.dtype) @ stack.reshape(stack.shape[0], -1)).reshape(count, *stack.shape[1:])
         else:
             buffers[name] = stack[heaviest]
-    return Population(parents.template, params, buffers)
+    return Population(parents.template, params, buffers, parents.path_choice, parents.precision)

@@ -1,27 +1,40 @@
 """Direct stacked forward passes for populations of models the batched-matmul path does not cover (the BiLSTM).
 
-The forward of all mu members is written over the stacked (mu, ...) parameters with batched matmuls: the input
-projections of a layer are one GEMM over all time steps (for the first layer, when every member sees the same
-input, as in the fitness, one (batch * time, in) x (in, mu * 4 cells) product), the recurrence one
-(mu, batch, cells) x (mu, cells, 4 cells) bmm per step. The engine differentiates it with ordinary autograd; a member's loss depends on its own
-slice only, so the gradient of the summed losses is the stack of the members' gradients. Per step this launches
-the ops of one model instead of mu models' (a per-member loop) or vmap's batching-rule dispatch.
+The population stacks a BiLSTM's own parameters (nn.LSTM's `lstm.weight_ih_l0`, ... with a leading member
+dimension), so a member converts to and from a standalone model without any change of values. Two forwards over
+the stacked (mu, ...) parameters, both differentiated by ordinary autograd (a member's loss depends on its own
+slice only, so the gradient of the summed losses is the stack of the members' gradients):
+
+- fused (the GPU, and any single model): each member's LSTM layers are one `torch.lstm` call on its parameter
+  slices (cuDNN on the GPU, oneDNN on the CPU); the bottleneck and the senone output layer of all members are
+  batched matmuls. Under CUDA autocast the LSTM runs in the autocast dtype too (fp32 master weights).
+- batched (a population on the CPU): the recurrence of all members at once, one (mu, batch, cells) x
+  (mu, cells, 4 cells) bmm per step; the input projections of a layer are one GEMM over all time steps (for the
+  first layer, when every member sees the same input, as in the fitness, one (batch * time, in) x
+  (in, mu * 4 cells) product). Per step this launches the ops of one model instead of mu models'.
 
 `stacked_forward(template)` returns `forward(params, features, shared=True) -> logits (mu, batch, time, targets)`
 (features (batch, time, in) shared by all members, or with shared=False (mu, batch, time, in)), or None.
 """
+import warnings
 from collections.abc import Callable
 
 import torch
 
+from esgd_asr.models.blstm import lstm_parameter_names
+
 Tensors = dict[str, torch.Tensor]
 
+# member slices of the stacked weights are not cuDNN's flat buffer: it packs them per call (a copy of the weights,
+# small next to the step's matmuls) and would warn about that on every call
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk of memory")
 
-def _lstm_direction(params: Tensors, prefix: str, inputs: torch.Tensor, shared: bool, reverse: bool) -> torch.Tensor:
+
+def _lstm_direction(params: Tensors, names: list[str], inputs: torch.Tensor, shared: bool,
+                    reverse: bool) -> torch.Tensor:
     """One direction of one layer for every member: inputs (batch, time, in) when `shared` by all members, else
-    (mu, batch, time, in) -> (mu, batch, time, cells). Gate order (input, forget, cell, output)."""
-    w_in, b_in = params[prefix + "input_gates.weight"], params[prefix + "input_gates.bias"]
-    w_h, b_h = params[prefix + "hidden_gates.weight"], params[prefix + "hidden_gates.bias"]
+    (mu, batch, time, in) -> (mu, batch, time, cells). Gate order (input, forget, cell, output) as nn.LSTM's."""
+    w_in, w_h, b_in, b_h = (params[name] for name in names)
     members, gates4, width = w_in.shape
     batch, steps = inputs.shape[-3], inputs.shape[-2]
     bias = (b_in + b_h).unsqueeze(1)                                          # (mu, 1, 4H)
@@ -50,6 +63,34 @@ def _lstm_direction(params: Tensors, prefix: str, inputs: torch.Tensor, shared: 
     return torch.stack(outputs, dim=2)
 
 
+def batched_lstm(params: Tensors, num_layers: int, features: torch.Tensor, shared: bool) -> torch.Tensor:
+    """The BiLSTM layers of all members with batched matmuls per time step -> (mu, batch, time, 2 cells)."""
+    names = lstm_parameter_names(num_layers)
+    hidden = features
+    for layer in range(num_layers):
+        hidden = torch.cat([_lstm_direction(params, names[8 * layer + 4 * d:8 * layer + 4 * d + 4], hidden, shared,
+                                            reverse=d == 1) for d in (0, 1)], dim=-1)
+        shared = False
+    return hidden
+
+
+def fused_lstm(params: Tensors, num_layers: int, features: torch.Tensor, shared: bool) -> torch.Tensor:
+    """The BiLSTM layers of each member as one torch.lstm call (cuDNN / oneDNN) -> (mu, batch, time, 2 cells)."""
+    names = lstm_parameter_names(num_layers)
+    members, cells = params[names[1]].shape[0], params[names[1]].shape[-1]
+    dtype = features.dtype
+    if features.is_cuda and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+    outputs = []
+    for member in range(members):
+        inputs = (features if shared else features[member]).to(dtype)
+        weights = [params[name][member].to(dtype) for name in names]
+        zeros = inputs.new_zeros(2 * num_layers, inputs.shape[0], cells)
+        outputs.append(torch.lstm(inputs, (zeros, zeros), weights, True, num_layers, 0.0, torch.is_grad_enabled(),
+                                  True, True)[0])
+    return torch.stack(outputs)
+
+
 def _linear(params: Tensors, prefix: str, inputs: torch.Tensor) -> torch.Tensor:
     """(mu, ..., in) -> (mu, ..., out) with each member's weights."""
     weight, bias = params[prefix + "weight"], params[prefix + "bias"]
@@ -60,11 +101,9 @@ def _linear(params: Tensors, prefix: str, inputs: torch.Tensor) -> torch.Tensor:
 
 def _blstm_forward(num_layers: int) -> Callable[[Tensors, torch.Tensor, bool], torch.Tensor]:
     def forward(params: Tensors, features: torch.Tensor, shared: bool = True) -> torch.Tensor:
-        hidden = features
-        for layer in range(num_layers):
-            hidden = torch.cat([_lstm_direction(params, f"layers.{layer}.{d}.", hidden, shared, reverse=d == 1)
-                                for d in (0, 1)], dim=-1)
-            shared = False
+        members = params["output.weight"].shape[0]
+        lstm = fused_lstm if features.is_cuda or members == 1 else batched_lstm
+        hidden = lstm(params, num_layers, features, shared)
         return _linear(params, "output.", _linear(params, "bottleneck.", hidden))
 
     return forward
@@ -75,5 +114,5 @@ def stacked_forward(template) -> Callable[[Tensors, torch.Tensor, bool], torch.T
     from esgd_asr.models.blstm import BiLSTM
 
     if type(template) is BiLSTM and not list(template.buffers()):
-        return _blstm_forward(len(template.layers))
+        return _blstm_forward(template.config.num_layers)
     return None
