@@ -232,6 +232,15 @@ stage_ivector() {
 decode_config() {
   if [ -f "conf/decode_$1.conf" ]; then echo "conf/decode_$1.conf"; else echo conf/decode.conf; fi
 }
+# gmm_resume DIR FIRST: the --stage that continues the GMM trainer of DIR where a stopped run of this stage (with
+# the same --nj) left it: the pass of its last complete N.mdl, when N >= FIRST (1 for the monophones, whose 1.mdl
+# ends pass 0; 2 for the triphones, whose 1.mdl comes before their set-up ends); nothing for a fresh start
+gmm_resume() {
+  $stage_resume && [ "$(cat "$1/num_jobs" 2>/dev/null)" = "$nj" ] || return 0
+  local last
+  last=$(ls "$1" | sed -n 's/^\([0-9][0-9]*\)\.mdl$/\1/p' | sort -n | tail -n 1)
+  if [ -n "$last" ] && [ "$last" -ge "$2" ]; then echo "--stage $last"; fi
+}
 gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, then decode the eval sets
   local sys=$1 decode=steps/decode.sh config x
   [ "${2:-}" = fmllr ] && decode=steps/decode_fmllr.sh
@@ -243,26 +252,26 @@ gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, the
   done
 }
 stage_mono() {
-  steps/train_mono.sh --config conf/mono.conf --seed "$seed" --totgauss "$mono_gauss" --nj "$nj" --cmd "$train_cmd" \
-    data/train data/lang exp/mono || return 1
+  steps/train_mono.sh --config conf/mono.conf $(gmm_resume exp/mono 1) --seed "$seed" --totgauss "$mono_gauss" \
+    --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/mono || return 1
   gmm_graph_decode mono || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/mono exp/mono_ali
 }
 stage_tri1() {
-  steps/train_deltas.sh --config conf/tri1.conf --seed "$seed" --nj "$nj" --cmd "$train_cmd" \
-    "$tri1_leaves" "$tri1_gauss" data/train data/lang exp/mono_ali exp/tri1 || return 1
+  steps/train_deltas.sh --config conf/tri1.conf $(gmm_resume exp/tri1 2) --seed "$seed" --nj "$nj" \
+    --cmd "$train_cmd" "$tri1_leaves" "$tri1_gauss" data/train data/lang exp/mono_ali exp/tri1 || return 1
   gmm_graph_decode tri1 || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri1 exp/tri1_ali
 }
 stage_tri2() {
-  steps/train_lda_mllt.sh --config conf/tri2.conf --seed "$seed" --nj "$nj" --cmd "$train_cmd" \
-    "$tri2_leaves" "$tri2_gauss" data/train data/lang exp/tri1_ali exp/tri2 || return 1
+  steps/train_lda_mllt.sh --config conf/tri2.conf $(gmm_resume exp/tri2 2) --seed "$seed" --nj "$nj" \
+    --cmd "$train_cmd" "$tri2_leaves" "$tri2_gauss" data/train data/lang exp/tri1_ali exp/tri2 || return 1
   gmm_graph_decode tri2 || return 1
   steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri2 exp/tri2_ali
 }
 stage_tri3() {
-  steps/train_sat.sh --config conf/tri3.conf --seed "$seed" --nj "$nj" --cmd "$train_cmd" \
-    "$tri3_leaves" "$tri3_gauss" data/train data/lang exp/tri2_ali exp/tri3 || return 1
+  steps/train_sat.sh --config conf/tri3.conf $(gmm_resume exp/tri3 2) --seed "$seed" --nj "$nj" \
+    --cmd "$train_cmd" "$tri3_leaves" "$tri3_gauss" data/train data/lang exp/tri2_ali exp/tri3 || return 1
   gmm_graph_decode tri3 fmllr || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/tri3 exp/tri3_ali || return 1
   steps/align_fmllr.sh --nj "$nj" --cmd "$train_cmd" data/dev data/lang exp/tri3 exp/tri3_ali_dev || return 1

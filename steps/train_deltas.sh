@@ -4,7 +4,9 @@
 # Gaussian per leaf, the alignments converted to the new model, then EM passes with realignment on a schedule and
 # mixing up to <tot-gauss> Gaussians. Writes <exp-dir>/{tree,questions.int,treeacc,1..N.mdl,final.mdl,
 # fsts.JOB.ark,fsts_tids.JOB.ark,ali.JOB.ark,phones.txt,num_jobs} and log/ (objf.tsv: log-likelihood per frame).
+# --stage continues a stopped run (steps/libs/resume.sh).
 set -euo pipefail
+stage=-3
 nj=4
 cmd=${train_cmd:-esgd-queue}
 num_iters=35
@@ -19,6 +21,8 @@ help_message="Usage: $0 [options] <num-leaves> <tot-gauss> <data-dir> <lang-dir>
 e.g.: $0 --nj 4 2000 10000 data/train data/lang exp/mono_ali exp/tri1
 <ali-dir> holds the previous system's final.mdl and ali.*.ark (steps/align_si.sh).
 Options:
+  --stage <n>            # continue a stopped run from this step: -3 tree statistics, -2 tree,
+                         # -1 alignments and graphs, N >= 1 pass N from the stopped run's N.mdl (default: $stage)
   --nj <n>               # parallel jobs (default: $nj)
   --cmd <cmd>            # job runner (default: \$train_cmd from cmd.sh)
   --num-iters <n>        # EM passes (default: $num_iters)
@@ -42,7 +46,8 @@ for f in "$data/feats.scp" "$data/text" "$lang/L.fst" "$lang/phones/roots.int" "
   [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
 done
 mkdir -p "$dir/log"
-echo "$nj" > "$dir/num_jobs"
+. "$(dirname "$0")/libs/resume.sh"
+start_or_resume -3
 rm -f "$dir/final.mdl"
 cp "$lang/phones.txt" "$dir/phones.txt"
 

@@ -4,8 +4,10 @@
 # initial model and converted alignments as in train_deltas.sh but on the LDA features; EM passes with
 # realignment, and MLLT re-estimated on a schedule (the model's front end becomes MLLT . LDA, its means follow).
 # The front end (final.mat) lives in the model, so alignment and decoding apply it. Writes <exp-dir>/{0.mat,
-# final.mat,tree,questions.int,final.mdl,fsts.JOB.ark,ali.JOB.ark,...} and log/ (objf.tsv).
+# final.mat,tree,questions.int,final.mdl,fsts.JOB.ark,ali.JOB.ark,...} and log/ (objf.tsv). --stage continues a
+# stopped run (steps/libs/resume.sh).
 set -euo pipefail
+stage=-5
 nj=4
 cmd=${train_cmd:-esgd-queue}
 lda_config=conf/lda.conf
@@ -21,6 +23,9 @@ seed=0
 help_message="Usage: $0 [options] <num-leaves> <tot-gauss> <data-dir> <lang-dir> <ali-dir> <exp-dir>
 e.g.: $0 --nj 4 2500 15000 data/train data/lang exp/tri1_ali exp/tri2
 Options:
+  --stage <n>            # continue a stopped run from this step: -5 LDA statistics, -4 LDA, -3 tree statistics,
+                         # -2 tree, -1 alignments and graphs, N >= 1 pass N from the stopped run's N.mdl
+                         # (default: $stage)
   --nj <n>               # parallel jobs (default: $nj)
   --cmd <cmd>            # job runner (default: \$train_cmd from cmd.sh)
   --config <file>        # these options as shell assignments (e.g. conf/tri2.conf)
@@ -52,20 +57,26 @@ left=$(conf_value left-context)
 right=$(conf_value right-context)
 lda_opts=(--config "$lda_config" --num-iters "$num_iters" --mllt-iters "${mllt_iters// /,}")
 mkdir -p "$dir/log"
-echo "$nj" > "$dir/num_jobs"
+. "$(dirname "$0")/libs/resume.sh"
+start_or_resume -5
 rm -f "$dir/final.mdl" "$dir/final.mat"
 cp "$lang/phones.txt" "$dir/phones.txt"
 
-echo "$0: LDA on spliced features, classes = senones of $alidir"
-$cmd JOB=1:"$nj" "$dir/log/lda_acc.JOB.log" \
-  esgd-train-lda-mllt acc-lda "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$alidir" "$dir"
-$cmd "$dir/log/lda_est.log" esgd-train-lda-mllt est-lda "${lda_opts[@]}" --nj "$nj" "$dir"
+if [ "$stage" -le -5 ]; then
+  echo "$0: LDA on spliced features, classes = senones of $alidir"
+  $cmd JOB=1:"$nj" "$dir/log/lda_acc.JOB.log" \
+    esgd-train-lda-mllt acc-lda "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$alidir" "$dir"
+fi
+if [ "$stage" -le -4 ]; then
+  $cmd "$dir/log/lda_est.log" esgd-train-lda-mllt est-lda "${lda_opts[@]}" --nj "$nj" "$dir"
+fi
 front_end=(--lda-mat "$dir/0.mat" --left-context "${left:-4}" --right-context "${right:-4}")
 . "$(dirname "$0")/libs/triphone.sh"
 # as in Kaldi: on the passes of $mllt_iters, realign (when due), then MLLT on those alignments, then this pass's
-# statistics on the new features
+# statistics on the new features (est-mllt rewrites $1.mdl: kept by pass_state)
 update_mllt() {
   in_list "$1" "$mllt_iters" || return 0
+  pass_state "$1" "$dir/$1.mdl"
   if $realigned; then realign "$1"; acc_realign=false; fi
   $cmd JOB=1:"$nj" "$dir/log/mllt_acc.$1.JOB.log" \
     esgd-train-lda-mllt acc-mllt "${lda_opts[@]}" --nj "$nj" --job JOB "$data" "$lang" "$dir" "$1"

@@ -4,8 +4,10 @@
 # adapted features (as train_deltas.sh), and EM passes with realignment and the transforms re-estimated on a
 # schedule (each new estimate composed with the current one). Writes <exp-dir>/{trans.JOB.ark,tree,final.mdl,
 # fsts.JOB.ark,ali.JOB.ark,...} and log/ (objf.tsv). The model's front end is <ali-dir>'s (CMVN, splicing,
-# final.mat); the transforms apply on top (esgd-* --transforms).
+# final.mat); the transforms apply on top (esgd-* --transforms). --stage continues a stopped run
+# (steps/libs/resume.sh).
 set -euo pipefail
+stage=-4
 nj=4
 cmd=${train_cmd:-esgd-queue}
 num_iters=35
@@ -22,6 +24,9 @@ tree_config=conf/tree.conf
 help_message="Usage: $0 [options] <num-leaves> <tot-gauss> <data-dir> <lang-dir> <ali-dir> <exp-dir>
 e.g.: $0 --nj 4 2500 15000 data/train data/lang exp/tri2_ali exp/tri3
 Options:
+  --stage <n>               # continue a stopped run from this step: -4 first transforms, -3 tree statistics,
+                            # -2 tree, -1 alignments and graphs, N >= 1 pass N from the stopped run's N.mdl
+                            # (default: $stage)
   --nj <n>                  # parallel jobs (default: $nj)
   --cmd <cmd>               # job runner (default: \$train_cmd from cmd.sh)
   --num-iters <n>           # EM passes (default: $num_iters)
@@ -48,7 +53,8 @@ for f in "$data/feats.scp" "$data/text" "$data/utt2spk" "$lang/L.fst" "$lang/pho
   [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
 done
 mkdir -p "$dir/log"
-echo "$nj" > "$dir/num_jobs"
+. "$(dirname "$0")/libs/resume.sh"
+start_or_resume -4
 rm -f "$dir/final.mdl"
 cp "$lang/phones.txt" "$dir/phones.txt"
 fmllr_opts=(--silence-weight "$silence_weight" --silence-phones "$lang/phones/silence.int"
@@ -57,17 +63,21 @@ trans="$dir/trans.JOB.ark"
 
 . "$(dirname "$0")/libs/triphone.sh"
 # as in Kaldi: on the passes of $fmllr_iters, realign (when due), then the transforms on those alignments, then
-# this pass's statistics
+# this pass's statistics (the transforms are rewritten in place: kept by pass_state)
 update_transforms() {
   in_list "$1" "$fmllr_iters" || return 0
+  local j
+  pass_state "$1" $(for j in $(seq "$nj"); do echo "$dir/trans.$j.ark"; done)
   if $realigned; then realign "$1" --transforms "$trans"; acc_realign=false; fi
   $cmd JOB=1:"$nj" "$dir/log/fmllr.$1.JOB.log" esgd-fmllr est "${fmllr_opts[@]}" --nj "$nj" --job JOB \
     --alignments "$dir" --transforms "$trans" "$data" "$dir/$1.mdl" "$trans"
 }
 
-echo "$0: fMLLR transforms from the alignments of $alidir"
-$cmd JOB=1:"$nj" "$dir/log/fmllr.0.JOB.log" esgd-fmllr est "${fmllr_opts[@]}" --nj "$nj" --job JOB \
-  --alignments "$alidir" "$data" "$alidir/final.mdl" "$trans"
+if [ "$stage" -le -4 ]; then
+  echo "$0: fMLLR transforms from the alignments of $alidir"
+  $cmd JOB=1:"$nj" "$dir/log/fmllr.0.JOB.log" esgd-fmllr est "${fmllr_opts[@]}" --nj "$nj" --job JOB \
+    --alignments "$alidir" "$data" "$alidir/final.mdl" "$trans"
+fi
 tree_and_first_model --transforms "$trans"
 em_passes update_transforms --transforms "$trans"
 echo "$0: done: $dir/final.mdl with speaker transforms $dir/trans.*.ark; $(training_summary)"

@@ -83,14 +83,17 @@ def cmd_est(args) -> None:
                            power=args.power, min_variance=args.min_variance,
                            remove_low_count_gaussians=args.remove_low_count_gaussians, seed=args.seed + args.iter)
     figures = estimate(model, stats, opts)
+    objf = exp / "log" / "objf.tsv"  # before the model: a pass stopped in between is repeated whole
+    header = "iter\trealigned\tloglike_per_frame\tframes\tnum_gauss\n"
+    previous = header
+    if objf.is_file() and args.iter > args.first_iter:  # the earlier passes' rows (a repeated pass replaces its own)
+        previous += "".join(line for line in objf.read_text().splitlines(keepends=True)[1:]
+                            if int(line.split("\t", 1)[0]) < args.iter)
+    atomic_write_text(objf, previous + f"{args.iter}\t{int(args.realigned)}\t{figures['loglike_per_frame']:.6f}\t"
+                                       f"{figures['frames']}\t{figures['num_gauss']}\n")
     model.save(exp / f"{args.iter + 1}.mdl")
     for path in paths:
         path.unlink()
-    objf = exp / "log" / "objf.tsv"
-    header = "iter\trealigned\tloglike_per_frame\tframes\tnum_gauss\n"
-    previous = objf.read_text() if objf.is_file() and args.iter > args.first_iter else header
-    atomic_write_text(objf, previous + f"{args.iter}\t{int(args.realigned)}\t{figures['loglike_per_frame']:.6f}\t"
-                                       f"{figures['frames']}\t{figures['num_gauss']}\n")
     log.info("iteration %d: log-likelihood per frame %.4f over %d frames; GMM update %.4f / frame, transitions "
              "%.4f / frame; %d Gaussians -> %s", args.iter, figures["loglike_per_frame"], figures["frames"],
              figures["gmm_impr_per_frame"], figures["transition_impr_per_frame"], figures["num_gauss"],
