@@ -31,6 +31,12 @@ CONSOLE_SCRIPTS = [
     "esgd-train-tree = esgd_asr.cli.train_tree:main",
     "esgd-train-lda-mllt = esgd_asr.cli.train_lda_mllt:main",
     "esgd-fmllr = esgd_asr.cli.fmllr:main",
+    # secondary recipes (egs/vision, egs/lm)
+    "esgd-prepare-images = esgd_asr.cli.prepare_images:main",
+    "esgd-prepare-lm-text = esgd_asr.cli.prepare_lm_text:main",
+    "esgd-train-task = esgd_asr.cli.train_task:main",
+    "esgd-task-table = esgd_asr.cli.task_table:main",
+    "esgd-es-correlation = esgd_asr.cli.es_correlation:main",
 ]
 
 setup(
@@ -62,6 +68,7 @@ setup(
         "tqdm",
         "matplotlib",
         "tensorboard",
+        "scikit-learn",  # the vision recipe's default images (sklearn.datasets.load_digits, shipped in the wheel)
     ],
     extras_require={
         "dev": ["pytest>=8", "jiwer>=3"],
