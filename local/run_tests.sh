@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 local/bootstrap.sh
 . ./path.sh
-exec python -m pytest -q -p no:cacheprovider "$@" tests
+exec python -m pytest -q -p no:cacheprovider --durations=25 "$@" tests
