@@ -2,7 +2,7 @@
 torch loop (nn.Module + torch.optim.SGD) on the same batches.
 
 One new-bob epoch step of esgd_asr.train.nnet (plain SGD on the population engine with one member: the fused
-batched-matmul path for the DNN, the stacked BiLSTM path for the BiLSTM) is timed against a reference epoch over
+batched-matmul path for the DNN, one torch.lstm call (cuDNN / oneDNN) for the BiLSTM) is timed against a reference epoch over
 the same synthetic frames, in interleaved rounds so that load from other processes hits both alike; prints the
 median frames/s of each and their ratio (reference time / ours: above 1, ours is faster). Synthetic data have the
 shapes of the recipe's input (9 x 40 LDA for the DNN, 21-frame chunks of 40 + 100 with 10 + 10 context frames for

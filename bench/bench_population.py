@@ -181,7 +181,7 @@ def main(argv=None):
     state = OptimizerState.zeros_like(population.params)
     path = "batched-matmul" if population.fast else "stacked BiLSTM" if population.stacked else "vmap"
     engines[f"batched engine ({path})"] = lambda: train_epochs(population, state, hyper, data, 1, generator)
-    if args.vmap and (population.fast or population.stacked):
+    if args.vmap and population.fast:   # vmap cannot batch the BiLSTM's nn.LSTM
         generic = Population.from_modules(modules, device, fast=False)
         generic_state = OptimizerState.zeros_like(generic.params)
         engines["generic vmap path"] = lambda: train_epochs(generic, generic_state, hyper, data, 1, generator)
