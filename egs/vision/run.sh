@@ -66,7 +66,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
 fi
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   mkdir -p exp/es_sgd/log
-  esgd-es-correlation --model-config $model_config --model exp/single/final.pt --batch-sizes 1,4,16,64,256 \
+  esgd-es-correlation --model-config $model_config --model exp/single/final.pt --batch-sizes 1,4,16,64,256,1024 \
     --pairs 250 --repeats 2 --seed $seed --num-threads $nj data/task.pt exp/es_sgd > exp/es_sgd/log/correlation.log 2>&1 \
     || { tail -n 5 exp/es_sgd/log/correlation.log; exit 1; }
   cut -f1-3 exp/es_sgd/correlation.tsv
