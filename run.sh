@@ -21,7 +21,7 @@ tri3_leaves=2000
 tri3_gauss=10000
 nnet_gmm=tri3   # the GMM system whose senones, alignments and graph the hybrid DNN / BiLSTM use
 esgd_jobs=2     # population runs of stages 14-15 at a time, one thread each
-seed=0          # of the random draws of the GMM systems and the single networks: the same seed, the same models
+seed=0          # of every random draw of stages 7-15: the same seed, the same models
 force=false
 help_message="Usage: ./run.sh [options]
 Runs the recipe's stages in order. A finished stage is skipped while all it reads is unchanged: the options
@@ -41,8 +41,9 @@ Options:
   --nnet-gmm <sys>     # GMM system of the hybrid models: mono (PLP + CMVN input) or tri3 (fMLLR input,
                        # data/*_fmllr) (default: $nnet_gmm)
   --esgd-jobs <n>      # population runs of stages 14-15 at a time, one thread each (default: $esgd_jobs)
-  --seed <n>           # seed of the GMM systems' random draws (equal alignment, phone clustering, mixing up)
-                       # and of the single networks' initialisation and shuffling (default: $seed)
+  --seed <n>           # seed of the random draws of the models: i-vector UBM and extractor, GMM systems (equal
+                       # alignment, phone clustering, mixing up), single networks (initialisation, shuffling),
+                       # population runs (default: $seed); the corpus has its own (--seed of --synth-config)
   --mono-gauss <n>     # Gaussians of the monophone system (default: $mono_gauss)
   --tri1-leaves <n>    # tree leaves (senones) / Gaussians of tri1 (deltas) (default: $tri1_leaves / $tri1_gauss),
   --tri1-gauss <n>     #   tri2 (LDA+MLLT) ($tri2_leaves / $tri2_gauss) and tri3 (SAT) ($tri3_leaves / $tri3_gauss);
@@ -216,8 +217,9 @@ stage_plp() {
   done
 }
 stage_ivector() {
-  steps/train_diag_ubm.sh --cmd "$train_cmd" --device "$device" data/train "$ubm_gauss" exp/diag_ubm || return 1
-  steps/train_ivector_extractor.sh --cmd "$train_cmd" --device "$device" --ivector-dim "$ivector_dim" \
+  steps/train_diag_ubm.sh --cmd "$train_cmd" --device "$device" --seed "$seed" data/train "$ubm_gauss" exp/diag_ubm \
+    || return 1
+  steps/train_ivector_extractor.sh --cmd "$train_cmd" --device "$device" --seed "$seed" --ivector-dim "$ivector_dim" \
     data/train exp/diag_ubm exp/ivector_extractor || return 1
   local x
   for x in train $(eval_sets); do
@@ -330,7 +332,7 @@ esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_
   local data=("data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev") opts=() esgd=()
   # the same stage stopped before is continued from the runs' checkpoints (run_stage's stage_resume)
   opts=(--cmd "$train_cmd" --model-type "$type" --device "$device" --cmvn "$cmvn" --num-threads 1
-        --resume "$stage_resume")
+        --resume "$stage_resume" --seed "$seed")
   [ "$type" = dnn ] || opts+=(--train-ivectors exp/ivectors_train --valid-ivectors exp/ivectors_dev)
   esgd=(--egs "exp/esgd_${type}_egs/egs.pt")
   case "$name" in
@@ -441,7 +443,7 @@ run_stage 3 dict "1" stage_dict
 run_stage 4 lang "3" stage_lang
 run_stage 5 lm "1 4" stage_lm
 run_stage 6 plp "conf/plp.conf 1" stage_plp
-run_stage 7 ivector "ubm_gauss ivector_dim conf/ivector.conf 6" stage_ivector
+run_stage 7 ivector "ubm_gauss ivector_dim seed conf/ivector.conf 6" stage_ivector
 run_stage 8 mono "mono_gauss seed conf/mono.conf $(decode_config mono) 4 5 6" stage_mono
 run_stage 9 tri1 "tri1_leaves tri1_gauss seed conf/tri1.conf conf/tree.conf $(decode_config tri1) 4 5 6 8" stage_tri1
 run_stage 10 tri2 "tri2_leaves tri2_gauss seed conf/tri2.conf conf/lda.conf conf/tree.conf $(decode_config tri2)
@@ -449,7 +451,7 @@ run_stage 10 tri2 "tri2_leaves tri2_gauss seed conf/tri2.conf conf/lda.conf conf
 run_stage 11 tri3 "tri3_leaves tri3_gauss seed conf/tri3.conf conf/tree.conf $(decode_config tri3) 4 5 6 10" stage_tri3
 run_stage 12 dnn "nnet_gmm seed conf/dnn.yaml 4 6 $gmm_stage" stage_nnet dnn
 run_stage 13 blstm "nnet_gmm seed conf/blstm.yaml 4 6 7 $gmm_stage" stage_nnet blstm
-run_stage 14 esgd_dnn "nnet_gmm conf/esgd.yaml conf/dnn.yaml 6 12 $gmm_stage" stage_esgd dnn
-run_stage 15 esgd_blstm "nnet_gmm conf/esgd.yaml conf/blstm.yaml 6 7 13 $gmm_stage" stage_esgd blstm
+run_stage 14 esgd_dnn "nnet_gmm seed conf/esgd.yaml conf/dnn.yaml 6 12 $gmm_stage" stage_esgd dnn
+run_stage 15 esgd_blstm "nnet_gmm seed conf/esgd.yaml conf/blstm.yaml 6 7 13 $gmm_stage" stage_esgd blstm
 
 local/show_results.sh

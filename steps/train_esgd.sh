@@ -23,6 +23,7 @@ egs=
 device=cpu
 num_threads=0
 resume=false
+seed=
 help_message="Usage: $0 [options] <train-data> <train-ali-dir> <valid-data> <valid-ali-dir> <exp-dir>
 e.g.: $0 --algorithm anchored --anchor exp/dnn/final.pt data/train exp/tri3_ali data/dev exp/tri3_ali_dev exp/esgd_dnn_anchored
 Options:
@@ -45,6 +46,7 @@ Options:
   --device <cpu|cuda>          # where training runs (default: $device)
   --num-threads <n>            # torch threads, 0 = torch's default (default: $num_threads)
   --resume <bool>              # continue from <exp-dir>/checkpoint.pt (default: $resume)
+  --seed <n>                   # seed of every random draw of the run (default: the setting 'seed' of the config)
   --nj <n>                     # accepted for uniformity; the population trains in one job (default: $nj)
   --cmd <cmd>                  # job runner (default: \$train_cmd from cmd.sh)"
 . "$(dirname "$0")/parse_options.sh"
@@ -62,12 +64,14 @@ case "$algorithm" in
   anchored|iterated) [ -n "$anchor" ] || { echo "$0: --algorithm $algorithm needs --anchor <model>" >&2; exit 1; } ;;
   *) [ -z "$anchor" ] || { echo "$0: --anchor is for --algorithm anchored or iterated only" >&2; exit 1; } ;;
 esac
+[[ "$seed" =~ ^[0-9]*$ ]] || { echo "$0: --seed must be a non-negative integer, got '$seed'" >&2; exit 1; }
 . "$(dirname "$0")/libs/nnet.sh"
 prepare_nnet_dir "$esgd_config" ${anchor:+"$anchor"}
 opts=(--algorithm "$algorithm" --esgd-config "$esgd_config" --nnet-config "$nnet_config" --model-type "$model_type"
       --preset "$preset" --cmvn "$cmvn" --device "$device" --num-threads "$num_threads" --resume "$resume")
 [ -z "$esgd_preset" ] || opts+=(--esgd-preset "$esgd_preset")
 for o in $esgd_opts; do opts+=(--esgd-opt "$o"); done
+[ -z "$seed" ] || opts+=(--esgd-opt "seed=$seed")
 [ -z "$anchor" ] || opts+=(--anchor "$anchor")
 [ -z "$egs" ] || opts+=(--egs "$egs")
 [ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors" --valid-ivectors "$valid_ivectors")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from esgd_asr.cli import train_nnet
+from esgd_asr.cli import train_esgd, train_nnet
 from esgd_asr.models import build_model
 from esgd_asr.models.anchor import load_hybrid_model, save_hybrid_model
 from hybrid_fixture import make_hybrid_task
@@ -65,3 +65,48 @@ def test_corrupt_checkpoint_is_refused_and_final_pt_kept(finished):
         assert snapshot(exp) == before
     finally:
         checkpoint.write_bytes(good)
+
+
+def refused(main, argv, capsys) -> str:
+    """The one line a command refusing its input prints (exit status 1)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return err
+
+
+def test_resume_checkpoint_with_non_finite_weights_is_refused_and_the_finished_run_kept(finished, capsys):
+    options, data, exp = finished
+    checkpoint = exp / "checkpoint.pt"
+    good = checkpoint.read_bytes()
+    try:
+        saved = torch.load(checkpoint, weights_only=False)
+        saved["state"]["hidden.0.bias"][3] = float("inf")
+        torch.save(saved, checkpoint)
+        before = snapshot(exp)
+        err = refused(train_nnet.main, options + ["--resume", "true", "--tensorboard", "false"] + data + [str(exp)],
+                      capsys)
+        assert err.endswith(f"error: {checkpoint}: non-finite weights (NaN or inf) in hidden.0.bias")
+        assert snapshot(exp) == before
+    finally:
+        checkpoint.write_bytes(good)
+
+
+def test_esgd_checkpoint_with_non_finite_weights_of_a_live_member_is_refused(finished, tmp_path, capsys):
+    options, data, _ = finished
+    argv = ["--algorithm", "esgd", "--esgd-config", str(REPO / "conf/esgd.yaml"), *options[:4], "--progress", "false",
+            "--tensorboard", "false", "--plot", "false", "--esgd-opt", "mu=3", "--esgd-opt", "offspring=4",
+            "--esgd-opt", "generations=1", "--esgd-opt", "finetune.max_epochs=0", *data, str(tmp_path / "esgd")]
+    train_esgd.main(argv)
+    checkpoint = tmp_path / "esgd" / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=False)
+    member = int(torch.isfinite(saved["algorithm"]["fitness"]).nonzero()[-1])
+    saved["algorithm"]["params"]["hidden.0.weight"][member, 0, 0] = float("nan")
+    torch.save(saved, checkpoint)
+    before = snapshot(tmp_path / "esgd")
+    err = refused(train_esgd.main, argv + ["--resume", "true"], capsys)
+    assert err.endswith(f"error: {checkpoint}: non-finite weights (NaN or inf) in hidden.0.weight of member {member}")
+    assert snapshot(tmp_path / "esgd") == before

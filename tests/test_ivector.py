@@ -1,5 +1,6 @@
 """UBM and i-vector extractor: EM monotonicity and exactness, speaker separation (EER), online extraction, CLIs."""
 import math
+import subprocess
 from pathlib import Path
 
 import kaldiio
@@ -15,7 +16,8 @@ from esgd_asr.features.ubm import DiagGmm, FrontEnd, GmmStats, UbmOptions, mle_u
 from esgd_asr.features.speaker_eval import cosine_eer, equal_error_rate
 
 DIM, BASE_GAUSS, RANK = 10, 8, 4
-CONF = Path(__file__).resolve().parents[1] / "conf" / "ivector.conf"
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf" / "ivector.conf"
 
 
 def synthetic_speakers(num_spk, utts_per_spk, num_frames, seed):
@@ -243,3 +245,35 @@ def test_cli_round_trip(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "spk0-utt000" in err and "final.ie" in err
     assert "feature dimension 14 does not match the UBM's dimension 20" in err and "\n" not in err
+
+
+
+def test_same_seed_same_models_another_seed_other_ones(tmp_path):
+    """run.sh's --seed reaches the UBM and extractor trainers (as --srand): two runs with one seed give
+    byte-identical final.dubm and final.ie, another seed other ones."""
+    data = tmp_path / "data"
+    write_data_dir(data, synthetic_speakers(4, 2, 60, seed=4))
+    (tmp_path / "UBM").mkdir()
+    (tmp_path / "UBM" / "final.dubm").touch()
+
+    def step_command(script: str, *args) -> str:  # the esgd-* command line a step runs (--cmd echo prints it)
+        result = subprocess.run(["bash", str(REPO / "steps" / script), "--cmd", "echo", "--seed", "7", *map(str, args)],
+                                capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split(maxsplit=2)[2]  # without the log file and the command name
+
+    ubm_args = step_command("train_diag_ubm.sh", "--num-iters", 2, data, 8, tmp_path / "UBM")
+    ie_args = step_command("train_ivector_extractor.sh", "--ivector-dim", 5, "--num-iters", 2, data, tmp_path / "UBM",
+                           tmp_path / "IE")
+    assert "--srand 7" in ubm_args and "--srand 7" in ie_args
+    models = {}
+    for run, seed in (("a", 7), ("b", 7), ("c", 8)):
+        ubm, ie = tmp_path / run / "ubm", tmp_path / run / "ie"
+        train_diag_ubm.main(ubm_args.replace(str(tmp_path / "UBM"), str(ubm)).split()
+                            + ["--srand", str(seed), "--num-iters-init=4", "--num-gselect=4", "--subsample=1"])
+        train_ivector_extractor.main(ie_args.replace(str(tmp_path / "UBM"), str(ubm))
+                                     .replace(str(tmp_path / "IE"), str(ie)).split()
+                                     + ["--srand", str(seed), "--gaussian-min-count=1", "--posterior-scale=1.0"])
+        models[run] = [(ubm / "final.dubm").read_bytes(), (ie / "final.ie").read_bytes()]
+    assert models["a"] == models["b"]
+    assert models["a"][0] != models["c"][0] and models["a"][1] != models["c"][1]

@@ -89,3 +89,27 @@ def test_finetune_sh_never_loses_the_model_and_scripts_fail_loudly(task, tmp_pat
     assert bad.returncode != 0 and "unknown algorithm 'cmaes'" in bad.stderr
     no_anchor = script("train_esgd.sh", "--algorithm", "iterated", *["x"] * 5)
     assert no_anchor.returncode != 0 and "needs --anchor" in no_anchor.stderr
+
+
+def esgd_step_command(task, tmp_path: Path, *options) -> list[str]:
+    """The esgd-train-esgd command line of a one-generation train_esgd.sh run into tmp_path/RUN (--cmd echo prints
+    it), with TINY settings; RUN stands for the exp dir."""
+    values = {**TINY, "generations": 1, "finetune.max_epochs": 0}
+    opts = " ".join(f"{k}={v}".replace(" ", "") for k, v in values.items())
+    data = [task["data"], task["train_ali"], task["data"], task["valid_ali"]]
+    step = script("train_esgd.sh", "--cmd", "echo", "--esgd-opts", opts, "--cmvn", "true", "--nnet-config",
+                  tiny_dnn_config(tmp_path), *options, *data, tmp_path / "RUN")
+    assert step.returncode == 0, step.stderr
+    return step.stdout.splitlines()[0].split()[2:] + ["--progress", "false", "--tensorboard", "false", "--plot",
+                                                      "false", "--num-threads", "1"]
+
+
+def test_train_esgd_sh_seed_repeats_a_run_exactly_and_another_seed_differs(task, tmp_path):
+    command = esgd_step_command(task, tmp_path, "--seed", 7)
+    assert "seed=7" in command
+    weights = {}
+    for run, extra in (("a", []), ("b", []), ("c", ["--esgd-opt", "seed=8"])):
+        train_esgd.main([arg.replace(str(tmp_path / "RUN"), str(tmp_path / run)) for arg in command] + extra)
+        weights[run] = load_hybrid_model(tmp_path / run / "final.pt").module.state_dict()
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])

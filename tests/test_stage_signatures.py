@@ -53,6 +53,8 @@ def test_a_changed_option_or_conf_file_reruns_exactly_the_stages_that_read_it(st
         conf.write("--ivector-period=5\n")
     ran, out = run(recipe)
     assert ran == [7, 13] and "stage 7 (ivector): conf/ivector.conf changed, re-running" in out
+    ran, out = run(recipe, "--seed 1")  # the i-vectors' draws too
+    assert ran == [7, 8, 9, 10, 11, 12, 13] and "stage 7 (ivector): --seed changed, re-running" in out
     assert run(recipe, "--mono-gauss 500 --seed 1")[0] == [8, 9, 10, 11, 12, 13]
     # the hybrids on the monophone system: they now read stage 8, and the BiLSTM's Table 1 config is its own
     ran, out = run(recipe, "--mono-gauss 500 --seed 1 --nnet-gmm mono")

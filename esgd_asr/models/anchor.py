@@ -35,6 +35,7 @@ from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.config import MODEL_TYPES, build_model, model_config_from_dict
 from esgd_asr.models.dnn import DNNConfig
 from esgd_asr.models.kaldi_nnet3 import is_nnet3_file, read_nnet3_model
+from esgd_asr.population.checkpoint import check_finite
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = "esgd-hybrid-model"
@@ -195,11 +196,7 @@ def load_anchor(path: str | Path, config: ModelConfig, nnet_input: dict | None =
         raise EsgdError(f"{path}: its parameters do not fit the population's architecture "
                         f"({str(err).splitlines()[-1].strip()}); such a model can be decoded but not anchored"
                         ) from None
-    bad = [name for name, tensor in anchor.state_dict().items()
-           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if bad:
-        raise EsgdError(f"{path}: non-finite weights (NaN or inf) in {bad[0]}"
-                        + (f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""))
+    check_finite(path, anchor.state_dict())
     return anchor
 
 

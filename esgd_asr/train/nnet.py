@@ -20,7 +20,7 @@ from torch import nn
 from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.anchor import ModelConfig, config_to_dict, save_hybrid_model
-from esgd_asr.population.checkpoint import retract_outputs, rng_states, set_rng_states
+from esgd_asr.population.checkpoint import check_finite, retract_outputs, rng_states, set_rng_states
 from esgd_asr.population.engine import Population
 from esgd_asr.train.data import HybridSets, as_tensors, samples_for
 from esgd_asr.train.epoch_log import EpochLog
@@ -131,6 +131,7 @@ def _load_checkpoint(path: Path, fingerprint: dict, population: Population, gene
     if saved["fingerprint"] != fingerprint:
         differs = next(k for k in fingerprint if saved["fingerprint"].get(k) != fingerprint[k])
         raise EsgdError(f"{path}: made with other settings ({differs}); remove it or train into another dir")
+    check_finite(path, saved["state"])
     population.set_member(0, saved["state"])
     generator.set_state(saved["generator"])
     set_rng_states(saved["rng"])
