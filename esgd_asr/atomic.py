@@ -1,5 +1,6 @@
 """Atomic file writes: each output is written beside its destination and renamed onto it only when complete, so a
-killed or failed job never leaves a half-written file in place of a good one."""
+killed or failed job never leaves a half-written file in place of a good one; and the reader of the tagged torch
+files written so."""
 from __future__ import annotations
 
 import os
@@ -118,3 +119,20 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
                 raise
             raise writer.error from None
     return Path(path)
+
+
+def load_tagged(path: str | Path, file_format: str, what: str) -> dict:
+    """The dict of a torch file saved with {"format": file_format, ...}, without the tag; a missing, corrupt or
+    other file raises a one-line EsgdError naming `path` (`what` names the kind of file in the message)."""
+    import torch
+    from esgd_asr.errors import EsgdError
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise EsgdError(f"{path}: no such file") from None
+    except Exception as err:  # a corrupt file surfaces as many different exception types
+        raise EsgdError(f"{path}: unreadable {what} ({err.__class__.__name__})") from None
+    if not isinstance(saved, dict) or saved.pop("format", None) != file_format:
+        raise EsgdError(f"{path}: not a {file_format} file")
+    return saved

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from esgd_asr.atomic import atomic_torch_save
+from esgd_asr.atomic import atomic_torch_save, load_tagged
 from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
 from esgd_asr.cli.train_nnet import model_option
 from esgd_asr.errors import EsgdError, cli_main
@@ -53,15 +53,7 @@ def save_task_model(path: Path, module, config, info: dict) -> None:
 
 def load_task_model(path: str | Path) -> tuple[object, dict, dict]:
     """(config, state dict, info) of a model written by esgd-train-task."""
-    path = Path(path)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise EsgdError(f"{path}: no such file") from None
-    except Exception as err:  # a corrupt file surfaces as many different exception types
-        raise EsgdError(f"{path}: unreadable model file ({err.__class__.__name__})") from None
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise EsgdError(f"{path}: not an {MODEL_FORMAT} file")
+    saved = load_tagged(path, MODEL_FORMAT, "model file")
     return model_config_from_dict(saved["type"], saved["config"], str(path)), saved["state"], saved["info"]
 
 

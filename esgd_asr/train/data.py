@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from esgd_asr.atomic import atomic_torch_save
+from esgd_asr.atomic import atomic_torch_save, load_tagged
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.dnn import DNNConfig
@@ -105,13 +105,5 @@ class HybridSets:
 
     @classmethod
     def load(cls, path: str | Path) -> "HybridSets":
-        path = Path(path)
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise EsgdError(f"{path}: no such file") from None
-        except Exception as err:  # a corrupt file surfaces as many different exception types
-            raise EsgdError(f"{path}: unreadable hybrid data ({err.__class__.__name__})") from None
-        if not isinstance(saved, dict) or saved.pop("format", None) != HYBRID_SETS_FORMAT:
-            raise EsgdError(f"{path}: not a {HYBRID_SETS_FORMAT} file")
+        saved = load_tagged(path, HYBRID_SETS_FORMAT, "hybrid data")
         return cls(**saved)

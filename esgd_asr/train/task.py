@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from esgd_asr.atomic import atomic_torch_save
+from esgd_asr.atomic import atomic_torch_save, load_tagged
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.cnn import CNNConfig
 from esgd_asr.models.lstm_lm import LSTMLMConfig
@@ -50,15 +50,7 @@ class Task:
 
     @classmethod
     def load(cls, path: str | Path) -> "Task":
-        path = Path(path)
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise EsgdError(f"{path}: no such file") from None
-        except Exception as err:  # a corrupt file surfaces as many different exception types
-            raise EsgdError(f"{path}: unreadable task file ({err.__class__.__name__})") from None
-        if not isinstance(saved, dict) or saved.pop("format", None) != TASK_FORMAT:
-            raise EsgdError(f"{path}: not an {TASK_FORMAT} file")
+        saved = load_tagged(path, TASK_FORMAT, "task file")
         return cls(**saved)
 
 
