@@ -7,6 +7,7 @@ nj=4
 cmd=${decode_cmd:-esgd-queue}
 beam=13.0
 lattice_beam=6.0
+max_active=7000
 acwt=0.083333
 model=
 transforms=
@@ -19,6 +20,7 @@ Options:
   --cmd <cmd>              # job runner (default: \$decode_cmd from cmd.sh)
   --beam <b>               # decoding beam (default: $beam)
   --lattice-beam <b>       # lattice pruning beam (default: $lattice_beam)
+  --max-active <n>         # most tokens kept per frame (default: $max_active)
   --acwt <w>               # acoustic scale during the search (default: $acwt)
   --model <mdl>            # model (default: <decode-dir>/../final.mdl)
   --transforms <ark>       # per-speaker feature transforms, JOB for the job number (fMLLR; steps/decode_fmllr.sh)
@@ -37,7 +39,7 @@ mkdir -p "$dir/log"
 rm -f "$dir"/lat.*.gz "$dir"/timing.* "$dir/best_wer"
 echo "$nj" > "$dir/num_jobs"
 $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-gmm --nj "$nj" --job JOB --beam "$beam" \
-  --lattice-beam "$lattice_beam" --acwt "$acwt" ${transforms:+--transforms "$transforms"} \
+  --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt" ${transforms:+--transforms "$transforms"} \
   "$graph" "$data" "$model" "$dir"
 cat "$dir"/timing.* | awk '{f += $1; l += $2; s += $3} END {
   printf "real-time factor %.4f (likelihoods %.4f, search %.4f) over %.1f s of audio, %d jobs\n",

@@ -9,6 +9,7 @@ cmd=${decode_cmd:-esgd-queue}
 beam=13.0
 lattice_beam=6.0
 first_beam=10.0
+max_active=7000
 acwt=0.083333
 silence_weight=0.01
 fmllr_update_type=full
@@ -22,6 +23,7 @@ Options:
   --beam <b>                # beam of the final pass (default: $beam)
   --first-beam <b>          # beam of the speaker-independent first pass (default: $first_beam)
   --lattice-beam <b>        # lattice pruning beam (default: $lattice_beam)
+  --max-active <n>          # most tokens kept per frame, both passes (default: $max_active)
   --acwt <w>                # acoustic scale (default: $acwt); the first pass's best paths use LM weight 1/acwt
   --silence-weight <w>      # weight of silence frames in the fMLLR statistics (default: $silence_weight)
   --fmllr-update-type <t>   # full|diag|offset (default: $fmllr_update_type)
@@ -40,7 +42,7 @@ done
 mkdir -p "$dir/log"
 echo "$0: pass 1 (speaker-independent features) -> $dir.si"
 "$(dirname "$0")/decode.sh" --nj "$nj" --cmd "$cmd" --beam "$first_beam" --lattice-beam "$lattice_beam" \
-  --acwt "$acwt" --model "$srcdir/final.mdl" --skip-scoring true "$graph" "$data" "$dir.si"
+  --max-active "$max_active" --acwt "$acwt" --model "$srcdir/final.mdl" --skip-scoring true "$graph" "$data" "$dir.si"
 lmwt=$(awk -v a="$acwt" 'BEGIN {printf "%.6g", 1 / a}')
 echo "$0: fMLLR transforms from the first pass's best paths"
 $cmd JOB=1:"$nj" "$dir/log/fmllr.JOB.log" esgd-fmllr est --nj "$nj" --job JOB --lattices "$dir.si" \
@@ -48,5 +50,5 @@ $cmd JOB=1:"$nj" "$dir/log/fmllr.JOB.log" esgd-fmllr est --nj "$nj" --job JOB --
   --fmllr-update-type "$fmllr_update_type" "$data" "$srcdir/final.mdl" "$dir/trans.JOB.ark"
 echo "$0: pass 2 (adapted features) -> $dir"
 "$(dirname "$0")/decode.sh" --nj "$nj" --cmd "$cmd" --beam "$beam" --lattice-beam "$lattice_beam" --acwt "$acwt" \
-  --model "$srcdir/final.mdl" --transforms "$dir/trans.JOB.ark" --skip-scoring "$skip_scoring" \
+  --max-active "$max_active" --model "$srcdir/final.mdl" --transforms "$dir/trans.JOB.ark" --skip-scoring "$skip_scoring" \
   --scoring-opts "$scoring_opts" "$graph" "$data" "$dir"

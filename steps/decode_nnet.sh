@@ -11,6 +11,7 @@ nj=4
 cmd=${decode_cmd:-esgd-queue}
 beam=13.0
 lattice_beam=6.0
+max_active=7000
 acwt=0.2
 model=
 trans_model=
@@ -27,6 +28,7 @@ Options:
   --cmd <cmd>              # job runner (default: \$decode_cmd from cmd.sh)
   --beam <b>               # decoding beam (default: $beam)
   --lattice-beam <b>       # lattice pruning beam (default: $lattice_beam)
+  --max-active <n>         # most tokens kept per frame (default: $max_active)
   --acwt <w>               # acoustic scale of the pseudo log-likelihoods (default: $acwt)
   --model <file>           # hybrid model (default: <decode-dir>/../final.pt)
   --trans-model <mdl>      # GMM system's model with the transition model (default: <decode-dir>/../final.mdl)
@@ -52,7 +54,7 @@ nspk=$(wc -l < "$data/spk2utt")
 mkdir -p "$dir/log"
 rm -f "$dir"/lat.*.gz "$dir"/timing.* "$dir/best_wer"
 echo "$nj" > "$dir/num_jobs"
-opts=(--beam "$beam" --lattice-beam "$lattice_beam" --acwt "$acwt" --batch-size "$batch_size" --device "$device")
+opts=(--beam "$beam" --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt" --batch-size "$batch_size" --device "$device")
 [ -z "$ivectors" ] || opts+=(--ivectors "$ivectors")
 [ -z "$pdf_counts" ] || opts+=(--pdf-counts "$pdf_counts")
 $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-nnet --nj "$nj" --job JOB "${opts[@]}" \

@@ -21,13 +21,13 @@ from esgd_asr.cli import align as align_cli
 from esgd_asr.cli import decode_gmm, gmm_train, mkgraph, score, train_mono
 from esgd_asr.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
 from esgd_asr.decode.hclg import read_hclg
-from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
+from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder, best_paths
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.cmvn import cmvn_stats
 from esgd_asr.features.ubm import FeatureSource
 from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler, ali_to_phones, read_alignments,
                                 read_graphs, viterbi_align)
-from esgd_asr.gmm.fst_arrays import fst_to_arrays
+from esgd_asr.gmm.fst_arrays import fst_to_arrays, parse_lattice_text
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm
 from esgd_asr.gmm.stats import EstimateOptions, GmmStats, estimate
@@ -217,18 +217,11 @@ def test_decoding_training_utterance_with_its_training_graph(system):
         decoder = LatticeDecoder(graph.fst, DecodeOptions(beam=13, lattice_beam=4, acwt=0.1))
         result = decoder.decode(loglikes)
         assert result.reached_final and result.lattice_text
-        ok, _, best_words, _ = kaldifst.get_linear_symbol_sequence(_best(decoder))
-        assert ok
+        best_words = best_paths(parse_lattice_text(result.lattice_text, utt), [1 / 0.1], [0.0])[1 / 0.1, 0.0]
         hyp = [words[w] for w in best_words]
         assert hyp == text[utt].split()
         ali, _ = viterbi_align(graph, loglikes, AlignOptions())
         assert ali is not None and len(ali) == len(loglikes)
-
-
-def _best(decoder):
-    ok, path = decoder.decoder.get_best_path()
-    assert ok
-    return path
 
 
 def test_hclg_labels_and_stochasticity(system):

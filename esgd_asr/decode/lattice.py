@@ -1,6 +1,6 @@
-"""Lattice decoding with kaldi-decoder, lattice archives, and best paths under many LM weights at once.
+"""Lattice decoding, lattice archives, and best paths under many LM weights at once.
 
-`LatticeDecoder` runs kaldi_decoder.LatticeSimpleDecoder (beam, lattice beam; it has no max-active) over an HCLG
+`LatticeDecoder` runs Kaldi's lattice-faster search (beam_search.py: beam, max-active, lattice beam) over an HCLG
 whose input labels are transition-ids, with acoustic-scaled log-likelihoods in the DecodableCtc layout. The raw
 state-level lattice (pruned to the lattice beam) is kept with its acoustic costs unscaled, as Kaldi stores
 lattices, in a gzipped Kaldi text archive: `utt-id`, then one `src dst transition-id word graph,acoustic` line per
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import kaldi_decoder
 import kaldifst
 import numpy as np
 import torch
 
+from esgd_asr.decode.beam_search import SearchGraph, SearchOptions, search
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import LatticeArrays, parse_lattice_text
+from esgd_asr.gmm.fst_arrays import LatticeArrays, fst_to_arrays, parse_lattice_text
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class DecodeOptions:
     beam: float = 13.0
     lattice_beam: float = 6.0
     acwt: float = 0.083333
+    max_active: int = 7000  # Kaldi's defaults, as in decode.sh / decode_nnet.sh
+    min_active: int = 200
 
 
 @dataclass
@@ -45,28 +47,22 @@ class DecodeResult:
 class LatticeDecoder:
     """One HCLG, many utterances."""
 
-    def __init__(self, hclg: kaldifst.StdVectorFst, opts: DecodeOptions):
+    def __init__(self, hclg: kaldifst.StdVectorFst | SearchGraph, opts: DecodeOptions):
         if opts.acwt <= 0 or opts.beam <= 0 or opts.lattice_beam <= 0:
             raise EsgdError(f"--acwt, --beam and --lattice-beam must be positive ({opts})")
+        if opts.max_active < 1 or opts.min_active < 0 or opts.min_active > opts.max_active:
+            raise EsgdError(f"--max-active must be positive and not below --min-active ({opts})")
         self.opts = opts
-        self.hclg = hclg  # the decoder keeps only a reference: the graph must outlive it
-        self.decoder = kaldi_decoder.LatticeSimpleDecoder(
-            hclg, kaldi_decoder.LatticeSimpleDecoderConfig(beam=opts.beam, lattice_beam=opts.lattice_beam))
+        self.graph = hclg if isinstance(hclg, SearchGraph) else SearchGraph.from_arrays(fst_to_arrays(hclg))
+        self.search_opts = SearchOptions(beam=opts.beam, max_active=opts.max_active, min_active=opts.min_active,
+                                         lattice_beam=opts.lattice_beam)
 
     def decode(self, tid_loglikes: np.ndarray) -> DecodeResult:
-        """Decode acoustic-scaled (T, num_transition_ids) log-likelihoods; falls back to the best partial
-        lattice (no final state) as Kaldi's --allow-partial does."""
+        """Decode acoustic-scaled (T, num_transition_ids) log-likelihoods; with no final state reached, the
+        lattice ends on every surviving token of the last frame, as Kaldi's --allow-partial does."""
         start = time.perf_counter()
-        self.decoder.decode(kaldi_decoder.DecodableCtc(tid_loglikes))
-        reached_final = np.isfinite(self.decoder.final_relative_cost())
-        # after the decoder's FinalizeDecoding final probabilities must be used; with no final state reached, Kaldi
-        # then takes every surviving token of the last frame as final (the partial lattice)
-        ok, lattice = self.decoder.get_raw_lattice(use_final_probs=True)
-        text = ""
-        if ok and lattice.num_states > 0:
-            kaldifst.scale_lattice(scale=kaldifst.lattice_scale(lmwt=1.0, acwt=1.0 / self.opts.acwt), in_out=lattice)
-            text = lattice.to_str()
-        return DecodeResult(text, bool(reached_final), time.perf_counter() - start)
+        lat = search(self.graph, tid_loglikes, self.search_opts)
+        return DecodeResult(lat.text(1.0 / self.opts.acwt), lat.reached_final, time.perf_counter() - start)
 
 
 def write_lattice_archive(path: str | Path, lattices: Iterator[tuple[str, str]]) -> int:
