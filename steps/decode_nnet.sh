@@ -3,9 +3,9 @@
 # log-likelihoods = log posteriors - log senone priors, scaled by --acwt, over the GMM system's HCLG. The model is
 # <decode-dir>/../final.pt and its transition model <decode-dir>/../final.mdl (steps/train_nnet.sh puts both
 # there). Writes <decode-dir>/lat.JOB.gz, timing.JOB, log/ and the real-time factor; then scores with
-# steps/score.sh unless --skip-scoring true. kaldi-decoder's LatticeSimpleDecoder has no max-active; the search
-# runs at --acwt 0.2, near the best scoring LM weight of these models (about 5), where a beam of 13 costs about
-# 0.15 x real time (bench/bench_nnet_decode.py); at Kaldi's 0.1 the same accuracy needs a much slower search.
+# steps/score.sh unless --skip-scoring true. The search runs at Kaldi's beam 13 and max-active 7000, at --acwt 0.2,
+# near the best scoring LM weight of these models (about 5); at Kaldi's 0.1 the same accuracy needs a much slower
+# search (bench/bench_nnet_decode.py).
 set -euo pipefail
 nj=4
 cmd=${decode_cmd:-esgd-queue}

@@ -83,7 +83,7 @@ def test_markers_record_the_inputs_and_the_wall_time(stub_steps_recipe):
     lines = (recipe / "exp" / ".stages" / "9.tri1").read_text().splitlines()
     keys = [line.split("=")[0] for line in lines]
     assert keys == ["--tri1-leaves", "--tri1-gauss", "--seed", "conf/tri1.conf", "conf/tree.conf",
-                    "conf/decode_tri1.conf", "stage 4 (lang)", "stage 5 (lm)", "stage 6 (plp)", "stage 8 (mono)",
+                    "conf/decode.conf", "stage 4 (lang)", "stage 5 (lm)", "stage 6 (plp)", "stage 8 (mono)",
                     "command", "wall_seconds", "finished"]
     assert float(lines[-2].split("=")[1]) >= 0
     # a marker of an older recipe, which recorded no inputs, does not count as finished

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from esgd_asr.gmm.fst_arrays import FstArrays
+from esgd_asr.errors import EsgdError
+from esgd_asr.gmm.fst_arrays import FstArrays, LatticeArrays
 
 _NO_TOKEN = -1
 
@@ -38,9 +39,13 @@ class SearchGraph:
     eps_dst: np.ndarray
     final_cost: np.ndarray  # (num_states,), inf where not final
     start: int
+    max_ilabel: int
 
     @classmethod
     def from_arrays(cls, fa: FstArrays) -> "SearchGraph":
+        if fa.start < 0:
+            raise EsgdError("the decoding graph is empty (no start state)")
+
         def csr(mask):
             order = np.flatnonzero(mask)[np.argsort(fa.src[mask], kind="stable")]
             first = np.searchsorted(fa.src[order], np.arange(fa.num_states + 1)).astype(np.int64)
@@ -53,11 +58,7 @@ class SearchGraph:
         return cls(emit_first, fa.ilabel[emit].astype(np.int32), fa.olabel[emit].astype(np.int32),
                    fa.weight[emit].astype(np.float32), fa.dst[emit].astype(np.int32),
                    eps_first, fa.olabel[eps].astype(np.int32), fa.weight[eps].astype(np.float32),
-                   fa.dst[eps].astype(np.int32), final_cost, fa.start)
-
-    @property
-    def num_states(self) -> int:
-        return len(self.final_cost)
+                   fa.dst[eps].astype(np.int32), final_cost, fa.start, int(fa.ilabel.max(initial=0)))
 
 
 @dataclass(frozen=True)
@@ -70,47 +71,22 @@ class SearchOptions:
     beam_delta: float = 0.5
 
 
-@dataclass
-class RawLattice:
-    """Arcs between token states 0..num_states-1 (state 0 is the start), acoustic costs as the search scaled them."""
-
-    src: np.ndarray
-    dst: np.ndarray
-    ilabel: np.ndarray
-    olabel: np.ndarray
-    graph: np.ndarray
-    acoustic: np.ndarray
-    final_state: np.ndarray
-    final_graph: np.ndarray
-    num_states: int
-    reached_final: bool
-
-    def text(self, ac_scale: float) -> str:
-        """Kaldi's text form, acoustic costs multiplied by `ac_scale`, the start state's arcs first; empty when
-        nothing survived."""
-        if self.num_states == 0:
-            return ""
-        order = np.argsort(self.src != 0, kind="stable")
-        arcs = [f"{s} {d} {i} {o} {g:.7g},{a:.7g}" for s, d, i, o, g, a in zip(
-            self.src[order].tolist(), self.dst[order].tolist(), self.ilabel[order].tolist(),
-            self.olabel[order].tolist(), self.graph[order].tolist(),
-            (self.acoustic[order].astype(np.float64) * ac_scale).tolist())]
-        finals = [f"{s} {g:.7g},0" for s, g in zip(self.final_state.tolist(), self.final_graph.tolist())]
-        return "\n".join(arcs + finals) + "\n"
-
-
-def search(graph: SearchGraph, loglikes: np.ndarray, opts: SearchOptions) -> RawLattice:
-    """Decode (T, num_input_labels) acoustic-scaled log-likelihoods (input label i scores column i - 1)."""
+def search(graph: SearchGraph, loglikes: np.ndarray, opts: SearchOptions) -> tuple[LatticeArrays, bool]:
+    """Decode (T, num_input_labels) acoustic-scaled log-likelihoods (input label i scores column i - 1); the raw
+    lattice (state 0 the start, acoustic costs as scaled for the search; no states when nothing survived) and
+    whether a final state was reached."""
     loglikes = np.ascontiguousarray(loglikes, dtype=np.float32)
-    if loglikes.ndim != 2 or (graph.emit_ilabel.size and loglikes.shape[1] < int(graph.emit_ilabel.max())):
-        raise ValueError(f"log-likelihoods of shape {loglikes.shape} do not cover the graph's input labels "
-                         f"(up to {int(graph.emit_ilabel.max(initial=0))})")
+    if loglikes.ndim != 2 or loglikes.shape[1] < graph.max_ilabel:
+        raise EsgdError(f"log-likelihoods of shape {loglikes.shape} do not cover the graph's input labels "
+                        f"(up to {graph.max_ilabel})")
     out = _search(graph.emit_first, graph.emit_ilabel, graph.emit_olabel, graph.emit_weight, graph.emit_dst,
                   graph.eps_first, graph.eps_olabel, graph.eps_weight, graph.eps_dst, graph.final_cost,
                   graph.start, loglikes, float(opts.beam), int(opts.max_active), int(opts.min_active),
                   float(opts.lattice_beam), int(opts.prune_interval), float(opts.beam_delta))
     src, dst, ilabel, olabel, g, ac, final_state, final_graph, num_states, reached = out
-    return RawLattice(src, dst, ilabel, olabel, g, ac, final_state, final_graph, int(num_states), bool(reached))
+    lattice = LatticeArrays(src, dst, ilabel, olabel, g.astype(np.float64), ac.astype(np.float64), final_state,
+                            final_graph, np.zeros_like(final_graph), 0 if num_states else -1, int(num_states))
+    return lattice, bool(reached)
 
 
 @numba.njit(cache=True)
@@ -225,12 +201,12 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
         for i in range(lo, hi):
             if tok_cost[i] < best:
                 best, best_tok = tok_cost[i], i
-        cutoff, adaptive_beam = best + beam, beam
+        cutoff, adaptive_beam, narrowed = best + beam, beam, False
         if hi - lo > max_active:
             c = _kth_smallest(tok_cost[lo:hi], max_active)
             if c < cutoff:
-                cutoff, adaptive_beam = c, c - best + beam_delta
-        elif hi - lo > min_active:
+                cutoff, adaptive_beam, narrowed = c, c - best + beam_delta, True
+        if not narrowed and hi - lo > min_active:  # widened to keep min-active tokens
             c = _kth_smallest(tok_cost[lo:hi], min_active)
             if c > cutoff:
                 cutoff, adaptive_beam = c, c - best + beam_delta

@@ -25,7 +25,7 @@ import torch
 
 from esgd_asr.decode.beam_search import SearchGraph, SearchOptions, search
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import LatticeArrays, fst_to_arrays, parse_lattice_text
+from esgd_asr.gmm.fst_arrays import LatticeArrays, fst_to_arrays, lattice_text, parse_lattice_text
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class LatticeDecoder:
         """Decode acoustic-scaled (T, num_transition_ids) log-likelihoods; with no final state reached, the
         lattice ends on every surviving token of the last frame, as Kaldi's --allow-partial does."""
         start = time.perf_counter()
-        lat = search(self.graph, tid_loglikes, self.search_opts)
-        return DecodeResult(lat.text(1.0 / self.opts.acwt), lat.reached_final, time.perf_counter() - start)
+        lattice, reached_final = search(self.graph, tid_loglikes, self.search_opts)
+        return DecodeResult(lattice_text(lattice, 1.0 / self.opts.acwt), reached_final, time.perf_counter() - start)
 
 
 def write_lattice_archive(path: str | Path, lattices: Iterator[tuple[str, str]]) -> int:

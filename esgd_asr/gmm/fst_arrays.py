@@ -101,6 +101,20 @@ def arrays_to_fst(fa: FstArrays) -> kaldifst.StdVectorFst:
     return kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False, keep_state_numbering=True)
 
 
+def lattice_text(lat: LatticeArrays, ac_scale: float = 1.0) -> str:
+    """Kaldi's text form of a lattice, acoustic costs multiplied by `ac_scale`, the start state's arcs first;
+    empty for a lattice without states."""
+    if lat.start < 0:
+        return ""
+    order = np.argsort(lat.src != lat.start, kind="stable")
+    arcs = [f"{s} {d} {i} {o} {g:.7g},{a:.7g}" for s, d, i, o, g, a in zip(
+        lat.src[order].tolist(), lat.dst[order].tolist(), lat.ilabel[order].tolist(), lat.olabel[order].tolist(),
+        lat.graph[order].tolist(), (lat.acoustic[order] * ac_scale).tolist())]
+    finals = [f"{s} {g:.7g},{a:.7g}" for s, g, a in zip(
+        lat.final_state.tolist(), lat.final_graph.tolist(), (lat.final_acoustic * ac_scale).tolist())]
+    return "\n".join(arcs + finals) + "\n"
+
+
 def parse_lattice_text(text: str, where: str) -> LatticeArrays:
     """A lattice from OpenFst / Kaldi text form, weights written `graph,acoustic`."""
     arcs, finals = _split_rows(text, where)
