@@ -98,6 +98,28 @@ def _grow(a, n):
     return b
 
 
+@numba.njit(cache=True, inline="always")
+def _add_token(state, tok_state, tok_cost, tok_eps_lo, tok_eps_hi, num_toks):
+    """Token number `num_toks` at graph state `state` (its cost set by the caller); the arrays, grown if needed."""
+    n = num_toks + 1
+    tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _grow(tok_state, n), _grow(tok_cost, n), _grow(tok_eps_lo, n), \
+        _grow(tok_eps_hi, n)
+    tok_state[num_toks], tok_eps_lo[num_toks], tok_eps_hi[num_toks] = state, 0, 0
+    return tok_state, tok_cost, tok_eps_lo, tok_eps_hi
+
+
+@numba.njit(cache=True, inline="always")
+def _add_link(src, dst, ilabel, olabel, graph, ac, l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive,
+              num_links):
+    """Link number `num_links`; the arrays, grown if needed."""
+    n = num_links + 1
+    l_src, l_dst, l_ilabel, l_olabel = _grow(l_src, n), _grow(l_dst, n), _grow(l_ilabel, n), _grow(l_olabel, n)
+    l_graph, l_ac, l_alive = _grow(l_graph, n), _grow(l_ac, n), _grow(l_alive, n)
+    l_src[num_links], l_dst[num_links], l_ilabel[num_links], l_olabel[num_links] = src, dst, ilabel, olabel
+    l_graph[num_links], l_ac[num_links], l_alive[num_links] = graph, ac, True
+    return l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive
+
+
 @numba.njit(cache=True)
 def _kth_smallest(costs, k):
     return np.partition(costs.copy(), k)[k]
@@ -159,22 +181,16 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
                 nt = state_tok[d]
                 if nt == _NO_TOKEN or new_cost < tok_cost[nt]:
                     if nt == _NO_TOKEN:
-                        nt = num_toks
-                        num_toks += 1
-                        tok_state, tok_cost = _grow(tok_state, num_toks), _grow(tok_cost, num_toks)
-                        tok_eps_lo, tok_eps_hi = _grow(tok_eps_lo, num_toks), _grow(tok_eps_hi, num_toks)
-                        tok_state[nt], tok_eps_lo[nt], tok_eps_hi[nt] = d, 0, 0
-                        state_tok[d] = nt
+                        tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _add_token(
+                            d, tok_state, tok_cost, tok_eps_lo, tok_eps_hi, num_toks)
+                        nt, num_toks, state_tok[d] = num_toks, num_toks + 1, num_toks
                     tok_cost[nt] = new_cost
                     queue = _grow(queue, qn + 1)
                     queue[qn] = nt
                     qn += 1
-                n = num_links + 1
-                l_src, l_dst, l_ilabel, l_olabel = _grow(l_src, n), _grow(l_dst, n), _grow(l_ilabel, n), \
-                    _grow(l_olabel, n)
-                l_graph, l_ac, l_alive = _grow(l_graph, n), _grow(l_ac, n), _grow(l_alive, n)
-                l_src[num_links], l_dst[num_links], l_ilabel[num_links], l_olabel[num_links] = tok, nt, 0, eps_olabel[a]
-                l_graph[num_links], l_ac[num_links], l_alive[num_links] = eps_weight[a], 0.0, True
+                l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive = _add_link(
+                    tok, nt, 0, eps_olabel[a], eps_weight[a], 0.0,
+                    l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive, num_links)
                 num_links += 1
             tok_eps_hi[tok] = num_links
         frame_tok[t + 1] = num_toks
@@ -228,21 +244,15 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
                 d = emit_dst[a]
                 nt = state_tok[d]
                 if nt == _NO_TOKEN:
-                    nt = num_toks
-                    num_toks += 1
-                    tok_state, tok_cost = _grow(tok_state, num_toks), _grow(tok_cost, num_toks)
-                    tok_eps_lo, tok_eps_hi = _grow(tok_eps_lo, num_toks), _grow(tok_eps_hi, num_toks)
-                    tok_state[nt], tok_cost[nt], tok_eps_lo[nt], tok_eps_hi[nt] = d, new_cost, 0, 0
-                    state_tok[d] = nt
+                    tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _add_token(
+                        d, tok_state, tok_cost, tok_eps_lo, tok_eps_hi, num_toks)
+                    nt, num_toks, state_tok[d] = num_toks, num_toks + 1, num_toks
+                    tok_cost[nt] = new_cost
                 elif new_cost < tok_cost[nt]:
                     tok_cost[nt] = new_cost
-                n = num_links + 1
-                l_src, l_dst, l_ilabel, l_olabel = _grow(l_src, n), _grow(l_dst, n), _grow(l_ilabel, n), \
-                    _grow(l_olabel, n)
-                l_graph, l_ac, l_alive = _grow(l_graph, n), _grow(l_ac, n), _grow(l_alive, n)
-                l_src[num_links], l_dst[num_links] = tok, nt
-                l_ilabel[num_links], l_olabel[num_links] = emit_ilabel[a], emit_olabel[a]
-                l_graph[num_links], l_ac[num_links], l_alive[num_links] = emit_weight[a], ac, True
+                l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive = _add_link(
+                    tok, nt, emit_ilabel[a], emit_olabel[a], emit_weight[a], ac,
+                    l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive, num_links)
                 num_links += 1
 
     t = num_frames
