@@ -41,14 +41,8 @@ def kaldi_lattice(fst, loglikes, beam, lattice_beam):
 
 
 def best_cost(lat, lmwt=1.0):
-    """The cost of the best complete path (graph + acoustic / lmwt), by a forward pass in state order."""
-    order = np.argsort(lat.src, kind="stable")
-    cost = np.full(lat.num_states, np.inf)
-    cost[lat.start] = 0.0
-    for _ in range(lat.num_states):  # Bellman-Ford: the lattices are small
-        cand = cost[lat.src[order]] + lat.graph[order] + lat.acoustic[order] / lmwt
-        np.minimum.at(cost, lat.dst[order], cand)
-    return float(np.min(cost[lat.final_state] + lat.final_graph + lat.final_acoustic / lmwt))
+    """The cost of the best complete path (graph + acoustic / lmwt)."""
+    return float(np.min(_forward(lat, lmwt)[lat.final_state] + lat.final_graph + lat.final_acoustic / lmwt))
 
 
 def test_search_finds_kaldis_best_path_and_lattice_beam():
@@ -75,11 +69,12 @@ def test_search_finds_kaldis_best_path_and_lattice_beam():
     assert checked >= 20
 
 
-def _forward(lat):
+def _forward(lat, lmwt=1.0):
+    """Every state's best cost from the start (Bellman-Ford: the lattices are small)."""
     cost = np.full(lat.num_states, np.inf)
     cost[lat.start] = 0.0
     for _ in range(lat.num_states):
-        np.minimum.at(cost, lat.dst, cost[lat.src] + lat.graph + lat.acoustic)
+        np.minimum.at(cost, lat.dst, cost[lat.src] + lat.graph + lat.acoustic / lmwt)
     return cost
 
 

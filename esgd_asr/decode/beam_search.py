@@ -83,7 +83,13 @@ def search(graph: SearchGraph, loglikes: np.ndarray, opts: SearchOptions) -> tup
                   graph.eps_first, graph.eps_olabel, graph.eps_weight, graph.eps_dst, graph.final_cost,
                   graph.start, loglikes, float(opts.beam), int(opts.max_active), int(opts.min_active),
                   float(opts.lattice_beam), int(opts.prune_interval), float(opts.beam_delta))
-    src, dst, ilabel, olabel, g, ac, final_state, final_graph, num_states, reached = out
+    src, dst, ilabel, olabel, g, ac, first_last, last_states, reached = out
+    # the last frame's tokens end the lattice: with their graph final costs, or all at 0 when none is final
+    final_cost = graph.final_cost[last_states]
+    final = np.isfinite(final_cost) if reached else np.ones(len(last_states), bool)
+    final_state = first_last + np.flatnonzero(final)
+    final_graph = final_cost[final] if reached else np.zeros(len(final_state))
+    num_states = first_last + len(last_states)
     lattice = LatticeArrays(src, dst, ilabel, olabel, g.astype(np.float64), ac.astype(np.float64), final_state,
                             final_graph, np.zeros_like(final_graph), 0 if num_states else -1, int(num_states))
     return lattice, bool(reached)
@@ -255,23 +261,10 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
                     l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive, num_links)
                 num_links += 1
 
-    t = num_frames
-    lo = frame_tok[t]
-    finals = 0
-    for i in range(lo, num_toks):
-        if not reached_final or final_cost[tok_state[i]] < np.inf:
-            finals += 1
-    final_state = np.empty(finals, np.int64)
-    final_graph = np.empty(finals, np.float64)
-    finals = 0
-    for i in range(lo, num_toks):
-        if not reached_final or final_cost[tok_state[i]] < np.inf:
-            final_state[finals] = i
-            final_graph[finals] = final_cost[tok_state[i]] if reached_final else 0.0
-            finals += 1
+    lo = frame_tok[num_frames]
     return (l_src[:num_links].copy(), l_dst[:num_links].copy(), l_ilabel[:num_links].copy(),
-            l_olabel[:num_links].copy(), l_graph[:num_links].copy(), l_ac[:num_links].copy(), final_state, final_graph,
-            num_toks, reached_final)
+            l_olabel[:num_links].copy(), l_graph[:num_links].copy(), l_ac[:num_links].copy(), lo,
+            tok_state[lo:num_toks].copy(), reached_final)
 
 
 @numba.njit(cache=True)
