@@ -50,5 +50,5 @@ $cmd JOB=1:"$nj" "$dir/log/fmllr.JOB.log" esgd-fmllr est --nj "$nj" --job JOB --
   --fmllr-update-type "$fmllr_update_type" "$data" "$srcdir/final.mdl" "$dir/trans.JOB.ark"
 echo "$0: pass 2 (adapted features) -> $dir"
 "$(dirname "$0")/decode.sh" --nj "$nj" --cmd "$cmd" --beam "$beam" --lattice-beam "$lattice_beam" --acwt "$acwt" \
-  --max-active "$max_active" --model "$srcdir/final.mdl" --transforms "$dir/trans.JOB.ark" --skip-scoring "$skip_scoring" \
-  --scoring-opts "$scoring_opts" "$graph" "$data" "$dir"
+  --max-active "$max_active" --model "$srcdir/final.mdl" --transforms "$dir/trans.JOB.ark" \
+  --skip-scoring "$skip_scoring" --scoring-opts "$scoring_opts" "$graph" "$data" "$dir"

@@ -54,7 +54,8 @@ nspk=$(wc -l < "$data/spk2utt")
 mkdir -p "$dir/log"
 rm -f "$dir"/lat.*.gz "$dir"/timing.* "$dir/best_wer"
 echo "$nj" > "$dir/num_jobs"
-opts=(--beam "$beam" --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt" --batch-size "$batch_size" --device "$device")
+opts=(--beam "$beam" --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt"
+      --batch-size "$batch_size" --device "$device")
 [ -z "$ivectors" ] || opts+=(--ivectors "$ivectors")
 [ -z "$pdf_counts" ] || opts+=(--pdf-counts "$pdf_counts")
 $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-nnet --nj "$nj" --job JOB "${opts[@]}" \

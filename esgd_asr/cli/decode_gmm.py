@@ -1,11 +1,11 @@
 """Lattice decoding with a GMM-HMM model, one job's share of a data dir (Kaldi's gmm-latgen-faster).
 
-Usage: esgd-decode-gmm --nj N --job J [--beam 13] [--max-active 7000] [--lattice-beam 6] [--acwt 0.083333] [--frame-shift 0.01]
-                       [--transforms trans.J.ark] <graph-dir> <data-dir> <model> <decode-dir>
+Usage: esgd-decode-gmm --nj N --job J [--beam 13] [--max-active 7000] [--lattice-beam 6] [--acwt 0.083333]
+                       [--frame-shift 0.01] [--transforms trans.J.ark] <graph-dir> <data-dir> <model> <decode-dir>
 
 Per utterance: the model's front end on feats.scp (+ cmvn.scp), then the speaker's transform from --transforms
-(fMLLR) if given, all pdfs' GMM log-likelihoods in torch (float32, as Kaldi's BaseFloat), then
-the lattice-faster search (esgd_asr.decode.beam_search) over <graph-dir>/HCLG.fst. Writes <decode-dir>/lat.J.gz (Kaldi text lattice
+(fMLLR) if given, all pdfs' GMM log-likelihoods in torch (float32, as Kaldi's BaseFloat), then the lattice-faster
+search (esgd_asr.decode.beam_search) over <graph-dir>/HCLG.fst. Writes <decode-dir>/lat.J.gz (Kaldi text lattice
 archive, acoustic costs unscaled; see esgd_asr.decode.lattice) and <decode-dir>/timing.J
 (`frames seconds_likelihoods seconds_search`; esgd_asr.decode.job); the log reports the real-time factor.
 """

@@ -1,7 +1,7 @@
 """Lattice decoding with a hybrid DNN / BiLSTM, one job's share of a data dir (Kaldi's nnet-latgen-faster).
 
-Usage: esgd-decode-nnet --nj N --job J [--beam 13] [--max-active 7000] [--lattice-beam 6] [--acwt 0.1] [--ivectors DIR]
-                        [--pdf-counts FILE] [--batch-size 4096] [--device cpu] [--frame-shift 0.01]
+Usage: esgd-decode-nnet --nj N --job J [--beam 13] [--max-active 7000] [--lattice-beam 6] [--acwt 0.1]
+                        [--ivectors DIR] [--pdf-counts FILE] [--batch-size 4096] [--device cpu] [--frame-shift 0.01]
                         <graph-dir> <data-dir> <nnet-model> <trans-model> <decode-dir>
 
 <nnet-model> is a hybrid model file (final.pt of esgd-train-nnet, a TorchScript module carrying its nnet input
@@ -11,8 +11,9 @@ from --ivectors at that dir's period, as Kaldi's --online-ivector-period; its pr
 Kaldi final.mdl (binary or text) with a Kaldi graph dir.
 The job's utterances (speakers dealt out as Kaldi's split_data.sh) go through the model's nnet input (front end,
 i-vectors from --ivectors, normalisation), one batched network pass gives log posteriors, minus the log senone
-priors (the model's training pdf counts, or --pdf-counts), scaled by --acwt; then the
-lattice-faster search (esgd_asr.decode.beam_search) over <graph-dir>/HCLG.fst writes <decode-dir>/lat.J.gz and timing.J (esgd_asr.decode.job).
+priors (the model's training pdf counts, or --pdf-counts), scaled by --acwt; then the lattice-faster search
+(esgd_asr.decode.beam_search) over <graph-dir>/HCLG.fst writes <decode-dir>/lat.J.gz and timing.J
+(esgd_asr.decode.job).
 """
 from __future__ import annotations
 
