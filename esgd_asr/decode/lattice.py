@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 import kaldifst
+import numba
 import numpy as np
-import torch
 
 from esgd_asr.decode.beam_search import SearchGraph, SearchOptions, search
 from esgd_asr.errors import EsgdError
@@ -105,28 +105,6 @@ def read_lattice_archive(path: str | Path) -> Iterator[tuple[str, LatticeArrays]
         raise EsgdError(f"{path}: unreadable lattice archive ({err})") from None
 
 
-def _levels(lat: LatticeArrays, where: str) -> np.ndarray:
-    """Topological level of every state (Kahn's algorithm a frontier at a time); arcs go to higher levels."""
-    n = lat.num_states
-    indeg = np.bincount(lat.dst, minlength=n)
-    order = np.argsort(lat.src, kind="stable")
-    first = np.searchsorted(lat.src[order], np.arange(n + 1))
-    level = np.full(n, -1)
-    frontier = np.flatnonzero(indeg == 0)
-    depth = 0
-    while frontier.size:
-        level[frontier] = depth
-        counts = first[frontier + 1] - first[frontier]
-        offsets = np.repeat(first[frontier] - np.cumsum(counts) + counts, counts)
-        dst = lat.dst[order[np.arange(counts.sum()) + offsets]]
-        indeg -= np.bincount(dst, minlength=n)
-        frontier = np.unique(dst[indeg[dst] == 0])
-        depth += 1
-    if (level < 0).any():
-        raise EsgdError(f"{where}: lattice has a cycle")
-    return level
-
-
 def best_paths(lat: LatticeArrays, lmwts: list[float], penalties: list[float], where: str = "lattice"
                ) -> dict[tuple[float, float], list[int]]:
     """Best word sequence for every (LM weight, insertion penalty); an empty lattice gives empty sequences."""
@@ -145,47 +123,75 @@ def _best_path_arcs(lat: LatticeArrays, combos: list[tuple[float, float]], where
     """The arcs of the best path for every (LM weight, insertion penalty), in order."""
     if lat.start < 0 or lat.final_state.size == 0:
         return [[] for _ in combos]
-    inv_lmwt = torch.tensor([1.0 / c[0] for c in combos], dtype=torch.float64)
-    wip = torch.tensor([c[1] for c in combos], dtype=torch.float64)
-    is_word = torch.from_numpy(lat.olabel != 0).double()
-    weight = (torch.from_numpy(lat.graph)[:, None] + is_word[:, None] * wip
-              + torch.from_numpy(lat.acoustic)[:, None] * inv_lmwt)  # (A, C)
-    n, num_combos = lat.num_states, len(combos)
-    level = _levels(lat, where)
-    cost = torch.full((n, num_combos), torch.inf, dtype=torch.float64)
-    cost[lat.start] = 0.0
-    back = torch.full((n, num_combos), -1, dtype=torch.int64)
-    arc_level = level[lat.dst]
-    arc_order = np.argsort(arc_level, kind="stable")
-    bounds = np.searchsorted(arc_level[arc_order], np.arange(level.max() + 2))
-    src_t, dst_t = torch.from_numpy(lat.src), torch.from_numpy(lat.dst)
-    for depth in range(1, level.max() + 1):
-        arcs = torch.from_numpy(arc_order[bounds[depth]:bounds[depth + 1]])
-        if not len(arcs):
-            continue
-        states, local = torch.unique(dst_t[arcs], return_inverse=True)
-        cand = cost[src_t[arcs]] + weight[arcs]
-        index = local[:, None].expand(-1, num_combos)
-        best = torch.full((len(states), num_combos), torch.inf, dtype=torch.float64)
-        best.scatter_reduce_(0, index, cand, reduce="amin")
-        winner = torch.where(cand == best[local], arcs[:, None].expand(-1, num_combos), -1)
-        arg = torch.full((len(states), num_combos), -1, dtype=torch.int64)
-        arg.scatter_reduce_(0, index, winner, reduce="amax")
-        cost[states] = best
-        back[states] = arg
-    final_cost = (cost[torch.from_numpy(lat.final_state)] + torch.from_numpy(lat.final_graph)[:, None]
-                  + torch.from_numpy(lat.final_acoustic)[:, None] * inv_lmwt)
-    best_final = lat.final_state[final_cost.argmin(0).numpy()]
-    reachable = torch.isfinite(final_cost.min(0).values).numpy()
-    back_np = back.numpy()
+    inv_lmwt = np.array([1.0 / c[0] for c in combos])
+    wip = np.array([c[1] for c in combos])
+    cost, back, acyclic = _viterbi(lat.src, lat.dst, lat.graph.astype(np.float64), lat.acoustic.astype(np.float64),
+                                   lat.olabel != 0, lat.start, lat.num_states, inv_lmwt, wip)
+    if not acyclic:
+        raise EsgdError(f"{where}: lattice has a cycle")
+    final_cost = cost[lat.final_state] + lat.final_graph[:, None] + lat.final_acoustic[:, None] * inv_lmwt
     out = []
     for c in range(len(combos)):
-        arcs, state = [], int(best_final[c])
-        while reachable[c] and state != lat.start:
-            arc = back_np[state, c]
-            if arc < 0:
-                raise EsgdError(f"{where}: broken back-pointer while tracing the best path")
-            arcs.append(int(arc))
-            state = int(lat.src[arc])
-        out.append(arcs[::-1])
+        if not np.isfinite(final_cost[:, c].min()):
+            out.append([])
+            continue
+        arcs = _trace(back[:, c], lat.src, lat.start, int(lat.final_state[final_cost[:, c].argmin()]))
+        if arcs is None:
+            raise EsgdError(f"{where}: broken back-pointer while tracing the best path")
+        out.append(arcs.tolist())
     return out
+
+
+@numba.njit(cache=True)
+def _viterbi(src, dst, graph, acoustic, is_word, start, num_states, inv_lmwt, wip):
+    """Best cost of every state under every (1 / LM weight, penalty) pair and the arc it came by, visiting states
+    in topological order (Kahn's algorithm); ties go to the highest arc id. False when the lattice has a cycle."""
+    num_arcs, num_combos = src.size, inv_lmwt.size
+    first = np.zeros(num_states + 1, np.int64)
+    indeg = np.zeros(num_states, np.int64)
+    for a in range(num_arcs):
+        first[src[a] + 1] += 1
+        indeg[dst[a]] += 1
+    for s in range(num_states):
+        first[s + 1] += first[s]
+    fill = first[:-1].copy()
+    by_src = np.empty(num_arcs, np.int64)
+    for a in range(num_arcs):
+        by_src[fill[src[a]]] = a
+        fill[src[a]] += 1
+    cost = np.full((num_states, num_combos), np.inf)
+    back = np.full((num_states, num_combos), -1, np.int64)
+    cost[start, :] = 0.0
+    queue = np.flatnonzero(indeg == 0)
+    order = np.empty(num_states, np.int64)
+    order[:queue.size] = queue
+    head, tail = 0, queue.size
+    while head < tail:
+        s = order[head]
+        head += 1
+        for k in range(first[s], first[s + 1]):
+            a = by_src[k]
+            d = dst[a]
+            for c in range(num_combos):
+                cand = cost[s, c] + (graph[a] + is_word[a] * wip[c] + acoustic[a] * inv_lmwt[c])
+                if cand < cost[d, c] or (cand == cost[d, c] and a > back[d, c]):
+                    cost[d, c] = cand
+                    back[d, c] = a
+            indeg[d] -= 1
+            if indeg[d] == 0:
+                order[tail] = d
+                tail += 1
+    return cost, back, tail == num_states
+
+
+@numba.njit(cache=True)
+def _trace(back, src, start, state):
+    """The arcs from the start state to `state` along the back-pointers, in order; None on a broken pointer."""
+    arcs = []
+    while state != start:
+        a = back[state]
+        if a < 0:
+            return None
+        arcs.append(a)
+        state = src[a]
+    return np.array(arcs[::-1], dtype=np.int64)
