@@ -324,8 +324,14 @@ better_anchor() {
   python3 -c 'import sys, torch; ce = lambda d: torch.load(f"{d}/final.pt", weights_only=True)["info"]["fitness_ce"]
 print(min(sys.argv[1:], key=ce) + "/final.pt")' "$@"
 }
-esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_esgd, then decode test
-  local type=$1 gmm=$2 name=$3 feats= cmvn=false dir=exp/esgd_${type}_$3 epochs frames lr batch model extra=
+esgd_dir() {  # esgd_dir TYPE NAME: the exp dir of a Table 1 system
+  case "$2" in budget|ft) echo "exp/$1_$2" ;; *) echo "exp/esgd_$1_$2" ;; esac
+}
+esgd_log() {  # esgd_log train|decode: stage_esgd's log of a Table 1 system's job (the steps write log/train.log)
+  case "$1" in train) echo run.log ;; *) echo decode.log ;; esac
+}
+esgd_train() {  # esgd_train TYPE GMM NAME: train one Table 1 system of stage_esgd
+  local type=$1 gmm=$2 name=$3 feats= cmvn=false dir epochs frames lr batch model extra=
   # the BiLSTM's mini-batches in chunks of about the DNN's frames (preset blstm_batches of conf/esgd.yaml)
   [ "$type" = dnn ] || extra=,blstm_batches
   case "$gmm" in mono) cmvn=true ;; *) feats=_fmllr ;; esac
@@ -335,14 +341,13 @@ esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_
         --resume "$stage_resume" --seed "$seed")
   [ "$type" = dnn ] || opts+=(--train-ivectors exp/ivectors_train --valid-ivectors exp/ivectors_dev)
   esgd=(--egs "exp/esgd_${type}_egs/egs.pt")
+  dir=$(esgd_dir "$type" "$name")
   case "$name" in
     budget)  # the single baseline of Table 1: new-bob on the populations' per-member budget (K x Ks + Kf epochs)
-      dir=exp/${type}_budget
       read -r epochs frames lr batch < <(esgd_epochs "default$extra") || return 1
       [ "$frames" = 0 ] || opts+=(--epoch-frames "$frames")
       steps/train_nnet.sh "${opts[@]}" --max-epochs "$epochs" --batch-size "$batch" "${data[@]}" "$dir" || return 1 ;;
     ft)  # the control of the anchored rows: the anchor fine-tuned with new-bob on the anchored runs' extra budget
-      dir=exp/${type}_ft
       read -r epochs frames lr batch < <(esgd_epochs "anchors$extra") || return 1
       [ "$frames" = 0 ] || opts+=(--epoch-frames "$frames")
       steps/finetune.sh "${opts[@]}" --lr "$lr" --epochs "$epochs" --batch-size "$batch" "exp/$type" "${data[@]}" \
@@ -362,6 +367,11 @@ esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_
       steps/train_esgd.sh "${opts[@]}" "${esgd[@]}" --algorithm "${name//_/-}" --esgd-preset "default$extra" \
         "${data[@]}" "$dir" || return 1 ;;
   esac
+}
+esgd_decode() {  # esgd_decode TYPE GMM NAME: decode the eval sets but dev with a Table 1 system of esgd_train
+  local type=$1 gmm=$2 dir feats=
+  dir=$(esgd_dir "$type" "$3")
+  case "$gmm" in mono) ;; *) feats=_fmllr ;; esac
   # every Table 1 row at stage 12's beams with max-active 2000 instead of Kaldi's 7000 (on the held-out voices the
   # single DNN decodes at 0.10 x real time instead of 0.18, 40.02 % WER instead of 39.13); the other models of the
   # top quarter (top/rank<r>.pt, mu >= 8) are decoded on test too, for the WER range; the best model also on the
@@ -377,45 +387,49 @@ esgd_system() {  # esgd_system TYPE GMM NAME: train one Table 1 system of stage_
     decode_set test "$top" "$dir/decode_test_$rank" || return 1
   done
 }
-decode_set() {  # decode_set SET MODEL DIR, with esgd_system's type, gmm, feats and decode_opts
+decode_set() {  # decode_set SET MODEL DIR, with esgd_decode's type, gmm, feats and decode_opts
   local ivectors=()
   [ "$type" = dnn ] || ivectors=(--ivectors "exp/ivectors_$1")
   steps/decode_nnet.sh "${decode_opts[@]}" "${ivectors[@]}" --model "$2" "exp/$gmm/graph" "data/$1$feats" "$3"
 }
-# stage_esgd TYPE: the ESGD papers' Table 1 systems on hybrid TYPE, each decoded on test. Up to --esgd-jobs
-# systems run at a time (one thread each), started in this order once what they need has finished: the anchored
-# runs early (anchored_esgd waits for esgd, iterated for both anchored runs), the independent rows filling the
-# other lane. The first run writes the shared tensors (exp/esgd_TYPE_egs/egs.pt) before a second one starts.
+# stage_esgd TYPE: the ESGD papers' Table 1 systems on hybrid TYPE. Up to --esgd-jobs jobs run at a time (one thread
+# each). A system's training starts once the trainings it needs have finished (anchored_esgd waits for esgd, iterated
+# for both anchored runs), the anchored chain first; its decoding is queued when its training ends, behind every
+# training that can start, so decoding never holds up the chain of dependent trainings. The first training writes
+# the shared tensors (exp/esgd_TYPE_egs/egs.pt) before a second job starts.
 stage_esgd() {
-  local type=$1 gmm=$nnet_gmm job name need dir pid ready failed=0
+  local type=$1 gmm=$nnet_gmm job kind name need dir pid ready failed=0 log
   [ -f "exp/$type/final.pt" ] || { echo "$0: no exp/$type/final.pt (stage $([ "$type" = dnn ] && echo 12 || echo 13)) to anchor the population" >&2; return 1; }
-  local pending=(esgd:- anchored:- anchored_esgd:esgd iterated:anchored,anchored_esgd population:- no_evolution:-
-                 budget:- ft:-) waiting needs
-  local -A running=() finished=()
+  local pending=(train/esgd:- train/anchored:- train/anchored_esgd:esgd train/iterated:anchored,anchored_esgd
+                 train/population:- train/no_evolution:- train/budget:- train/ft:-) waiting needs
+  local -A running=() trained=()
   while :; do
     for pid in "${!running[@]}"; do
       ! kill -0 "$pid" 2>/dev/null || continue
       job=${running[$pid]}; unset "running[$pid]"
-      if wait "$pid"; then
-        finished[${job%%:*}]=1
-        echo "$0: ${job#*:}: $(grep -h 'final.pt' "${job#*:}/log/run.log" | tail -n 1)"
+      kind=${job%%/*} name=${job#*/}; dir=$(esgd_dir "$type" "$name"); log=$dir/log/$(esgd_log "$kind")
+      if ! wait "$pid"; then
+        failed=1; echo "$0: $dir failed: $(tail -n 1 "$log")" >&2
+      elif [ "$kind" = train ]; then
+        trained[$name]=1; pending+=("decode/$name:-")
+        echo "$0: $dir: $(grep -h 'final.pt' "$log" | tail -n 1)"
       else
-        failed=1; echo "$0: ${job#*:} failed: $(tail -n 1 "${job#*:}/log/run.log")" >&2
+        echo "$0: $dir: test $(cat "$dir/decode_test/best_wer")"
       fi
     done
     [ "$failed" = 0 ] || pending=()
     waiting=()
     for job in "${pending[@]}"; do
-      name=${job%%:*} ready=true
+      kind=${job%%/*} name=${job%%:*} name=${name#*/} ready=true
       IFS=, read -ra needs <<< "${job#*:}"
-      for need in "${needs[@]}"; do [ "$need" = - ] || [ -n "${finished[$need]:-}" ] || ready=false; done
+      for need in "${needs[@]}"; do [ "$need" = - ] || [ -n "${trained[$need]:-}" ] || ready=false; done
       [ "${#running[@]}" = 0 ] || [ -f "exp/esgd_${type}_egs/egs.pt" ] || ready=false
       if $ready && [ "${#running[@]}" -lt "$esgd_jobs" ]; then
-        case "$name" in budget|ft) dir=exp/${type}_$name ;; *) dir=exp/esgd_${type}_$name ;; esac
+        dir=$(esgd_dir "$type" "$name"); log=$dir/log/$(esgd_log "$kind")
         mkdir -p "$dir/log"
-        echo "$0: training $dir (log: $dir/log/run.log)"
-        esgd_system "$type" "$gmm" "$name" > "$dir/log/run.log" 2>&1 &
-        running[$!]=$name:$dir
+        echo "$0: $dir: $kind (log: $log)"
+        "esgd_$kind" "$type" "$gmm" "$name" > "$log" 2>&1 &
+        running[$!]=$kind/$name
       else
         waiting+=("$job")
       fi
