@@ -60,3 +60,34 @@ def test_single_model_training_step_equals_torch_optim():
     optimizer.step()
     for name, value in model.state_dict().items():
         assert torch.allclose(population.params[name][0], value, atol=1e-7), name
+
+
+def test_losses_and_gradients_with_unlabelled_context_frames_equal_the_models():
+    """The engine runs the senone layer on the labelled frames only: with context frames (-100) at other places
+    in each member's own batch, and in a shared batch, its losses and gradients are the standalone models'."""
+    models = members(3)
+    population = Population.from_modules(models)
+    torch.manual_seed(3)
+    own, shared = torch.randn(3, 4, 9, 6), torch.randn(4, 9, 6)
+    targets = torch.randint(0, 7, (3, 4, 9))
+    targets[0, :, :2] = -100
+    targets[1, :, 6:] = -100
+    targets[2, 1] = -100
+    for features, batch_targets, per_member in [(own, targets, True), (shared, targets[1], False)]:
+        inputs = features if per_member else features.expand(3, -1, -1, -1)
+        labels = batch_targets if per_member else batch_targets.expand(3, -1, -1)
+        for model in models:
+            model.zero_grad()
+        losses = torch.stack([F.cross_entropy(m(x).reshape(-1, 7), t.reshape(-1))
+                              for m, x, t in zip(models, inputs, labels)])
+        losses.sum().backward()
+        grads, mine = population.loss_and_grads(population.params, population.buffers, features, batch_targets,
+                                                per_member=per_member)
+        assert torch.allclose(mine, losses.detach(), atol=1e-6)
+        for name, grad in grads.items():
+            expected = torch.stack([dict(m.named_parameters())[name].grad for m in models])
+            assert torch.allclose(grad, expected, atol=1e-6), (per_member, name)
+    sums = population.loss_sums(population.params, population.buffers, shared, targets[2])
+    expected = torch.stack([F.cross_entropy(m(shared).reshape(-1, 7), targets[2].reshape(-1), reduction="sum")
+                            for m in models])
+    assert torch.allclose(sums, expected.detach(), atol=1e-5)

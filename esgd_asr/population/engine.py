@@ -45,6 +45,21 @@ def stacked_losses(logits: torch.Tensor, targets: torch.Tensor, per_member: bool
     return sums, sums / (targets != -100).sum(dim=1)
 
 
+def labelled_positions(targets: torch.Tensor, members: int, per_member: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled frames (targets != -100) of a batch as flattened positions, (K,) of the batch all members share,
+    or with `per_member` (mu, K) of each member's own batch (padded with unlabelled positions), and their targets
+    (mu, K)."""
+    if not per_member:
+        flat = targets.reshape(-1)
+        positions = torch.nonzero(flat != -100).squeeze(1)
+        return positions, flat[positions].expand(members, -1)
+    flat = targets.reshape(members, -1)
+    count = int((flat != -100).sum(dim=1).max())
+    positions = torch.argsort((flat == -100).to(torch.uint8), dim=1, stable=True)[:, :count]
+    return positions, torch.gather(flat, 1, positions)
+
+
 class Population:
     """Stacked parameters (`params`) and buffers (`buffers`) of `size` members sharing a template module.
 
@@ -190,7 +205,7 @@ class Population:
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad(), precision_scope(self.precision, features.device, autocast=True):
             if self.stacked is not None:
-                losses = stacked_losses(self.stacked(leaves, features, not per_member), targets, per_member)[1]
+                losses = self._stacked_losses(leaves, features, targets, per_member)[1]
             else:
                 loss_fn = self._own_batch_loss_fn if per_member else self._loss_fn
                 losses = loss_fn(leaves, buffers, features, targets)
@@ -233,8 +248,15 @@ class Population:
             return fastpath.loss_sum(self.plan, params, features, targets, workspace,
                                      dtype=compute_dtype(self.precision, features.device))
         if self.stacked is not None:
-            return stacked_losses(self.stacked(params, features), targets)[0]
+            return self._stacked_losses(params, features, targets)[0]
         return self._forward_fn(params, buffers, features, targets)
+
+    def _stacked_losses(self, params: Tensors, features, targets, per_member: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """stacked_losses of the stacked forward, its senone layer run on the labelled frames only."""
+        members = next(iter(params.values())).shape[0]
+        positions, labels = labelled_positions(targets, members, per_member)
+        return stacked_losses(self.stacked(params, features, not per_member, positions), labels, per_member=True)
 
     @torch.no_grad()
     def fitness(self, data, chunk_size: int = 4096, member_chunk: int | None = None) -> torch.Tensor:

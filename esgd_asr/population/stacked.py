@@ -13,8 +13,11 @@ slice only, so the gradient of the summed losses is the stack of the members' gr
   first layer, when every member sees the same input, as in the fitness, one (batch * time, in) x
   (in, mu * 4 cells) product). Per step this launches the ops of one model instead of mu models'.
 
-`stacked_forward(template)` returns `forward(params, features, shared=True) -> logits (mu, batch, time, targets)`
-(features (batch, time, in) shared by all members, or with shared=False (mu, batch, time, in)), or None.
+`stacked_forward(template)` returns `forward(params, features, shared=True, positions=None) -> logits (mu, batch,
+time, targets)` (features (batch, time, in) shared by all members, or with shared=False (mu, batch, time, in)), or
+None. With `positions` (flattened batch * time indices, (K,) for all members or (mu, K) per member) the senone layer
+runs on those frames only -> (mu, K, targets): the chunks' context frames carry no targets, and the senone layer
+and its softmax over every frame were half the work of a fitness pass.
 """
 import warnings
 from collections.abc import Callable
@@ -24,6 +27,7 @@ import torch
 from esgd_asr.models.blstm import lstm_parameter_names
 
 Tensors = dict[str, torch.Tensor]
+StackedForward = Callable[..., torch.Tensor]
 
 # member slices of the stacked weights are not cuDNN's flat buffer: it packs them per call (a copy of the weights,
 # small next to the step's matmuls) and would warn about that on every call
@@ -99,17 +103,25 @@ def _linear(params: Tensors, prefix: str, inputs: torch.Tensor) -> torch.Tensor:
     return flat.view(*inputs.shape[:-1], weight.shape[1])
 
 
-def _blstm_forward(num_layers: int) -> Callable[[Tensors, torch.Tensor, bool], torch.Tensor]:
-    def forward(params: Tensors, features: torch.Tensor, shared: bool = True) -> torch.Tensor:
+def _blstm_forward(num_layers: int) -> StackedForward:
+    def forward(params: Tensors, features: torch.Tensor, shared: bool = True,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         members = params["output.weight"].shape[0]
         lstm = fused_lstm if features.is_cuda or members == 1 else batched_lstm
-        hidden = lstm(params, num_layers, features, shared)
-        return _linear(params, "output.", _linear(params, "bottleneck.", hidden))
+        hidden = _linear(params, "bottleneck.", lstm(params, num_layers, features, shared))
+        if positions is None:
+            return _linear(params, "output.", hidden)
+        flat = hidden.reshape(members, -1, hidden.shape[-1])
+        if positions.dim() == 1:
+            flat = flat[:, positions]
+        else:
+            flat = torch.gather(flat, 1, positions.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+        return _linear(params, "output.", flat)
 
     return forward
 
 
-def stacked_forward(template) -> Callable[[Tensors, torch.Tensor, bool], torch.Tensor] | None:
+def stacked_forward(template) -> StackedForward | None:
     """The stacked forward for `template`'s architecture, or None (the engine then vmaps functional_call)."""
     from esgd_asr.models.blstm import BiLSTM
 
