@@ -404,6 +404,8 @@ stage_esgd() {
   local pending=(train/esgd:- train/anchored:- train/anchored_esgd:esgd train/iterated:anchored,anchored_esgd
                  train/population:- train/no_evolution:- train/budget:- train/ft:-) waiting needs
   local -A running=() trained=()
+  # the shared tensors of an earlier run of this stage may be of other alignments: made again unless it continues
+  $stage_resume || rm -f "exp/esgd_${type}_egs/egs.pt"
   while :; do
     for pid in "${!running[@]}"; do
       ! kill -0 "$pid" 2>/dev/null || continue
