@@ -96,3 +96,24 @@ def test_fst_arrays_roundtrip_keeps_paths():
     back = arrays_to_fst(fa)
     ok, isyms, osyms, weight = kaldifst.get_linear_symbol_sequence(kaldifst.shortest_path(back))
     assert ok and isyms == [1, 2] and osyms == [5, 6] and weight.value == pytest.approx(1.5)
+
+
+def test_graph_arrays_are_cached_beside_hclg_while_it_is_unchanged(tmp_path, monkeypatch):
+    from esgd_asr.decode import hclg
+
+    def graph(text):
+        kaldifst.compile(s=text, acceptor=False, keep_state_numbering=True).write(str(tmp_path / "HCLG.fst"))
+        return fst_to_arrays(hclg.read_hclg(tmp_path))
+
+    def same(a, b):
+        return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in vars(a))
+
+    first = graph("0 1 3 7 0.5\n1 2 4 0 1.25\n2 0.75\n")
+    assert same(hclg.read_hclg_arrays(tmp_path), first) and (tmp_path / "HCLG.arrays.npz").is_file()
+    monkeypatch.setattr(hclg, "fst_to_arrays", lambda fst: pytest.fail("converted again"))
+    assert same(hclg.read_hclg_arrays(tmp_path), first)   # from the cache
+    monkeypatch.undo()
+    second = graph("0 1 3 7 0.5\n1 2 5 8 2\n2 3 4 0 1\n3 0\n")
+    assert same(hclg.read_hclg_arrays(tmp_path), second)  # HCLG.fst changed: converted and cached again
+    (tmp_path / "HCLG.arrays.npz").write_bytes(b"truncated")
+    assert same(hclg.read_hclg_arrays(tmp_path), second)

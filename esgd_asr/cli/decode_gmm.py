@@ -17,7 +17,7 @@ import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
-from esgd_asr.decode.hclg import check_graph_model, read_hclg
+from esgd_asr.decode.hclg import check_graph_model, read_hclg_arrays
 from esgd_asr.decode.job import decode_job
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
 from esgd_asr.errors import cli_main
@@ -43,7 +43,7 @@ def main(argv=None):
     check_graph_model(args.graph_dir, model.num_pdfs)
     info = model.transitions()
     scorer = PdfScorer(model.am, dtype=torch.float32)
-    decoder = LatticeDecoder(read_hclg(args.graph_dir), opts)
+    decoder = LatticeDecoder(read_hclg_arrays(args.graph_dir), opts)
     source = ModelFeatures(args.data_dir, model.front_end, args.transforms).shard(args.nj, args.job)
 
     def scored():

@@ -25,7 +25,7 @@ import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
 from esgd_asr.data.hybrid import read_ivector_period, read_pdf_counts
-from esgd_asr.decode.hclg import check_graph_model, read_hclg
+from esgd_asr.decode.hclg import check_graph_model, read_hclg_arrays
 from esgd_asr.decode.hybrid import HybridScorer
 from esgd_asr.decode.job import decode_job
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
@@ -78,7 +78,7 @@ def main(argv=None):
     info, num_pdfs = load_transitions(args.trans_model)
     check_graph_model(args.graph_dir, num_pdfs)
     scorer = load_scorer(args, num_pdfs, f"{args.trans_model} has")
-    decoder = LatticeDecoder(read_hclg(args.graph_dir), opts)
+    decoder = LatticeDecoder(read_hclg_arrays(args.graph_dir), opts)
     utterances = FeatureSource(args.data_dir, FrontEnd(cmvn=False)).shard(args.nj, args.job).utts
     start = time.perf_counter()
     frames = scorer.nnet_input.frames(args.data_dir, None, args.ivectors, utterances)

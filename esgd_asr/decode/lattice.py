@@ -25,7 +25,7 @@ import numpy as np
 
 from esgd_asr.decode.beam_search import SearchGraph, SearchOptions, search
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import LatticeArrays, fst_to_arrays, lattice_text, parse_lattice_text
+from esgd_asr.gmm.fst_arrays import FstArrays, LatticeArrays, fst_to_arrays, lattice_text, parse_lattice_text
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,13 @@ class DecodeResult:
 class LatticeDecoder:
     """One HCLG, many utterances."""
 
-    def __init__(self, hclg: kaldifst.StdVectorFst, opts: DecodeOptions):
+    def __init__(self, hclg: kaldifst.StdVectorFst | FstArrays, opts: DecodeOptions):
         if opts.acwt <= 0 or opts.beam <= 0 or opts.lattice_beam <= 0:
             raise EsgdError(f"--acwt, --beam and --lattice-beam must be positive ({opts})")
         if opts.max_active < 1 or opts.min_active < 0 or opts.min_active > opts.max_active:
             raise EsgdError(f"--max-active must be positive and not below --min-active ({opts})")
         self.opts = opts
-        self.graph = SearchGraph.from_arrays(fst_to_arrays(hclg))
+        self.graph = SearchGraph.from_arrays(hclg if isinstance(hclg, FstArrays) else fst_to_arrays(hclg))
         self.search_opts = SearchOptions(beam=opts.beam, max_active=opts.max_active, min_active=opts.min_active,
                                          lattice_beam=opts.lattice_beam)
 
