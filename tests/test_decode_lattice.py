@@ -8,7 +8,8 @@ import pytest
 
 from esgd_asr.decode.lattice import best_paths, read_lattice_archive, write_lattice_archive
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import arrays_to_fst, fst_to_arrays, parse_lattice_text
+from esgd_asr.gmm.fst_arrays import _POW10, _lattice_numbers, _parse_lattice_rows, arrays_to_fst, fst_to_arrays, \
+    parse_lattice_text
 
 # two competing word paths from 0 to 3; an epsilon arc listed before the arc that reaches its source state
 LATTICE = """0 1 5 11 1,10
@@ -57,6 +58,22 @@ def test_best_paths_match_kaldifst_shortest_path_on_random_dags():
                                        (lines[i] for i in order))) + f"\n{n - 1} 0\n")
         ok, _, words, _ = kaldifst.get_linear_symbol_sequence(kaldifst.shortest_path(ref))
         assert ok and got == list(words)
+
+
+def test_compiled_lattice_parser_equals_python_floats_bit_for_bit():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 1e3, 300), rng.normal(0, 1e-5, 100), [0.0, -0.0, 1e10, 1.5e-21, 7]])
+    lines = [f"{i}\t{i + 1} {i % 7} {i % 3} {a:.7g},{b:.12g}" for i, (a, b) in enumerate(zip(values, values[::-1]))]
+    text = "\n".join(lines + ["12 4 5 0", "405 -2.5e+3,+1.25E-2", "7", ""])
+    assert _lattice_numbers(np.frombuffer(text.encode(), np.uint8), _POW10) is not None  # the compiled path
+    for lattice in (text, text + "9 inf,0\n", text + "8 1.2345678901234567,0\n"):  # the last two: in Python
+        fast, slow = parse_lattice_text(lattice, "fast"), _parse_lattice_rows(lattice, "slow")
+        for field in vars(slow):
+            mine, reference = getattr(fast, field), getattr(slow, field)
+            assert np.array_equal(np.atleast_1d(mine).view(np.uint8), np.atleast_1d(reference).view(np.uint8)), field
+    for bad in ("0 1 2 3 x,1\n", "0 1 2.5 3 1,1\n", "0 1 2\n", "0 1 2 3 1,2,3\n", "0 1,2 3 4 1,1\n"):
+        with pytest.raises(EsgdError, match="malformed|bad FST text"):
+            parse_lattice_text(bad, "bad")
 
 
 def test_empty_lattice_gives_empty_hypotheses():

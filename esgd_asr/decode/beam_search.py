@@ -40,6 +40,7 @@ class SearchGraph:
     final_cost: np.ndarray  # (num_states,), inf where not final
     start: int
     max_ilabel: int
+    max_emit_arcs: int      # the most emitting arcs out of one state
 
     @classmethod
     def from_arrays(cls, fa: FstArrays) -> "SearchGraph":
@@ -58,7 +59,8 @@ class SearchGraph:
         return cls(emit_first, fa.ilabel[emit].astype(np.int32), fa.olabel[emit].astype(np.int32),
                    fa.weight[emit].astype(np.float32), fa.dst[emit].astype(np.int32),
                    eps_first, fa.olabel[eps].astype(np.int32), fa.weight[eps].astype(np.float32),
-                   fa.dst[eps].astype(np.int32), final_cost, fa.start, int(fa.ilabel.max(initial=0)))
+                   fa.dst[eps].astype(np.int32), final_cost, fa.start, int(fa.ilabel.max(initial=0)),
+                   int(np.diff(emit_first).max(initial=0)))
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def search(graph: SearchGraph, loglikes: np.ndarray, opts: SearchOptions) -> tup
                         f"(up to {graph.max_ilabel})")
     out = _search(graph.emit_first, graph.emit_ilabel, graph.emit_olabel, graph.emit_weight, graph.emit_dst,
                   graph.eps_first, graph.eps_olabel, graph.eps_weight, graph.eps_dst, graph.final_cost,
-                  graph.start, loglikes, float(opts.beam), int(opts.max_active), int(opts.min_active),
+                  graph.start, graph.max_emit_arcs, loglikes, float(opts.beam), int(opts.max_active), int(opts.min_active),
                   float(opts.lattice_beam), int(opts.prune_interval), float(opts.beam_delta))
     src, dst, ilabel, olabel, g, ac, first_last, last_states, reached = out
     # the last frame's tokens end the lattice: with their graph final costs, or all at 0 when none is final
@@ -104,26 +106,31 @@ def _grow(a, n):
     return b
 
 
-@numba.njit(cache=True, inline="always")
-def _add_token(state, tok_state, tok_cost, tok_eps_lo, tok_eps_hi, num_toks):
-    """Token number `num_toks` at graph state `state` (its cost set by the caller); the arrays, grown if needed."""
-    n = num_toks + 1
-    tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _grow(tok_state, n), _grow(tok_cost, n), _grow(tok_eps_lo, n), \
-        _grow(tok_eps_hi, n)
-    tok_state[num_toks], tok_eps_lo[num_toks], tok_eps_hi[num_toks] = state, 0, 0
-    return tok_state, tok_cost, tok_eps_lo, tok_eps_hi
+@numba.njit(cache=True)
+def _reserve_tokens(n, tok_state, tok_cost, tok_eps_lo, tok_eps_hi):
+    """The token arrays with room for `n` tokens."""
+    return _grow(tok_state, n), _grow(tok_cost, n), _grow(tok_eps_lo, n), _grow(tok_eps_hi, n)
+
+
+@numba.njit(cache=True)
+def _reserve_links(n, l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive):
+    """The link arrays with room for `n` links."""
+    return (_grow(l_src, n), _grow(l_dst, n), _grow(l_ilabel, n), _grow(l_olabel, n), _grow(l_graph, n),
+            _grow(l_ac, n), _grow(l_alive, n))
 
 
 @numba.njit(cache=True, inline="always")
-def _add_link(src, dst, ilabel, olabel, graph, ac, l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive,
-              num_links):
-    """Link number `num_links`; the arrays, grown if needed."""
-    n = num_links + 1
-    l_src, l_dst, l_ilabel, l_olabel = _grow(l_src, n), _grow(l_dst, n), _grow(l_ilabel, n), _grow(l_olabel, n)
-    l_graph, l_ac, l_alive = _grow(l_graph, n), _grow(l_ac, n), _grow(l_alive, n)
-    l_src[num_links], l_dst[num_links], l_ilabel[num_links], l_olabel[num_links] = src, dst, ilabel, olabel
-    l_graph[num_links], l_ac[num_links], l_alive[num_links] = graph, ac, True
-    return l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive
+def _new_token(state, index, state_tok, tok_state, tok_eps_lo, tok_eps_hi):
+    """Token `index` at graph state `state` (room reserved; its cost set by the caller)."""
+    state_tok[state], tok_state[index], tok_eps_lo[index], tok_eps_hi[index] = index, state, 0, 0
+    return index
+
+
+@numba.njit(cache=True, inline="always")
+def _set_link(j, src, dst, ilabel, olabel, graph, ac, l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive):
+    """Link `j` (room reserved)."""
+    l_src[j], l_dst[j], l_ilabel[j], l_olabel[j], l_graph[j], l_ac[j], l_alive[j] = \
+        src, dst, ilabel, olabel, graph, ac, True
 
 
 @numba.njit(cache=True)
@@ -133,7 +140,7 @@ def _kth_smallest(costs, k):
 
 @numba.njit(cache=True)
 def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_first, eps_olabel, eps_weight, eps_dst,
-            final_cost, start, loglikes, beam, max_active, min_active, lattice_beam, prune_interval, beam_delta):
+            final_cost, start, max_emit_arcs, loglikes, beam, max_active, min_active, lattice_beam, prune_interval, beam_delta):
     num_frames = loglikes.shape[0]
     # tokens frame after frame (frame_tok[f]:frame_tok[f + 1]); tok_eps_* the span of a token's epsilon links
     tok_state = np.empty(4096, np.int32)
@@ -150,7 +157,7 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
     l_alive = np.empty(16384, np.bool_)
     frame_tok = np.zeros(num_frames + 2, np.int64)
     frame_link = np.zeros(num_frames + 2, np.int64)
-    state_tok = np.full(len(final_cost), _NO_TOKEN, np.int64)
+    state_tok = np.full(len(final_cost), _NO_TOKEN, np.int32)
     queue = np.empty(4096, np.int64)
 
     tok_state[0], tok_cost[0], num_toks, num_links = start, 0.0, 1, 0
@@ -179,6 +186,12 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
                 l_alive[j] = False
             s = tok_state[tok]
             tok_eps_lo[tok] = num_links
+            arcs = eps_first[s + 1] - eps_first[s]
+            if num_toks + arcs > tok_state.shape[0] or num_links + arcs > l_src.shape[0]:
+                tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _reserve_tokens(
+                    num_toks + arcs, tok_state, tok_cost, tok_eps_lo, tok_eps_hi)
+                l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive = _reserve_links(
+                    num_links + arcs, l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive)
             for a in range(eps_first[s], eps_first[s + 1]):
                 new_cost = cost + eps_weight[a]
                 if new_cost >= cutoff:
@@ -187,16 +200,14 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
                 nt = state_tok[d]
                 if nt == _NO_TOKEN or new_cost < tok_cost[nt]:
                     if nt == _NO_TOKEN:
-                        tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _add_token(
-                            d, tok_state, tok_cost, tok_eps_lo, tok_eps_hi, num_toks)
-                        nt, num_toks, state_tok[d] = num_toks, num_toks + 1, num_toks
+                        nt = _new_token(d, num_toks, state_tok, tok_state, tok_eps_lo, tok_eps_hi)
+                        num_toks += 1
                     tok_cost[nt] = new_cost
                     queue = _grow(queue, qn + 1)
                     queue[qn] = nt
                     qn += 1
-                l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive = _add_link(
-                    tok, nt, 0, eps_olabel[a], eps_weight[a], 0.0,
-                    l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive, num_links)
+                _set_link(num_links, tok, nt, 0, eps_olabel[a], eps_weight[a], 0.0, l_src, l_dst, l_ilabel, l_olabel,
+                          l_graph, l_ac, l_alive)
                 num_links += 1
             tok_eps_hi[tok] = num_links
         frame_tok[t + 1] = num_toks
@@ -232,6 +243,11 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
             c = _kth_smallest(tok_cost[lo:hi], min_active)
             if c > cutoff:
                 cutoff, adaptive_beam = c, c - best + beam_delta
+        # room for every arc of every token: the loop below writes without checks
+        tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _reserve_tokens(
+            num_toks + max_emit_arcs * (hi - lo), tok_state, tok_cost, tok_eps_lo, tok_eps_hi)
+        l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive = _reserve_links(
+            num_links + max_emit_arcs * (hi - lo), l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive)
         next_cutoff = np.inf  # first estimate from the best token's arcs, then tightened as better tokens appear
         s = tok_state[best_tok]
         for a in range(emit_first[s], emit_first[s + 1]):
@@ -250,15 +266,13 @@ def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_fir
                 d = emit_dst[a]
                 nt = state_tok[d]
                 if nt == _NO_TOKEN:
-                    tok_state, tok_cost, tok_eps_lo, tok_eps_hi = _add_token(
-                        d, tok_state, tok_cost, tok_eps_lo, tok_eps_hi, num_toks)
-                    nt, num_toks, state_tok[d] = num_toks, num_toks + 1, num_toks
+                    nt = _new_token(d, num_toks, state_tok, tok_state, tok_eps_lo, tok_eps_hi)
+                    num_toks += 1
                     tok_cost[nt] = new_cost
                 elif new_cost < tok_cost[nt]:
                     tok_cost[nt] = new_cost
-                l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive = _add_link(
-                    tok, nt, emit_ilabel[a], emit_olabel[a], emit_weight[a], ac,
-                    l_src, l_dst, l_ilabel, l_olabel, l_graph, l_ac, l_alive, num_links)
+                _set_link(num_links, tok, nt, emit_ilabel[a], emit_olabel[a], emit_weight[a], ac, l_src, l_dst,
+                          l_ilabel, l_olabel, l_graph, l_ac, l_alive)
                 num_links += 1
 
     lo = frame_tok[num_frames]

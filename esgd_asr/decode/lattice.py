@@ -83,23 +83,27 @@ def write_lattice_archive(path: str | Path, lattices: Iterator[tuple[str, str]])
 
 
 def read_lattice_archive(path: str | Path) -> Iterator[tuple[str, LatticeArrays]]:
+    """(utt, lattice) pairs of a gzipped text archive, read in blocks of a few MB."""
     path = Path(path)
     if not path.is_file():
         raise EsgdError(f"{path}: no such lattice archive")
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            key, lines = None, []
-            for line in f:
-                line = line.rstrip("\n")
-                if key is None:
-                    if line.strip():
-                        key = line.strip()
-                elif line.strip():
-                    lines.append(line)
-                else:
-                    yield key, parse_lattice_text("\n".join(lines), f"{path}: lattice '{key}'")
-                    key, lines = None, []
-            if key is not None:
+        with gzip.open(path, "rb") as f:
+            pending = b""
+            while True:
+                chunk = f.read(1 << 22)
+                entries = (pending + chunk).split(b"\n\n")
+                pending = entries.pop()
+                for entry in entries:
+                    entry = entry.lstrip(b"\n")
+                    if entry.strip():
+                        key, _, body = entry.partition(b"\n")
+                        key = key.strip().decode()
+                        yield key, parse_lattice_text(body, f"{path}: lattice '{key}'")
+                if not chunk:
+                    break
+            if pending.strip():
+                key = pending.strip().split(b"\n", 1)[0].decode(errors="replace")
                 raise EsgdError(f"{path}: lattice '{key}' is truncated (no closing empty line)")
     except (OSError, EOFError, UnicodeDecodeError) as err:
         raise EsgdError(f"{path}: unreadable lattice archive ({err})") from None
@@ -109,14 +113,19 @@ def best_paths(lat: LatticeArrays, lmwts: list[float], penalties: list[float], w
                ) -> dict[tuple[float, float], list[int]]:
     """Best word sequence for every (LM weight, insertion penalty); an empty lattice gives empty sequences."""
     combos = [(lmwt, wip) for lmwt in lmwts for wip in penalties]
-    return {c: [int(lat.olabel[a]) for a in arcs if lat.olabel[a]]
-            for c, arcs in zip(combos, _best_path_arcs(lat, combos, where))}
+    return {c: _nonzero(lat.olabel, arcs) for c, arcs in zip(combos, _best_path_arcs(lat, combos, where))}
 
 
 def best_path_labels(lat: LatticeArrays, lmwt: float, where: str = "lattice") -> list[int]:
     """Input labels (transition-ids, one per frame) of the best path at LM weight `lmwt` (no insertion penalty), as
     Kaldi's lattice-best-path --acoustic-scale=1/lmwt writes the alignment; empty for an empty lattice."""
-    return [int(lat.ilabel[a]) for a in _best_path_arcs(lat, [(lmwt, 0.0)], where)[0] if lat.ilabel[a]]
+    return _nonzero(lat.ilabel, _best_path_arcs(lat, [(lmwt, 0.0)], where)[0])
+
+
+def _nonzero(labels: np.ndarray, arcs: list[int]) -> list[int]:
+    """The non-epsilon labels of `arcs`, in order."""
+    picked = labels[np.asarray(arcs, dtype=np.int64)]
+    return picked[picked != 0].tolist()
 
 
 def _best_path_arcs(lat: LatticeArrays, combos: list[tuple[float, float]], where: str) -> list[list[int]]:

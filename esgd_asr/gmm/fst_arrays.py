@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import kaldifst
+import numba
 import numpy as np
 
 from esgd_asr.errors import EsgdError
@@ -115,8 +116,21 @@ def lattice_text(lat: LatticeArrays, ac_scale: float = 1.0) -> str:
     return "\n".join(arcs + finals) + "\n"
 
 
-def parse_lattice_text(text: str, where: str) -> LatticeArrays:
-    """A lattice from OpenFst / Kaldi text form, weights written `graph,acoustic`."""
+def parse_lattice_text(text: str | bytes, where: str) -> LatticeArrays:
+    """A lattice from OpenFst / Kaldi text form, weights written `graph,acoustic` (str, or UTF-8 / ASCII bytes)."""
+    data = text if isinstance(text, bytes) else text.encode()
+    parsed = _lattice_numbers(np.frombuffer(data, np.uint8), _POW10)
+    if parsed is not None:
+        arcs, arc_weights, finals, final_weights, start = parsed
+        return LatticeArrays(arcs[:, 0].copy(), arcs[:, 1].copy(), arcs[:, 2].copy(), arcs[:, 3].copy(),
+                             arc_weights[:, 0].copy(), arc_weights[:, 1].copy(), finals, final_weights[:, 0].copy(),
+                             final_weights[:, 1].copy(), start, _num_states(arcs[:, :2], finals))
+    return _parse_lattice_rows(data.decode(errors="replace"), where)
+
+
+def _parse_lattice_rows(text: str, where: str) -> LatticeArrays:
+    """parse_lattice_text line by line in Python: numbers _lattice_numbers leaves to float() (inf, nan, long
+    mantissas), and the error naming a malformed lattice."""
     arcs, finals = _split_rows(text, where)
     try:
         a = np.array([r[:4] + r[4].split(",") if len(r) == 5 else r + ["0", "0"] for r in arcs],
@@ -131,4 +145,124 @@ def parse_lattice_text(text: str, where: str) -> LatticeArrays:
                              _num_states(src, dst, final_state))
     except (ValueError, IndexError):
         raise EsgdError(f"{where}: malformed lattice text") from None
+
+
+_POW10 = np.array([10.0 ** k for k in range(23)])  # exact in float64
+_SPACE, _TAB, _CR, _NEWLINE, _COMMA = 32, 9, 13, 10, 44
+
+
+@numba.njit(cache=True)
+def _number(buf, i, pow10):
+    """The decimal number at buf[i:] -> (value, is an integer, index after it, ok). Only values that one exact
+    multiplication or division makes (at most 15 digits, a decimal exponent within +-22) are ok, so they equal
+    Python's float() bit for bit; anything else (inf, nan, long mantissas) is left to the Python parser."""
+    n, negative = len(buf), False
+    if i < n and (buf[i] == 45 or buf[i] == 43):  # - +
+        negative = buf[i] == 45
+        i += 1
+    mantissa, digits, fraction, dot, exponent, exp_sign, exp_digits = 0, 0, 0, False, 0, 1, 0
+    while i < n:
+        c = buf[i]
+        if 48 <= c <= 57:
+            mantissa = mantissa * 10 + (c - 48)
+            digits += 1
+            fraction += dot
+        elif c == 46 and not dot:  # .
+            dot = True
+        else:
+            break
+        i += 1
+    if digits == 0 or digits > 15:
+        return 0.0, False, i, False
+    is_int = not dot
+    if i < n and (buf[i] == 101 or buf[i] == 69):  # e E
+        is_int = False
+        i += 1
+        if i < n and (buf[i] == 45 or buf[i] == 43):
+            exp_sign = -1 if buf[i] == 45 else 1
+            i += 1
+        while i < n and 48 <= buf[i] <= 57 and exp_digits < 4:
+            exponent = exponent * 10 + (buf[i] - 48)
+            exp_digits += 1
+            i += 1
+        if exp_digits == 0:
+            return 0.0, False, i, False
+    scale = exp_sign * exponent - fraction
+    if mantissa == 0:
+        value = 0.0
+    elif 0 <= scale <= 22:
+        value = mantissa * pow10[scale]
+    elif -22 <= scale < 0:
+        value = mantissa / pow10[-scale]
+    else:
+        return 0.0, False, i, False
+    return (-value if negative else value), is_int, i, True
+
+
+@numba.njit(cache=True)
+def _lattice_numbers(buf, pow10):
+    """Arcs (n, 4) int64, their (graph, acoustic) costs (n, 2), final states, their costs (m, 2) and the start
+    state of a lattice in text form, or None when a line is not one of `src dst ilabel olabel [g,a]` and
+    `state [g,a]` with numbers _number takes (the caller then parses it in Python, which names the error)."""
+    lines = 1
+    for c in buf:
+        lines += c == _NEWLINE
+    arcs = np.empty((lines, 4), np.int64)
+    arc_weights = np.zeros((lines, 2))
+    finals = np.empty(lines, np.int64)
+    final_weights = np.zeros((lines, 2))
+    values = np.empty(6)
+    field_of = np.empty(6, np.int64)
+    integer = np.empty(6, np.bool_)
+    n, i, num_arcs, num_finals, start = len(buf), 0, 0, 0, -1
+    while i < n:
+        fields, count = 0, 0
+        while i < n and buf[i] != _NEWLINE:
+            if buf[i] == _SPACE or buf[i] == _TAB or buf[i] == _CR:
+                i += 1
+                continue
+            while True:  # one field: a number, or two joined by a comma
+                value, is_int, i, ok = _number(buf, i, pow10)
+                if not ok or count == 6:
+                    return None
+                values[count], field_of[count], integer[count] = value, fields, is_int
+                count += 1
+                if i < n and buf[i] == _COMMA:
+                    i += 1
+                    continue
+                break
+            if i < n and not (buf[i] == _SPACE or buf[i] == _TAB or buf[i] == _CR or buf[i] == _NEWLINE):
+                return None
+            fields += 1
+        i += 1
+        if fields == 0:
+            continue
+        if fields >= 4:
+            if not ((fields == 4 and count == 4) or (fields == 5 and count == 6 and field_of[4] == 4
+                                                      and field_of[5] == 4)):
+                return None
+            for k in range(4):
+                if not integer[k]:
+                    return None
+                arcs[num_arcs, k] = int(values[k])
+            if fields == 5:
+                arc_weights[num_arcs, 0], arc_weights[num_arcs, 1] = values[4], values[5]
+            if start < 0:
+                start = arcs[num_arcs, 0]
+            num_arcs += 1
+        elif fields <= 2:
+            if not ((fields == 1 and count == 1) or (fields == 2 and count == 3 and field_of[1] == 1
+                                                     and field_of[2] == 1)):
+                return None
+            if not integer[0]:
+                return None
+            finals[num_finals] = int(values[0])
+            if fields == 2:
+                final_weights[num_finals, 0], final_weights[num_finals, 1] = values[1], values[2]
+            if start < 0:
+                start = finals[num_finals]
+            num_finals += 1
+        else:
+            return None
+    return arcs[:num_arcs], arc_weights[:num_arcs], finals[:num_finals], final_weights[:num_finals], start
 

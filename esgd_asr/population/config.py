@@ -32,7 +32,7 @@ class ESGDConfig:
     seed: int = 0
     epoch_frames: int | None = None    # frames of one SGD epoch, each member's own draw per epoch (None: all)
     fitness_frames: int | None = None  # validation frames of the fitness, one fixed draw per run (None: all)
-    fitness_chunk: int = 4096          # validation frames per batched fitness pass
+    fitness_chunk: int = 4096          # validation samples per batched fitness pass (frames; BiLSTM: chunks)
     fitness_members: int = 64          # members per batched fitness pass (bounds logits memory on the GPU)
     precision: str = "bf16"            # GPU passes: bf16 (fp32 master weights), tf32 or fp32; the CPU is always fp32
     pool: OptimizerPool = field(default_factory=OptimizerPool)

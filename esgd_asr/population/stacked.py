@@ -5,11 +5,12 @@ dimension), so a member converts to and from a standalone model without any chan
 the stacked (mu, ...) parameters, both differentiated by ordinary autograd (a member's loss depends on its own
 slice only, so the gradient of the summed losses is the stack of the members' gradients):
 
-- fused (the GPU, and any single model): each member's LSTM layers are one `torch.lstm` call on its parameter
-  slices (cuDNN on the GPU, oneDNN on the CPU); the bottleneck and the senone output layer of all members are
-  batched matmuls. Under CUDA autocast the LSTM runs in the autocast dtype too (fp32 master weights).
-- batched (a population on the CPU): the recurrence of all members at once, one (mu, batch, cells) x
-  (mu, cells, 4 cells) bmm per step; the input projections of a layer are one GEMM over all time steps (for the
+- fused (the GPU, any single model, fitness passes and small mini-batches on the CPU): each member's LSTM layers
+  are one `torch.lstm` call on its parameter slices (cuDNN on the GPU, oneDNN on the CPU); the bottleneck and the
+  senone output layer of all members are batched matmuls. Under CUDA autocast the LSTM runs in the autocast dtype
+  too (fp32 master weights).
+- batched (a population training on mini-batches of more than 16 chunks on the CPU): the recurrence of all
+  members at once, one (mu, batch, cells) x (mu, cells, 4 cells) bmm per step; the input projections of a layer are one GEMM over all time steps (for the
   first layer, when every member sees the same input, as in the fitness, one (batch * time, in) x
   (in, mu * 4 cells) product). Per step this launches the ops of one model instead of mu models'.
 
@@ -95,6 +96,17 @@ def fused_lstm(params: Tensors, num_layers: int, features: torch.Tensor, shared:
     return torch.stack(outputs)
 
 
+FUSED_CPU_MAX_BATCH = 16
+
+
+def _fused_on_cpu(features: torch.Tensor) -> bool:
+    """Whether oneDNN's LSTM, member after member, beats the batched recurrence on the CPU. Measured on the default
+    BiLSTM (2 x 64 cells, chunks of 41 frames, 4-8 members, one thread): without gradients (the fitness) it is
+    1.3-1.6 x faster at any batch; in training 1.3-1.4 x faster at 8-16 chunks a member and 10-15 % slower at
+    32-64, where the batched bmm per step amortises its launches."""
+    return not torch.is_grad_enabled() or features.shape[-3] <= FUSED_CPU_MAX_BATCH
+
+
 def _linear(params: Tensors, prefix: str, inputs: torch.Tensor) -> torch.Tensor:
     """(mu, ..., in) -> (mu, ..., out) with each member's weights."""
     weight, bias = params[prefix + "weight"], params[prefix + "bias"]
@@ -107,7 +119,7 @@ def _blstm_forward(num_layers: int) -> StackedForward:
     def forward(params: Tensors, features: torch.Tensor, shared: bool = True,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         members = params["output.weight"].shape[0]
-        lstm = fused_lstm if features.is_cuda or members == 1 else batched_lstm
+        lstm = fused_lstm if features.is_cuda or members == 1 or _fused_on_cpu(features) else batched_lstm
         hidden = _linear(params, "bottleneck.", lstm(params, num_layers, features, shared))
         if positions is None:
             return _linear(params, "output.", hidden)
