@@ -321,8 +321,20 @@ print(f"{c.generations * c.sgd_epochs + f.max_epochs} {c.epoch_frames or 0} {f.l
 }
 # better_anchor DIR...: the final.pt of the run whose best model has the lowest fitness (the CE selection used)
 better_anchor() {
-  python3 -c 'import sys, torch; ce = lambda d: torch.load(f"{d}/final.pt", weights_only=True)["info"]["fitness_ce"]
-print(min(sys.argv[1:], key=ce) + "/final.pt")' "$@"
+  python3 -c 'import sys, torch
+from esgd_asr.errors import EsgdError, cli_main
+def ce(d):
+    try:
+        return torch.load(f"{d}/final.pt", weights_only=True)["info"]["fitness_ce"]
+    except (OSError, RuntimeError, KeyError, TypeError) as err:
+        raise EsgdError(f"{d}/final.pt: no fitness of a finished ESGD run ({err})") from None
+sys.argv[0] = "better_anchor"
+cli_main(lambda dirs: print(min(dirs, key=ce) + "/final.pt"))(sys.argv[1:])' "$@"
+}
+# error_line LOG: the line of a failed job's log that says what went wrong (as esgd-queue reports it)
+error_line() {
+  python3 -c 'import sys, pathlib; from esgd_asr.cli.queue import first_error_line
+print(first_error_line(pathlib.Path(sys.argv[1])))' "$1"
 }
 esgd_dir() {  # esgd_dir TYPE NAME: the exp dir of a Table 1 system
   case "$2" in budget|ft) echo "exp/$1_$2" ;; *) echo "exp/esgd_$1_$2" ;; esac
@@ -412,7 +424,7 @@ stage_esgd() {
       job=${running[$pid]}; unset "running[$pid]"
       kind=${job%%/*} name=${job#*/}; dir=$(esgd_dir "$type" "$name"); log=$dir/log/$(esgd_log "$kind")
       if ! wait "$pid"; then
-        failed=1; echo "$0: $dir failed: $(tail -n 1 "$log")" >&2
+        failed=1; echo "$0: $dir failed: $(error_line "$log") [log: $log]" >&2
       elif [ "$kind" = train ]; then
         trained[$name]=1; pending+=("decode/$name:-")
         echo "$0: $dir: $(grep -h 'final.pt' "$log" | tail -n 1)"

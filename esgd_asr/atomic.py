@@ -3,6 +3,7 @@ killed or failed job never leaves a half-written file in place of a good one; an
 files written so."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from esgd_asr.errors import EsgdError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -104,6 +107,21 @@ class _WriteAll:
 
     def flush(self) -> None:
         self.file.flush()
+
+
+def write_fst(fst, path: str | Path) -> None:
+    """`fst.write(path)` of kaldifst, which only returns False where it could not write: then the one-line error
+    `cannot write PATH: reason`, the reason probed (directory not writable, no space left) where it can be."""
+    if fst.write(str(path)):
+        return
+    parent = Path(path).parent
+    if not os.access(parent, os.W_OK):
+        reason = os.strerror(errno.EACCES)
+    elif shutil.disk_usage(parent).free == 0:
+        reason = os.strerror(errno.ENOSPC)
+    else:
+        reason = "kaldifst could not write the FST"
+    raise EsgdError(f"cannot write {path}: {reason}")
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:

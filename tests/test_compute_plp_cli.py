@@ -95,7 +95,7 @@ def test_plp_jobs_merge_and_cmvn_stats(tmp_path):
 
 def test_segments_cut_the_recordings(tmp_path):
     segments = {"spk0-a": ("spk0-rec0", 0.0, 0.4), "spk0-b": ("spk0-rec0", 0.35, -1),
-                "spk1-c": ("spk1-rec1", 0.1, 5.0)}
+                "spk1-c": ("spk1-rec1", 0.1, 1.0)}  # 0.4 s past its recording's end: cut there (Kaldi's 0.5 s)
     data, audio = make_data_dir(tmp_path, [1.0, 0.6], segments=segments)
     run_plp(data, tmp_path / "plp", nj=3)
     feats = kaldiio.load_scp(str(data / "feats.scp"))
@@ -103,6 +103,18 @@ def test_segments_cut_the_recordings(tmp_path):
     for utt, (rec, start, end) in segments.items():
         first, last = int(start * RATE + 0.5), (len(audio[rec]) if end == -1 else int(end * RATE + 0.5))
         np.testing.assert_allclose(feats[utt], expected_plp(audio[rec][first:last]), rtol=1e-5, atol=1e-4)
+
+
+def test_segment_far_past_its_recording_is_refused(tmp_path, capsys):
+    segments = {"spk0-a": ("spk0-rec0", 0.0, 0.4), "spk1-c": ("spk1-rec1", 0.1, 5.0)}
+    data, _ = make_data_dir(tmp_path, [1.0, 0.6], segments=segments)
+    with pytest.raises(SystemExit) as exit_info:
+        compute_plp.main(["--dither=0", str(data), str(tmp_path / "plp")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.endswith(
+        f": error: {data / 'segments'}: utterance 'spk1-c': segment 0.1 - 5.0 s is past the end of "
+        f"recording 'spk1-rec1' (0.600 s; Kaldi's tolerance 0.5 s)\n")
+    assert not list((tmp_path / "plp").glob("*.ark"))
 
 
 def test_sample_rate_mismatch_names_the_utterance(tmp_path, capsys):

@@ -57,6 +57,27 @@ def test_torch_save_failure_names_the_output(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_fst_write_names_the_fst(tmp_path):
+    code = ("import sys, kaldi_hmm_gmm, kaldifst; from esgd_asr.atomic import write_fst; "
+            "from esgd_asr.errors import cli_main\n"
+            "fst = kaldifst.compile(s=''.join(f'{i} {i + 1} {i + 1} {i + 1} 0.5\\n' for i in range(100)) + '100\\n')\n"
+            "cli_main(lambda argv: write_fst(fst, sys.argv[1]))()")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "HCLG.fst")], capture_output=True, text=True,
+                            env=ENV, preexec_fn=small_files)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.endswith(f": error: cannot write {tmp_path / 'HCLG.fst'}: kaldifst could not write the FST\n")
+
+
+@pytest.mark.parametrize("job_range", ["JOB=1:0", "JOB=1:-3", "JOB=0:2", "JOB=a:b"])
+def test_queue_refuses_a_bad_job_range_before_running_anything(tmp_path, job_range):
+    result = subprocess.run(["esgd-queue", job_range, str(tmp_path / "log" / "x.JOB.log"), "touch", "ran"],
+                            capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (f"esgd-queue: error: job range '{job_range}': expected VAR=FIRST:LAST with 1 <= FIRST "
+                             f"<= LAST (e.g. JOB=1:4)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_queue_reports_the_first_error_line_whole(tmp_path):
     first = "esgd-compute-plp: error: /data/" + "x" * 400 + "/wav.scp:3: duplicate key 'a' (first on line 1)"
     job = (f"echo 'reading...'; echo \"{first}\"; echo 'Traceback (most recent call last):'; "

@@ -131,6 +131,21 @@ def test_stage_12_resumes_only_a_run_stopped_with_the_same_signature(stub_recipe
     assert [line.split("--resume ")[1].split()[0] for line in trains] == ["false", "true", "false"]
 
 
+def test_a_failed_table_1_job_is_reported_by_its_error_line(stub_recipe):
+    (stub_recipe / "conf").symlink_to(REPO / "conf")
+    (stub_recipe / "exp" / "dnn").mkdir()
+    (stub_recipe / "exp" / "dnn" / "final.pt").write_text("a model\n")
+    train_esgd = stub_recipe / "steps" / "train_esgd.sh"
+    train_esgd.write_text("#!/bin/sh\necho 'reading egs'\necho 'esgd-train-esgd: error: exp/x/ali.1.gz: line 3: bad "
+                          "alignment' >&2\necho 'steps/train_esgd.sh: failed, see the log' >&2\nexit 1\n")
+    train_esgd.chmod(0o755)
+    result = bash("./run.sh --corpus kaldi:corpus_src --stage 14 --stop-stage 14", cwd=stub_recipe)
+    assert result.returncode == 1
+    assert ("./run.sh: exp/esgd_dnn_esgd failed: esgd-train-esgd: error: exp/x/ali.1.gz: line 3: bad alignment "
+            "[log: exp/esgd_dnn_esgd/log/run.log]\n") in result.stderr
+    assert "stage 14 (esgd_dnn) failed" in result.stderr
+
+
 def test_queue_runs_job_arrays_and_reports_failures(tmp_path):
     ok = bash(f"esgd-queue JOB=1:3 {tmp_path}/log/echo.JOB.log echo job JOB done")
     assert ok.returncode == 0

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
-from esgd_asr.data.kaldi_dir import read_table, read_wav_entry, write_table
+from esgd_asr.data.kaldi_dir import MAX_OVERSHOOT, read_table, read_wav_entry, write_table
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_io import ArkScpWriter, merge_tables
 from esgd_asr.features.framing import FrameOptions, MelOptions, check_waveform
@@ -80,9 +80,9 @@ def read_utterances(data_dir: Path, utts: list[str], channel: int) -> Iterator[t
         samples, rate = cached[1], cached[2]
         first = int(start * rate + 0.5)
         last = len(samples) if end == -1 else min(int(end * rate + 0.5), len(samples))
-        if first >= len(samples):
-            raise EsgdError(f"utterance '{utt}': segment starts at {start} s, after the end of recording '{rec}' "
-                            f"({len(samples) / rate:.3f} s)")
+        if first >= len(samples) or (end != -1 and end > len(samples) / rate + MAX_OVERSHOOT):
+            raise EsgdError(f"{data_dir / 'segments'}: utterance '{utt}': segment {start} - {end} s is past the end "
+                            f"of recording '{rec}' ({len(samples) / rate:.3f} s; Kaldi's tolerance {MAX_OVERSHOOT} s)")
         yield utt, torch.from_numpy(samples[first:last] * INT16_SCALE), rate
 
 

@@ -101,7 +101,10 @@ def main(argv=None):
     if backend not in ("local", "slurm"):
         raise EsgdError(f"--backend must be local or slurm, got '{backend}'")
     var, first, last = "JOB", 1, 1
-    if args and (match := JOB_RANGE.match(args[0])):
+    if args and re.match(r"^[A-Za-z]+=", args[0]):
+        match = JOB_RANGE.match(args[0])
+        if not match or not 1 <= int(match.group(2)) <= int(match.group(3)):
+            raise EsgdError(f"job range '{args[0]}': expected VAR=FIRST:LAST with 1 <= FIRST <= LAST (e.g. JOB=1:4)")
         var, first, last = match.group(1), int(match.group(2)), int(match.group(3))
         args.pop(0)
     if len(args) < 2:

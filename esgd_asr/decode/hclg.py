@@ -18,7 +18,7 @@ from pathlib import Path
 import kaldifst
 import numpy as np
 
-from esgd_asr.atomic import atomic_path, atomic_write_text, replace_dir
+from esgd_asr.atomic import atomic_path, atomic_write_text, replace_dir, write_fst
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.fst_arrays import FstArrays, arrays_to_fst, fst_to_arrays
 from esgd_asr.gmm.hmm_graph import HBuilder, add_transition_costs, compose_h, disambig_tid
@@ -60,7 +60,7 @@ def write_graph_dir(graph_dir: str | Path, hclg: kaldifst.StdVectorFst, lang: La
     tmp = graph_dir.parent / f".{graph_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    hclg.write(str(tmp / "HCLG.fst"))
+    write_fst(hclg, tmp / "HCLG.fst")
     for name in ("words.txt", "phones.txt"):
         shutil.copy(lang.path / name, tmp / name)
     shutil.copytree(lang.path / "phones", tmp / "phones")

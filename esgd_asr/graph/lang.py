@@ -9,7 +9,7 @@ from pathlib import Path
 
 import kaldifst
 
-from esgd_asr.atomic import atomic_write_text, replace_dir
+from esgd_asr.atomic import atomic_write_text, replace_dir, write_fst
 from esgd_asr.errors import EsgdError
 from esgd_asr.graph.lexicon import Lexicon, read_lexicon, read_phone_list
 
@@ -173,9 +173,9 @@ def prepare_lang(dict_dir: Path, oov_word: str, lang_dir: Path, sil_prob: float 
     sil = optional[0]
     lfst = lexicon_fst(pd_lexicon, phone_ids, word_ids, sil_prob, sil)
     kaldifst.arcsort(lfst, sort_type="olabel")
-    lfst.write(str(tmp / "L.fst"))
+    write_fst(lfst, tmp / "L.fst")
     ldisambig = lexicon_fst(disambig_lexicon, phone_ids, word_ids, sil_prob, sil, sil_disambig)
     kaldifst.add_self_loops(ldisambig, isyms=[phone_ids["#0"]], osyms=[word_ids["#0"]])
     kaldifst.arcsort(ldisambig, sort_type="olabel")
-    ldisambig.write(str(tmp / "L_disambig.fst"))
+    write_fst(ldisambig, tmp / "L_disambig.fst")
     replace_dir(tmp, lang_dir)
