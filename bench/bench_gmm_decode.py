@@ -21,7 +21,7 @@ import torch
 
 from esgd_asr.decode.hclg import read_hclg
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder, best_paths
-from esgd_asr.gmm.fst_arrays import parse_lattice_text
+from esgd_asr.decode.lattice_text import parse_lattice_text
 from esgd_asr.gmm.front_end import ModelFeatures
 from esgd_asr.gmm.model import GmmHmm, PdfScorer, tid_loglikes
 

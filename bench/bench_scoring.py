@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from esgd_asr.decode.lattice import best_paths  # noqa: E402
 from esgd_asr.errors import EsgdError, cli_main  # noqa: E402
-from esgd_asr.gmm.fst_arrays import _parse_lattice_rows, parse_lattice_text  # noqa: E402
+from esgd_asr.decode.lattice_text import _parse_lattice_rows, parse_lattice_text  # noqa: E402
 
 
 def lattice_texts(decode_dir: Path) -> list[tuple[str, bytes]]:

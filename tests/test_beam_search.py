@@ -9,7 +9,8 @@ import pytest
 from esgd_asr.decode.beam_search import SearchGraph, SearchOptions, search
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder, best_paths
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import LatticeArrays, fst_to_arrays, parse_lattice_text
+from esgd_asr.decode.lattice_text import LatticeArrays, parse_lattice_text
+from esgd_asr.gmm.fst_arrays import fst_to_arrays
 
 NUM_LABELS = 6
 

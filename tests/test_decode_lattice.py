@@ -8,8 +8,8 @@ import pytest
 
 from esgd_asr.decode.lattice import best_paths, read_lattice_archive, write_lattice_archive
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import _POW10, _lattice_numbers, _parse_lattice_rows, arrays_to_fst, fst_to_arrays, \
-    parse_lattice_text
+from esgd_asr.decode.lattice_text import _POW10, _lattice_numbers, _parse_lattice_rows, parse_lattice_text
+from esgd_asr.gmm.fst_arrays import arrays_to_fst, fst_to_arrays
 
 # two competing word paths from 0 to 3; an epsilon arc listed before the arc that reaches its source state
 LATTICE = """0 1 5 11 1,10

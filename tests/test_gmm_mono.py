@@ -27,7 +27,8 @@ from esgd_asr.features.cmvn import cmvn_stats
 from esgd_asr.features.ubm import FeatureSource
 from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler, ali_to_phones, read_alignments,
                                 read_graphs, viterbi_align)
-from esgd_asr.gmm.fst_arrays import fst_to_arrays, parse_lattice_text
+from esgd_asr.decode.lattice_text import parse_lattice_text
+from esgd_asr.gmm.fst_arrays import fst_to_arrays
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm
 from esgd_asr.gmm.stats import EstimateOptions, GmmStats, estimate

@@ -19,7 +19,8 @@ import numba
 import numpy as np
 
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import FstArrays, LatticeArrays
+from esgd_asr.decode.lattice_text import LatticeArrays
+from esgd_asr.gmm.fst_arrays import FstArrays
 
 _NO_TOKEN = -1
 

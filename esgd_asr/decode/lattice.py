@@ -25,7 +25,8 @@ import numpy as np
 
 from esgd_asr.decode.beam_search import SearchGraph, SearchOptions, search
 from esgd_asr.errors import EsgdError
-from esgd_asr.gmm.fst_arrays import FstArrays, LatticeArrays, fst_to_arrays, lattice_text, parse_lattice_text
+from esgd_asr.decode.lattice_text import LatticeArrays, lattice_text, parse_lattice_text
+from esgd_asr.gmm.fst_arrays import FstArrays, fst_to_arrays
 
 
 @dataclass(frozen=True)
