@@ -84,8 +84,8 @@ def search(graph: SearchGraph, loglikes: np.ndarray, opts: SearchOptions) -> tup
                         f"(up to {graph.max_ilabel})")
     out = _search(graph.emit_first, graph.emit_ilabel, graph.emit_olabel, graph.emit_weight, graph.emit_dst,
                   graph.eps_first, graph.eps_olabel, graph.eps_weight, graph.eps_dst, graph.final_cost,
-                  graph.start, graph.max_emit_arcs, loglikes, float(opts.beam), int(opts.max_active), int(opts.min_active),
-                  float(opts.lattice_beam), int(opts.prune_interval), float(opts.beam_delta))
+                  graph.start, graph.max_emit_arcs, loglikes, float(opts.beam), int(opts.max_active),
+                  int(opts.min_active), float(opts.lattice_beam), int(opts.prune_interval), float(opts.beam_delta))
     src, dst, ilabel, olabel, g, ac, first_last, last_states, reached = out
     # the last frame's tokens end the lattice: with their graph final costs, or all at 0 when none is final
     final_cost = graph.final_cost[last_states]
@@ -141,7 +141,8 @@ def _kth_smallest(costs, k):
 
 @numba.njit(cache=True)
 def _search(emit_first, emit_ilabel, emit_olabel, emit_weight, emit_dst, eps_first, eps_olabel, eps_weight, eps_dst,
-            final_cost, start, max_emit_arcs, loglikes, beam, max_active, min_active, lattice_beam, prune_interval, beam_delta):
+            final_cost, start, max_emit_arcs, loglikes, beam, max_active, min_active, lattice_beam, prune_interval,
+            beam_delta):
     num_frames = loglikes.shape[0]
     # tokens frame after frame (frame_tok[f]:frame_tok[f + 1]); tok_eps_* the span of a token's epsilon links
     tok_state = np.empty(4096, np.int32)

@@ -10,9 +10,9 @@ slice only, so the gradient of the summed losses is the stack of the members' gr
   senone output layer of all members are batched matmuls. Under CUDA autocast the LSTM runs in the autocast dtype
   too (fp32 master weights).
 - batched (a population training on mini-batches of more than 16 chunks on the CPU): the recurrence of all
-  members at once, one (mu, batch, cells) x (mu, cells, 4 cells) bmm per step; the input projections of a layer are one GEMM over all time steps (for the
-  first layer, when every member sees the same input, as in the fitness, one (batch * time, in) x
-  (in, mu * 4 cells) product). Per step this launches the ops of one model instead of mu models'.
+  members at once, one (mu, batch, cells) x (mu, cells, 4 cells) bmm per step; the input projections of a layer
+  are one GEMM over all time steps (for the first layer, when every member sees the same input, one
+  (batch * time, in) x (in, mu * 4 cells) product). Per step this launches the ops of one model instead of mu models'.
 
 `stacked_forward(template)` returns `forward(params, features, shared=True, positions=None) -> logits (mu, batch,
 time, targets)` (features (batch, time, in) shared by all members, or with shared=False (mu, batch, time, in)), or
