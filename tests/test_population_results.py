@@ -14,15 +14,17 @@ def decoded(system, name, wer):
 def test_table1_lists_the_systems_in_the_papers_order_with_budgets_and_ranges(tmp_path, capsys):
     exp = tmp_path / "exp"
     save_hybrid_model(exp / "esgd_dnn_anchored" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=1.5,
-                      fitness_ce=1.5, top_valid_ce=[1.5], member_frames=300000, sgd_frames=1200000,
-                      wall_seconds=600)
+                      fitness_ce=1.5, top_valid_ce=[1.5], member_frames=300000, sgd_frames=1200000)
+    (exp / "esgd_dnn_anchored" / "history.jsonl").write_text('{"generation": 1, "seconds": 550.5}\n'
+                                                            '{"finish": "esgd", "seconds": 49.5}\n')
     decoded(exp / "esgd_dnn_anchored", "decode_test", "20.10")
     decoded(exp / "esgd_dnn_anchored", "decode_heldout", "31.40")
     save_hybrid_model(exp / "dnn" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=1.75)
     decoded(exp / "dnn", "decode_test", "22.00")
     save_hybrid_model(exp / "esgd_dnn_esgd" / "final.pt", build_model(CONFIG), CONFIG, valid_ce=2.0,
                       fitness_ce=1.9, fitness_frames=20000, top_valid_ce=[2.0, 2.25], member_frames=300000,
-                      sgd_frames=2400000, wall_seconds=90)
+                      sgd_frames=2400000)
+    (exp / "esgd_dnn_esgd" / "history.tsv").write_text("generation\tbest\tseconds\n1\t2.1\t40\n2\t2.0\t50\n")
     decoded(exp / "esgd_dnn_esgd", "decode_test", "25.00")
     decoded(exp / "esgd_dnn_esgd", "decode_test_rank2", "24.50")
     save_hybrid_model(exp / "esgd_dnn_esgd" / "top" / "rank2.pt", build_model(CONFIG), CONFIG)

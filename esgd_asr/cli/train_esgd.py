@@ -19,7 +19,8 @@ info holds what Table 1 prints: its cross-entropy and frame accuracy on the whol
 valid_acc), its fitness (fitness_ce: the CE selection used, on the fitness subset when one is configured), the
 whole-set CE of the top quarter of the population (top_valid_ce, best first; the papers give the top 15 of 100),
 the budget (member_frames: SGD frames each member saw; sgd_frames: over all members; eval_frames: fitness
-evaluations; mu) and wall_seconds. The other top-quarter models are written as top/rank<r>.pt (r >= 2).
+evaluations; mu); no wall time, so that two runs on the same inputs write the same bytes (history.jsonl has the
+seconds of every generation). The other top-quarter models are written as top/rank<r>.pt (r >= 2).
 """
 from __future__ import annotations
 
@@ -155,7 +156,7 @@ def main(argv=None):
         info = dict(valid_ce=whole[0][0], valid_acc=whole[0][1], fitness_ce=ranked[0][1],
                     fitness_frames=getattr(settings, "fitness_frames", None), top_valid_ce=[ce for ce, _ in whole],
                     mu=getattr(trained, "trainable_size", 1), algorithm=args.algorithm, generations=trained.generation,
-                    wall_seconds=round(sum(r.get("seconds", 0) for r in history), 1), **budget)
+                    **budget)
         top = path.parent / "top"
         for stale in top.glob("rank*.pt"):   # of an earlier run with a larger population
             if stale.stem[len("rank"):] not in {str(rank) for rank in range(2, len(modules) + 1)}:
