@@ -85,7 +85,7 @@ def synth_data(root, num_utts=40, seed=0):
                 n = length // 3 if length else int(rng.integers(2, 6))
                 frames.append(means[phone, s] + rng.normal(0, 1, (n, 13)))
         text[utt], utt2spk[utt], feats[utt] = " ".join(words), spk, np.concatenate(frames).astype(np.float32)
-    kaldiio.save_ark(str(data / "feats.ark"), feats, scp=str(data / "feats.scp"))
+    kaldiio.save_ark(str(data / "feats.ark"), dict(sorted(feats.items())), scp=str(data / "feats.scp"))
     spk2utt = utt2spk_to_spk2utt(utt2spk)
     stats = {spk: cmvn_stats(np.concatenate([feats[u] for u in utts.split()])).numpy()
              for spk, utts in spk2utt.items()}
@@ -364,3 +364,18 @@ def test_a_failed_decoding_leaves_the_earlier_lattices_and_scores(system, tmp_pa
     assert failed.returncode != 0 and "dim 20" in failed.stderr
     assert sorted(p.name for p in (tmp_path / "decode").iterdir() if p.name != ".new") == kept
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_trainer_refused_its_data_keeps_the_finished_system(system, tmp_path):
+    exp = tmp_path / "mono"
+    shutil.copytree(system["exp"], exp, ignore=shutil.ignore_patterns("graph", "decode*"))
+    before = {p: p.read_bytes() for p in exp.iterdir() if p.is_file()}
+    bad = tmp_path / "bad"   # a transcript line of an utterance that is not in utt2spk
+    shutil.copytree(system["data"], bad)
+    text = (bad / "text").read_text().splitlines()
+    (bad / "text").write_text("\n".join(text + ["spk9-999 A"]) + "\n")
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+    result = subprocess.run([str(REPO / "steps" / "train_mono.sh"), "--nj", "2", "--cmd", "esgd-queue", str(bad),
+                             str(system["lang"]), str(exp)], cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and f"{bad / 'text'}:{len(text) + 1}" in result.stderr
+    assert {p: p.read_bytes() for p in exp.iterdir() if p.is_file()} == before
