@@ -100,6 +100,15 @@ case "$corpus" in
   *) echo "$0: unknown --corpus '$corpus' (synth, kaldi:<dir>, librispeech, switchboard)" >&2; exit 1 ;;
 esac
 
+# one run at a time in this recipe dir: a second run.sh (or one started while an orphaned job of a stopped run
+# still holds the lock) stops naming the holder's pid
+mkdir -p exp
+exec 9<> exp/.run.lock
+if ! flock -n 9; then
+  echo "$0: exp/ is being written by another run (pid $(cat exp/.run.lock)); wait for it or stop it" >&2; exit 1
+fi
+echo "$$" > exp/.run.lock
+
 local/bootstrap.sh
 . ./path.sh
 . ./cmd.sh
