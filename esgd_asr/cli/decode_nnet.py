@@ -23,7 +23,7 @@ import time
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.data.hybrid import read_ivector_period, read_pdf_counts
 from esgd_asr.decode.hclg import check_graph_model, read_hclg_arrays
 from esgd_asr.decode.hybrid import HybridScorer
@@ -46,7 +46,7 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--ivectors", help="i-vector dir of the data (ivector_online.scp), for i-vector models")
     parser.add_argument("--pdf-counts", help="senone counts for the priors (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4096, help="frames per network forward pass")
-    parser.add_argument("--device", default="cpu")
+    add_device_option(parser)
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads (parallelism comes from --nj)")
     add_dataclass_options(parser, DecodeOptions)
     parser.set_defaults(acwt=0.1)

@@ -32,7 +32,7 @@ from pathlib import Path
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
 from esgd_asr.cli.train_nnet import model_option
 from esgd_asr.data.hybrid import NnetInput, network_input, prepare_hybrid_sets
 from esgd_asr.errors import EsgdError, cli_main
@@ -70,7 +70,7 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--egs", help="cache of the prepared tensors, shared by runs on the same data: read when "
                                       "newer than the data, alignments and i-vectors and made for the same "
                                       "network input, else prepared and written")
-    parser.add_argument("--device", default="cpu")
+    add_device_option(parser)
     parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--resume", type=parse_bool, default=False, help="continue from <exp-dir>/checkpoint.pt")
     parser.add_argument("--tensorboard", type=parse_bool, default=True)
@@ -124,8 +124,6 @@ def main(argv=None):
     check_anchor(args.algorithm, bool(args.anchor))
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise EsgdError(f"--device {args.device}: CUDA is not available")
     settings = load_settings(args.algorithm, args.esgd_config, args.esgd_preset, dict(args.esgd_opt))
     nnet_config = args.nnet_config or f"conf/{args.model_type or 'dnn'}.yaml"
     config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))

@@ -185,17 +185,6 @@ class DiagGmm:
             raise EsgdError(f"{path}: malformed UBM ({err})") from err
 
 
-def resolve_device(name: str) -> torch.device:
-    """A torch device from a --device option, checked to exist."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise EsgdError(f"--device={name}: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EsgdError(f"--device={name}: no CUDA device is available")
-    return device
-
-
 def _prune(post: torch.Tensor, best: torch.Tensor, min_post: float) -> torch.Tensor:
     keep = (post >= min_post).scatter_(1, best, True)
     post = post * keep
