@@ -278,7 +278,9 @@ class Population:
     def _stacked_losses_at(self, params: Tensors, features, positions, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """stacked_losses on the labelled `positions` (labelled_positions: (K,) of a batch shared by all members, or
         (mu, K) of each member's own batch) and their `labels` (mu, K)."""
-        return stacked_losses(self.stacked(params, features, positions.dim() == 1, positions), labels, per_member=True)
+        logits = self.stacked(params, features, positions.dim() == 1, positions)
+        # compiled on the GPU: the softmax reads the bf16 logits once instead of going through fp32 copies of them
+        return stacked.compiled_on_gpu(stacked_losses, logits)(logits, labels, per_member=True)
 
     @torch.no_grad()
     def fitness(self, data, chunk_size: int = 4096, member_chunk: int | None = None) -> torch.Tensor:
