@@ -10,8 +10,7 @@ import soundfile as sf
 import torch
 
 from esgd_asr.cli import compute_cmvn_stats, compute_plp
-from esgd_asr.cli.compute_plp import split_share
-from esgd_asr.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
+from esgd_asr.data.kaldi_dir import read_table, split_share, utt2spk_to_spk2utt, write_table
 from esgd_asr.features.framing import FrameOptions
 from esgd_asr.features.plp import Plp, PlpOptions
 

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
-from esgd_asr.data.kaldi_dir import MAX_OVERSHOOT, read_table, read_wav_entry, write_table
+from esgd_asr.data.kaldi_dir import MAX_OVERSHOOT, read_table, read_wav_entry, split_share, write_table
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_io import ArkScpWriter, merge_tables
 from esgd_asr.features.framing import FrameOptions, MelOptions, check_waveform
@@ -32,15 +32,6 @@ log = logging.getLogger(__name__)
 
 INT16_SCALE = 32768.0
 BATCH_SAMPLES = 1_600_000  # audio computed in one batch (100 s at 16 kHz)
-
-
-def split_share(keys: list[str], nj: int, job: int) -> list[str]:
-    """Job `job` (1-based) of `nj`: a contiguous block; the first len % nj blocks get one extra (split_scp.pl)."""
-    if nj < 1 or not 1 <= job <= nj:
-        raise EsgdError(f"--job={job} must be in 1..--nj ({nj})")
-    size, extra = divmod(len(keys), nj)
-    start = (job - 1) * size + min(job - 1, extra)
-    return keys[start:start + size + (job <= extra)]
 
 
 def utterance_table(data_dir: Path) -> tuple[dict[str, tuple[str, float, float]], dict[str, str]]:

@@ -67,6 +67,16 @@ def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, str]:
     return {spk: " ".join(utts) for spk, utts in spk2utt.items()}
 
 
+def split_share(keys: list[str], nj: int, job: int) -> list[str]:
+    """Job `job` (1-based) of `nj`: a contiguous block of `keys`; the first len % nj blocks get one extra, as Kaldi's
+    split_scp.pl deals out utterances (and, by speaker, split_data.sh)."""
+    if nj < 1 or not 1 <= job <= nj:
+        raise EsgdError(f"--job={job} must be in 1..--nj ({nj})")
+    size, extra = divmod(len(keys), nj)
+    start = (job - 1) * size + min(job - 1, extra)
+    return keys[start:start + size + (job <= extra)]
+
+
 @dataclass
 class DataDir:
     """The contents of a Kaldi data dir, held as tables keyed by utterance / recording / speaker id."""
