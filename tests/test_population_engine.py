@@ -271,3 +271,23 @@ def test_mixed_optimizers_epoch_equal_on_both_paths_with_reused_buffers():
         assert torch.allclose(fast.params[name], generic.params[name], atol=1e-5), name
         assert torch.allclose(fast_state.second[name], generic_state.second[name], atol=1e-7), name
     assert torch.equal(fast_state.steps, generic_state.steps)
+
+
+def test_a_dropped_population_is_freed_without_the_cyclic_garbage_collector():
+    """Nothing a population holds refers back to it, so its tensors (and on the GPU its CUDA graphs' memory) go
+    when the last reference does, not at some later cyclic collection."""
+    import gc
+    import weakref
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        blstm = BiLSTM(BLSTMConfig(input_dim=3, num_layers=1, cells=2, bottleneck=2, num_targets=4, chunk=3))
+        for module in (torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)), blstm):
+            population = Population.from_modules([module, module])
+            dropped = weakref.ref(population)
+            del population
+            assert dropped() is None, type(module).__name__
+    finally:
+        if enabled:
+            gc.enable()

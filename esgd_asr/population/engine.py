@@ -7,6 +7,7 @@ direct batched-matmul path of `fastpath.py`, the BiLSTM the stacked forward of `
 Members are extracted or inserted as state dicts / nn.Modules (e.g. an anchor).
 """
 import copy
+import functools
 from collections.abc import Callable
 
 import torch
@@ -81,22 +82,19 @@ class Population:
         self.precision = check_precision(precision)
         self.params = params
         self.buffers = buffers
-        self._loss_fn = vmap(self._loss, in_dims=(0, 0, None, None), randomness="different")
-        self._own_batch_loss_fn = vmap(self._loss, in_dims=(0, 0, 0, 0), randomness="different")
-        self._forward_fn = vmap(self._loss_sum, in_dims=(0, 0, None, None), randomness="different")
+        # functions of the template, not bound methods: a population refers to nothing that refers back to it, so
+        # its tensors and CUDA graphs are freed as soon as it is dropped, not at the next cyclic garbage collection
+        loss, loss_sum = functools.partial(member_loss, template), functools.partial(member_loss_sum, template)
+        self._loss_fn = vmap(loss, in_dims=(0, 0, None, None), randomness="different")
+        self._own_batch_loss_fn = vmap(loss, in_dims=(0, 0, 0, 0), randomness="different")
+        self._forward_fn = vmap(loss_sum, in_dims=(0, 0, None, None), randomness="different")
         self.plan = None if fast is False else fastpath.linear_plan(template)
         if fast and self.plan is None:
             raise EsgdError(f"population: no batched-matmul path for {type(template).__name__} (Linear chains only)")
         self.fast = self.plan is not None
         self.stacked = None if self.fast else stacked.stacked_forward(template)
         self._workspace = self._eval_workspace = None
-        self._graphed_pass = graphed.GraphedPass(self._stacked_pass)
-
-    def _loss(self, params, buffers, features, targets):
-        return member_loss(self.template, params, buffers, features, targets)
-
-    def _loss_sum(self, params, buffers, features, targets):
-        return member_loss_sum(self.template, params, buffers, features, targets)
+        self._graphed_pass = graphed.GraphedPass()
 
     @classmethod
     def from_modules(cls, modules: list[nn.Module], device: torch.device | str | None = None,
@@ -212,7 +210,7 @@ class Population:
             members = next(iter(params.values())).shape[0]
             positions, labels = labelled_positions(targets, members, per_member, GRAPH_LABEL_PADDING
                                                    if features.is_cuda else 1)
-            grads, losses = self._graphed_pass(params, features, positions, labels)
+            grads, losses = self._graphed_pass(self._stacked_pass, params, features, positions, labels)
             return grads, losses.clone()
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad(), precision_scope(self.precision, features.device, autocast=True):

@@ -5,8 +5,10 @@ all members, forward and backward: thousands of kernel launches, each a few micr
 Python and the autograd engine. Captured once as a CUDA graph, a step is one replay: the launches and the Python
 time go, the arithmetic is the same kernels on the same values.
 
-`GraphedPass(function)` calls `function(*args)` (tensors, or dicts of tensors, in and out) through a graph per
-distinct set of argument shapes and dtypes, captured at its first call after warm-up calls on a side stream;
+`GraphedPass()(function, *args)` calls `function(*args)` (tensors, or dicts of tensors, in and out) through a graph
+per distinct set of argument shapes and dtypes, captured at its first call after warm-up calls on a side stream
+(one GraphedPass per function: the graphs are keyed by the shapes only, and the function is not kept, so that a
+population's graphs and their memory go with it, with no reference cycle to wait for the garbage collector);
 the `MAX_GRAPHS` most recently used graphs are kept (each holds its own activation memory). Before a replay the
 arguments are copied into the graph's static tensors, so callers pass any tensors of those shapes. The outputs
 are the graph's own tensors: the next replay overwrites them. On the CPU `function` is called directly.
@@ -22,16 +24,15 @@ WARMUP_CALLS = 3
 
 
 class GraphedPass:
-    def __init__(self, function):
-        self.function = function
+    def __init__(self):
         self.graphs: OrderedDict = OrderedDict()
 
-    def __call__(self, *args):
+    def __call__(self, function, *args):
         flat, spec = tree_flatten(args)
         if not flat[0].is_cuda:
-            return self.function(*args)
+            return function(*args)
         key = (str(spec), *((t.shape, t.dtype, t.device) for t in flat))
-        entry = self.graphs.pop(key, None) or self._capture(args)
+        entry = self.graphs.pop(key, None) or self._capture(function, args)
         while len(self.graphs) >= MAX_GRAPHS:
             self.graphs.popitem(last=False)
         self.graphs[key] = entry
@@ -41,7 +42,8 @@ class GraphedPass:
         graph.replay()
         return outputs
 
-    def _capture(self, args):
+    @staticmethod
+    def _capture(function, args):
         flat, spec = tree_flatten(args)
         static = [t.detach().clone() for t in flat]
         static_args = tree_unflatten(static, spec)
@@ -49,9 +51,9 @@ class GraphedPass:
         side.wait_stream(torch.cuda.current_stream(static[0].device))
         with torch.cuda.stream(side):
             for _ in range(WARMUP_CALLS):
-                self.function(*static_args)
+                function(*static_args)
         torch.cuda.current_stream(static[0].device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            outputs = self.function(*static_args)
+            outputs = function(*static_args)
         return graph, static, outputs
