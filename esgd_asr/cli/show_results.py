@@ -106,7 +106,8 @@ def training_seconds(system: Path) -> float | None:
     if (system / "history.tsv").is_file():
         header, *rows = [line.split("\t") for line in (system / "history.tsv").read_text().splitlines()]
         if "seconds" in header:
-            return sum(float(row[header.index("seconds")]) for row in rows)
+            column = header.index("seconds")
+            return sum(float(row[column]) for row in rows if row[column] != "-")   # "-": the initial validation
     return None
 
 

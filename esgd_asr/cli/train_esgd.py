@@ -25,7 +25,6 @@ seconds of every generation). The other top-quarter models are written as top/ra
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from esgd_asr.models.config import build_model, load_model_config
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.esgd import ESGD
-from esgd_asr.train.data import HybridSets
+from esgd_asr.train.data import HybridSets, data_digest
 from esgd_asr.train.nnet import evaluate
 
 log = logging.getLogger("esgd-train-esgd")
@@ -79,13 +78,6 @@ def build_parser() -> KaldiArgumentParser:
     for name in ("train_data", "train_ali", "valid_data", "valid_ali", "exp_dir"):
         parser.add_argument(name)
     return parser
-
-
-def data_digest(data) -> list:
-    """Shape, feature sum and a hash of the targets: a resume on re-aligned or re-extracted data is refused."""
-    features, targets = data
-    return [list(features.shape), round(float(features.double().sum()), 3),
-            hashlib.sha1(targets.cpu().numpy().tobytes()).hexdigest()]
 
 
 def hybrid_sets(args, config, nnet_input: NnetInput) -> HybridSets:

@@ -1,5 +1,6 @@
 """The data interface of the trainers: (features, targets) tensors, from tensors or a map-style dataset."""
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,13 @@ def as_tensors(data, device: torch.device | str = "cpu", name: str = "data") -> 
         raise EsgdError(f"{name}: features and targets must be non-empty with equal first dimensions, "
                         f"got {tuple(features.shape)} and {tuple(targets.shape)}")
     return features.to(device=device, dtype=torch.float32), targets.to(device=device, dtype=torch.long)
+
+
+def data_digest(data) -> list:
+    """Shape, feature sum and a hash of the targets: a resume on re-aligned or re-extracted data is refused."""
+    features, targets = data
+    return [list(features.shape), round(float(features.sum(dtype=torch.float64)), 3),
+            hashlib.sha1(targets.cpu().numpy().tobytes()).hexdigest()]
 
 
 def samples_for(data: Data, frames: int | None) -> int | None:

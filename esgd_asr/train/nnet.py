@@ -22,7 +22,7 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models.anchor import ModelConfig, config_to_dict, save_hybrid_model
 from esgd_asr.population.checkpoint import check_finite, retract_outputs, rng_states, set_rng_states
 from esgd_asr.population.engine import Population
-from esgd_asr.train.data import HybridSets, as_tensors, samples_for
+from esgd_asr.train.data import HybridSets, as_tensors, data_digest, samples_for
 from esgd_asr.train.epoch_log import EpochLog
 from esgd_asr.train.newbob import NewBobConfig, finished, newbob_epoch
 
@@ -55,7 +55,7 @@ def _fingerprint(config: ModelConfig, newbob: NewBobConfig, sets: HybridSets, se
     """What a checkpoint must agree on to be resumed (max_epochs may grow)."""
     schedule = {k: v for k, v in dataclasses.asdict(newbob).items() if k != "max_epochs"}
     return {"model": config_to_dict(config), "newbob": schedule, "seed": seed,
-            "train": list(sets.train[0].shape), "valid": list(sets.valid[0].shape)}
+            "train": data_digest(sets.train), "valid": data_digest(sets.valid)}
 
 
 def train_nnet(model: nn.Module, config: ModelConfig, sets: HybridSets, newbob: NewBobConfig, out_dir: str | Path,
