@@ -1,4 +1,4 @@
-"""A tiny hybrid task for the DNN / BiLSTM tests: the monophone system of test_gmm_mono (5 words, 13-dim frames)
+"""A tiny hybrid task for the DNN / BiLSTM tests: the monophone system of gmm_fixture (5 words, 13-dim frames)
 with its alignments split by speaker into a training (spk0-2) and a validation (spk3) alignment dir, a decoding
 graph, and online i-vectors (a noisy speaker code, one row per 5 frames)."""
 import shutil
@@ -9,7 +9,7 @@ import numpy as np
 
 from esgd_asr.cli import mkgraph
 from esgd_asr.gmm.align import read_alignments, write_alignments
-from test_gmm_mono import make_lang, synth_data, train
+from gmm_fixture import make_lang, synth_data, train
 
 IVECTOR_DIM = 3
 IVECTOR_PERIOD = 5

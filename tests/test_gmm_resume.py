@@ -1,7 +1,7 @@
 """The GMM trainers' --stage: a run stopped in the middle of a pass (after the pass has changed its model or
 transforms in place) and continued from its last complete N.mdl ends with the same model as a run in one go.
 
-The step scripts run as run.sh runs them, on the tiny task of test_gmm_mono; their esgd-* commands (and the job
+The step scripts run as run.sh runs them, on the tiny task of gmm_fixture; their esgd-* commands (and the job
 runner) are small clients of this test process, which runs each command's main function in-process: no process
 pays for importing torch, and `kill_after` stops a job right after it ran, as a kill would."""
 import json
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from esgd_asr.cli import align, fmllr, gmm_train, train_lda_mllt, train_mono, train_tree
-from test_gmm_mono import NJ, make_lang, synth_data, train
+from gmm_fixture import NJ, make_lang, synth_data, train
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {"esgd-gmm-train": gmm_train.main, "esgd-align": align.main, "esgd-train-mono": train_mono.main,

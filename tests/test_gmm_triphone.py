@@ -1,4 +1,4 @@
-"""Triphone GMM-HMM systems on the tiny task of test_gmm_mono: tree, transition model, converted alignments, EM,
+"""Triphone GMM-HMM systems on the tiny task of gmm_fixture: tree, transition model, converted alignments, EM,
 decoding, LDA+MLLT and fMLLR, run in-process through the CLIs as steps/train_deltas.sh, train_lda_mllt.sh and
 train_sat.sh run them (shortened schedules)."""
 import kaldi_hmm_gmm as khg  # noqa: F401  (before kaldifst)
@@ -22,7 +22,7 @@ from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm, transition_model_from_tuples
 from esgd_asr.gmm.tree import ContextTree
 from esgd_asr.graph.lang import prepare_lang
-from test_gmm_mono import NJ, PHONES, make_lang, synth_data, train
+from gmm_fixture import NJ, PHONES, make_lang, synth_data, train
 
 LDA_OPTS = ["--dim=20", "--num-iters=6", "--mllt-iters=2"]
 
