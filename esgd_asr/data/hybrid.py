@@ -272,8 +272,9 @@ def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_
                   delta_order: int = 0, model: str | Path | None = None) -> tuple[DNNConfig | BLSTMConfig, NnetInput]:
     """The model config and NnetInput the training data are to be made with. `model` (an anchor or initial model)
     is checked first, before any data are prepared, against the data's frame width and senone count
-    (`data_shape`); a Kaldi nnet3 import brings its own architecture and input (i-vectors at the i-vector dir's
-    period, no normalisation of ours), which are returned instead."""
+    (`data_shape`); a Kaldi nnet3 import brings its own architecture (a DNNConfig, or an Nnet3Config for a TDNN
+    and the like) and input (i-vectors at the i-vector dir's period, no normalisation of ours), which are returned
+    instead."""
     period = read_ivector_period(train_ivectors) if train_ivectors is not None else 0
     nnet_input = NnetInput.for_model(config, cmvn=cmvn, norm_vars=norm_vars, delta_order=delta_order,
                                      ivector_period=period)
@@ -293,11 +294,8 @@ def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_
     loaded.take_ivector_period(period)
     declared = NnetInput.from_dict(loaded.nnet_input, str(model))
     loaded.check(declared.input_dim(frame_width), num_pdfs)
-    if loaded.config is None:
-        raise EsgdError(f"{model}: a {loaded.module.__class__.__name__} (not a splice + affine stack) can be "
-                        f"decoded but not anchored: populations are DNNs or BiLSTMs")
-    if type(loaded.config) is not type(config):
-        raise EsgdError(f"{model}: a feed-forward DNN, but the model config describes a {type(config).__name__}")
+    if isinstance(config, BLSTMConfig):
+        raise EsgdError(f"{model}: a feed-forward network, but the model config describes a {type(config).__name__}")
     log.info("%s: the population takes the Kaldi model's architecture %s and input", model, loaded.config)
     return loaded.config, declared
 
