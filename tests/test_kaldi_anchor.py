@@ -73,6 +73,7 @@ def test_bad_anchors_stop_before_the_data_are_prepared(task, exported, tmp_path,
     cases += [("tdnn13.txt", ivectors, "the model has 7 outputs but the tree has 31 senones"),
               (str(exported[1]), ["--nnet-config", str(REPO / "conf/blstm.yaml")],
                "a feed-forward network, but the model config describes a BLSTMConfig"),
+              (str(exported[1]), ivectors, "the model has no i-vector input, but got"),
               ("tdnn31.txt", ["--nnet-config", str(REPO / "conf/blstm.yaml"), *ivectors],
                "a feed-forward network, but the model config describes a BLSTMConfig")]
     for name, extra, message in cases:
@@ -109,9 +110,10 @@ def test_a_kaldi_tdnn_anchors_a_population_of_its_architecture(task, tmp_path, m
     (tmp_path / "tdnn.txt").write_text(every_feature_text(feat_dim=13, num_targets=31))
     anchor = load_hybrid_model(tmp_path / "tdnn.txt")
     ivectors = ["--train-ivectors", str(task["ivectors"]), "--valid-ivectors", str(task["ivectors"])]
+    small = {**TINY, "mu": 3, "offspring": 4, "pool.batch_sizes": [256, 512]}
 
     def run(out, *extra):
-        train_esgd.main(["--algorithm", "anchored", *CONFIGS, *options(TINY), "--anchor", str(tmp_path / "tdnn.txt"),
+        train_esgd.main(["--algorithm", "anchored", *CONFIGS, *options(small), "--anchor", str(tmp_path / "tdnn.txt"),
                          *ivectors, "--tensorboard", "false", "--plot", "false", "--progress", "false", *extra,
                          str(task["data"]), str(task["train_ali"]), str(task["data"]), str(task["valid_ali"]),
                          str(out)])

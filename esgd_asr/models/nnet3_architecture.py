@@ -35,6 +35,10 @@ class Nnet3Config:
     input_dim: int
     num_targets: int
 
+    def __repr__(self) -> str:  # the fixed parts' values would fill a log line
+        return (f"Nnet3Config({len(self.layers)} component nodes, input dim {self.input_dim}, "
+                f"{self.num_targets} outputs)")
+
 
 def layer_spec(layer: nn.Module) -> dict:
     """What a member needs to make `layer` anew: shapes of trained weights, values of fixed ones."""
