@@ -68,6 +68,11 @@ def _wav_key(recording, channel: int) -> str:
     return recording.id if recording.num_channels == 1 else f"{recording.id}-{channel}"
 
 
+def utterance_id(utt: str, speaker: str) -> str:
+    """The data dir's id of an utterance: prefixed with its speaker id where it lacks it (Kaldi's sorting rule)."""
+    return utt if utt.startswith(speaker) else f"{speaker}-{utt}"
+
+
 def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionSet) -> DataDir:
     """The Kaldi data dir of a split. Multi-channel recordings become one wav.scp entry per channel;
     utterance ids get their speaker id as prefix where they lack it (Kaldi's sorting rule); `segments` is
@@ -81,7 +86,7 @@ def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionS
             raise EsgdError(f"supervision '{s.id}': no speaker")
         recording = by_id[s.recording_id]
         channel = s.channel[0] if isinstance(s.channel, list) else s.channel
-        utt = s.id if s.id.startswith(s.speaker) else f"{s.speaker}-{s.id}"
+        utt = utterance_id(s.id, s.speaker)
         key = _wav_key(recording, channel or 0)
         whole &= utt == key and s.start == 0 and abs(s.duration - recording.duration) < 1e-3
         text[utt] = " ".join((s.text or "").split())
