@@ -38,6 +38,7 @@ def write_kaldi_corpus(root, with_segments, heldout=False, piped=False, rate=160
 @pytest.mark.parametrize("with_segments,piped", [(False, False), (True, False), (True, True)])
 def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments, piped):
     write_kaldi_corpus(tmp_path / "src", with_segments, heldout=with_segments, piped=piped)
+    (tmp_path / "src" / "train" / "reco2file_and_channel").write_text("alice-rec1 sw02001 A\nbob-rec1 sw02001 B\n")
     import_corpus(["--corpus", f"kaldi:{tmp_path / 'src'}", str(tmp_path / "manifests"), str(tmp_path / "data")])
     assert (tmp_path / "data" / "heldout").is_dir() == with_segments  # a held-out dir is imported where present
     for split in ("train", "dev", "test") + with_segments * ("heldout",):
@@ -46,6 +47,7 @@ def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments, piped):
         assert imported.text == original.text
         assert imported.utt2spk == original.utt2spk
         assert imported.wav_scp == original.wav_scp
+        assert imported.reco2file_and_channel == original.reco2file_and_channel  # for CTM scoring; lhotse drops it
         assert (imported.segments is not None) == with_segments
         if with_segments:
             assert {u: [float(x) for x in v.split()[1:]] for u, v in imported.segments.items()} == \
@@ -157,6 +159,13 @@ BAD_SOURCES = {
     "blank line": lambda src: (
         append_line(src / "test" / "text", ""),
         f"{src / 'test' / 'text'}:3: empty line")[1],
+    "reco2file_and_channel with a bad channel": lambda src: (
+        (src / "dev" / "reco2file_and_channel").write_text("carol-rec1 sw02001 C\n"),
+        f"{src / 'dev' / 'reco2file_and_channel'}:1: expected '<recording> <file> <channel A, B or 1>', got "
+        "'carol-rec1 sw02001 C'")[1],
+    "reco2file_and_channel without a recording": lambda src: (
+        (src / "train" / "reco2file_and_channel").write_text("alice-rec1 sw02001 A\n"),
+        f"{src / 'train' / 'wav.scp'}:2: 'bob-rec1' has no entry in reco2file_and_channel")[1],
     "text not UTF-8": lambda src: (
         (src / "test" / "text").write_bytes((src / "test" / "text").read_bytes() + b"dave-rec1-2 CAF\xe9\n"),
         f"{src / 'test' / 'text'}:3: not UTF-8 (byte 0xe9 at column 16)")[1],

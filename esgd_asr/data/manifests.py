@@ -176,12 +176,16 @@ def prepare_switchboard_corpus(corpus_dir: Path, manifest_dir: Path, nj: int, de
 
 
 def write_corpus(splits: dict[str, tuple[RecordingSet, SupervisionSet]], corpus: str, manifest_dir: Path,
-                 data_root: Path, check_audio: bool = False) -> dict[str, DataDir]:
+                 data_root: Path, check_audio: bool = False, source_root: Path | None = None) -> dict[str, DataDir]:
     """Write each split's manifests and its Kaldi data dir `data_root/<split>`: all are written beside their
     destinations and checked (validate_data_dir, reading every recording with `check_audio`), and only then moved
-    in, so that a failure leaves the earlier corpus whole."""
+    in, so that a failure leaves the earlier corpus whole. `source_root`: the Kaldi data dirs imported, whose
+    reco2file_and_channel (which lhotse does not read) is carried over."""
     written = {split: data_dir_from_manifests(recordings, supervisions)
                for split, (recordings, supervisions) in splits.items()}
+    for split, data in written.items():
+        if source_root is not None and (Path(source_root) / split / "reco2file_and_channel").is_file():
+            data.reco2file_and_channel = read_table(Path(source_root) / split / "reco2file_and_channel")
     with atomic_outputs() as stage:
         for split, (recordings, supervisions) in splits.items():
             write_manifests(recordings, supervisions, manifest_dir, corpus, split, stage)
