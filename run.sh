@@ -99,7 +99,10 @@ case "$device" in cpu|cuda) ;; *) echo "$0: --device must be cpu or cuda, got '$
 case "$nnet_gmm" in mono|tri3) ;; *) echo "$0: --nnet-gmm must be mono or tri3, got '$nnet_gmm'" >&2; exit 1 ;; esac
 case "$feats" in
   plp) ;;
-  kaldi) [[ "$corpus" == kaldi:* ]] || { echo "$0: --feats kaldi needs --corpus kaldi:<dir> (its data dirs' feats.scp)" >&2; exit 1; } ;;
+  kaldi)
+    if [[ "$corpus" != kaldi:* ]]; then
+      echo "$0: --feats kaldi needs --corpus kaldi:<dir> (its data dirs' feats.scp)" >&2; exit 1
+    fi ;;
   *) echo "$0: --feats must be plp or kaldi, got '$feats'" >&2; exit 1 ;;
 esac
 case "$corpus" in

@@ -102,7 +102,8 @@ def test_feats_kaldi_takes_the_corpus_features_and_reruns_when_they_change(stub_
     options = f"--corpus kaldi:{source} --feats kaldi"
     assert run(recipe, options)[0] == list(range(1, 14))
     calls = (recipe / "calls.log").read_text()
-    assert f"steps/import_feats.sh --cmd esgd-queue --backend local {source}/dev data/dev" in calls and "steps/make_plp.sh" not in calls
+    assert f"steps/import_feats.sh --cmd esgd-queue --backend local {source}/dev data/dev" in calls
+    assert "steps/make_plp.sh" not in calls
     with open(recipe / "conf" / "plp.conf", "a") as conf:
         conf.write("--dither=0\n")
     assert run(recipe, options)[0] == []

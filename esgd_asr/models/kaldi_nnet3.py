@@ -4,7 +4,8 @@
 The config lines (any key order) give input nodes (features `input`, i-vectors `ivector`), component nodes and
 output nodes, each reading a descriptor: a node name, `Append`, `Offset`, `Sum`, `Scale`, `ReplaceIndex`,
 `IfDefined`. Components: AffineComponent, NaturalGradientAffineComponent, FixedAffineComponent (folded into the
-affine it feeds where that affine reads only it), LinearComponent, TdnnComponent, BatchNormComponent (test-mode
+affine it feeds where that affine reads only it in a plain DNN, else a layer whose weights are buffers, fixed in a
+population of the network), LinearComponent, TdnnComponent, BatchNormComponent (test-mode
 statistics), NormalizeComponent, Dropout/GeneralDropout and NoOp (identity), RectifiedLinear, Sigmoid, Tanh,
 Softmax, LogSoftmax. Anything else is refused, every unsupported component named in one message.
 
@@ -16,7 +17,8 @@ i-vector of the window's first output frame. `IfDefined` parts add nothing to th
 are zeros where the window does not reach. A final Softmax is evaluated as its log (decoding takes
 log-posteriors). `read_nnet3_model` imports an acoustic model: a plain splice + affine/activation stack becomes a
 FeedForwardDNN (so it can anchor a DNN population), anything else an Nnet3Network; chain models (the output has
-no softmax) are refused with the reason.
+no softmax) are refused with the reason. `nnet3_network_text` writes an Nnet3Network back as nnet3 text (the
+graph of its output node, each layer as the component Kaldi computes it with), `nnet3_dnn_text` our DNN.
 """
 from __future__ import annotations
 
@@ -651,8 +653,9 @@ def _as_feed_forward(network: Nnet3Network) -> tuple[DNNConfig, FeedForwardDNN] 
         layers = layers[:-1]
     affines, activations = layers[0::2], layers[1::2]
     names = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
-    if (len(affines) != len(activations) + 1 or not all(isinstance(a, AffineLayer) and a.offsets == (0,)
-                                                          and a.linear.bias is not None for a in affines)
+    if (len(affines) != len(activations) + 1
+            or not all(isinstance(a, AffineLayer) and a.offsets == (0,) and not a.fixed and a.linear.bias is not None
+                       for a in affines)
             or not all(type(a) in names for a in activations)):
         return None
     splice = Desc("append", parts=tuple(Desc("node", name="input") if o == 0 else
