@@ -131,6 +131,10 @@ def test_a_kaldi_tdnn_anchors_a_population_of_its_architecture(task, tmp_path, m
     fixed = {k: v for k, v in anchor.module.state_dict().items() if k in dict(anchor.module.named_buffers())}
     assert fixed and all(torch.equal(result.module.state_dict()[k], v) for k, v in fixed.items())
     assert any(not torch.equal(result.module.state_dict()[k], v) for k, v in anchor.module.state_dict().items())
+    # the evolved model anchors a run in turn (as stage 14's anchored_esgd row anchors on the ESGD model)
+    again = run(tmp_path / "again", "--anchor", str(tmp_path / "whole" / "final.pt"), "--esgd-opt", "generations=1")
+    assert load_hybrid_model(tmp_path / "again" / "final.pt").config == anchor.config
+    assert again["info"]["valid_ce"] <= whole["info"]["valid_ce"] + 1e-6
     # split after generation 1 and resumed: the same final model
     original = train_esgd.run_algorithm
     monkeypatch.setattr(train_esgd, "run_algorithm", lambda *a, **k: original(*a, stop_after=1, **k))
