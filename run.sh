@@ -112,6 +112,15 @@ case "$corpus" in
   *) echo "$0: unknown --corpus '$corpus' (synth, kaldi:<dir>, librispeech, switchboard)" >&2; exit 1 ;;
 esac
 
+# one run at a time in this recipe dir: a second run.sh (or one started while an orphaned job of a stopped run
+# still holds the lock) stops naming the holder's pid
+mkdir -p exp
+exec 9<> exp/.run.lock
+if ! flock -n 9; then
+  echo "$0: exp/ is being written by another run (pid $(cat exp/.run.lock)); wait for it or stop it" >&2; exit 1
+fi
+echo "$$" > exp/.run.lock
+
 local/bootstrap.sh
 . ./path.sh
 . ./cmd.sh
@@ -342,29 +351,11 @@ stage_nnet() {  # stage_nnet TYPE: hybrid TYPE (dnn, blstm) on the senones of ex
 
 # esgd_epochs PRESET: the per-member SGD budget of conf/esgd.yaml preset(s) for the single-model runs:
 # K x Ks + Kf epochs, their size (epoch_frames, 0: whole), the fine-tune's learning rate and mini-batch
-esgd_epochs() {
-  python3 -c 'import sys; from esgd_asr.population.config import load_esgd_config
-c = load_esgd_config("conf/esgd.yaml", sys.argv[1])
-f = c.finetune
-print(f"{c.generations * c.sgd_epochs + f.max_epochs} {c.epoch_frames or 0} {f.lr} {f.batch_size}")' "$1"
-}
+esgd_epochs() { esgd-recipe-query budget "$1"; }
 # better_anchor DIR...: the final.pt of the run whose best model has the lowest fitness (the CE selection used)
-better_anchor() {
-  python3 -c 'import sys, torch
-from esgd_asr.errors import EsgdError, cli_main
-def ce(d):
-    try:
-        return torch.load(f"{d}/final.pt", weights_only=True)["info"]["fitness_ce"]
-    except (OSError, RuntimeError, KeyError, TypeError) as err:
-        raise EsgdError(f"{d}/final.pt: no fitness of a finished ESGD run ({err})") from None
-sys.argv[0] = "better_anchor"
-cli_main(lambda dirs: print(min(dirs, key=ce) + "/final.pt"))(sys.argv[1:])' "$@"
-}
+better_anchor() { esgd-recipe-query better-anchor "$@"; }
 # error_line LOG: the line of a failed job's log that says what went wrong (as esgd-queue reports it)
-error_line() {
-  python3 -c 'import sys, pathlib; from esgd_asr.cli.queue import first_error_line
-print(first_error_line(pathlib.Path(sys.argv[1])))' "$1"
-}
+error_line() { esgd-recipe-query error-line "$1"; }
 esgd_dir() {  # esgd_dir TYPE NAME: the exp dir of a Table 1 system
   case "$2" in budget|ft) echo "exp/$1_$2" ;; *) echo "exp/esgd_$1_$2" ;; esac
 }

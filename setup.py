@@ -12,6 +12,7 @@ CONSOLE_SCRIPTS = [
     "esgd-train-lm = esgd_asr.cli.train_lm:main",
     "esgd-format-lm = esgd_asr.cli.format_lm:main",
     "esgd-show-results = esgd_asr.cli.show_results:main",
+    "esgd-recipe-query = esgd_asr.cli.recipe_query:main",
     "esgd-compute-plp = esgd_asr.cli.compute_plp:main",
     "esgd-compute-cmvn-stats = esgd_asr.cli.compute_cmvn_stats:main",
     "esgd-train-diag-ubm = esgd_asr.cli.train_diag_ubm:main",

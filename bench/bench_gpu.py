@@ -6,14 +6,15 @@ batches of the same shapes. Every figure is printed as member-frames/s, as a rat
 fraction of the measured bf16 matmul peak (FLOPs per frame: 6 x parameters for a training step, 2 x for a forward).
   python bench/bench_gpu.py --device cuda                       # everything at the papers' shapes
   python bench/bench_gpu.py --device cpu --tiny                 # a smoke run with small shapes
-Parts: peak (bf16 8192^3 matmul), dnn (BN50, mu 100: SGD epoch and fitness), blstm (SWB300, mu 8), single
+Parts: peak (bf16 8192^3 matmul), dnn (BN50, mu 100: SGD epoch and fitness), blstm (SWB300, mu 8 and 100), single
 (one SWB300 BiLSTM), esgd (one generation of the bn50 ESGD preset with the time split). --parts picks some.
 
-Measured on one NVIDIA H200 (torch 2.11, bf16, peak 790 TFLOP/s), engine against reference in member-frames/s:
-BN50 mu 100 SGD 2.70 M vs 0.105 M (25.8x, 15.7 % of peak), Adam 1.30 M vs 0.090 M (14.5x), fitness 12.6 M vs
-7.3 M (1.7x, 24.4 %); SWB300 BiLSTM mu 8 0.26 M vs 0.30 M (0.88x); single SWB300 BiLSTM 0.126 M vs 0.158 M frames/s
-(0.79x; tf32 0.141 M vs 0.199 M). ESGD bn50 generation: 151.5 s (SGD 145.5, fitness 5.8, offspring 0.2,
-selection 0.1), peak 42.5 GiB.
+Measured on one NVIDIA H200 (torch 2.11, bf16, --repeats 2, peak 764 TFLOP/s), engine against reference in
+member-frames/s: BN50 mu 100 SGD 2.76 M vs 0.091 M (30.4x, 16.6 % of peak), Adam 1.33 M vs 0.084 M (15.9x), fitness
+12.6 M vs 7.8 M (1.6x); SWB300 BiLSTM mu 8 SGD 1.11 M vs 0.294 M (3.77x, 26.1 %), fitness 1.01 M vs 0.70 M (1.45x);
+mu 100 (64 chunks) SGD 0.84 M vs 0.078 M (10.8x), fitness 2.36 M vs 0.52 M (4.6x); single SWB300 BiLSTM 0.535 M vs
+0.154 M frames/s (3.48x; tf32 0.373 M vs 0.221 M). ESGD bn50 generation: 156.4 s (SGD 150.6, fitness 5.7, offspring
+0.1, selection 0.1), peak 68.4 GiB.
 """
 import argparse
 import dataclasses
@@ -256,9 +257,10 @@ def main() -> None:
     parser.add_argument("--dnn-mu", type=int, default=100)
     parser.add_argument("--dnn-samples", type=int, default=8192)
     parser.add_argument("--blstm-preset", default="swb300")
-    parser.add_argument("--blstm-mu", type=int, default=8)
+    parser.add_argument("--blstm-mu", type=int, nargs="+", default=[8, 100], help="population sizes, one part each")
     parser.add_argument("--blstm-samples", type=int, default=1024, help="chunks per epoch")
-    parser.add_argument("--blstm-batch", type=int, default=256)
+    parser.add_argument("--blstm-batch", type=int, nargs="+", default=[256, 64],
+                        help="chunks per mini-batch, one per --blstm-mu (mu 100 x 256 chunks does not fit on an H200)")
     parser.add_argument("--single-samples", type=int, default=4096)
     parser.add_argument("--single-batch", type=int, default=128)
     parser.add_argument("--valid-samples", type=int, default=16384)
@@ -273,7 +275,7 @@ def main() -> None:
     args.overrides = {}
     if args.tiny:
         args.dnn_preset = args.blstm_preset = "default"
-        args.dnn_mu, args.dnn_samples, args.blstm_mu, args.blstm_samples, args.blstm_batch = 4, 512, 2, 32, 16
+        args.dnn_mu, args.dnn_samples, args.blstm_mu, args.blstm_samples, args.blstm_batch = 4, 512, [2], 32, [16]
         args.single_samples, args.single_batch, args.valid_samples, args.repeats = 32, 16, 256, 1
         args.train_frames, args.valid_frames, args.fitness_chunk = 4096, 1024, 256
         args.overrides = {"dnn": {"num_targets": 50}, "blstm": {"num_targets": 50}}
@@ -286,8 +288,9 @@ def main() -> None:
     if "dnn" in parts:
         population_part("dnn", args.dnn_preset, args.dnn_mu, args.dnn_samples, 256, args, device, peak)
     if "blstm" in parts:
-        population_part("blstm", args.blstm_preset, args.blstm_mu, args.blstm_samples, args.blstm_batch, args,
-                        device, peak, optimizers=("sgd",))
+        for mu, batch in zip(args.blstm_mu, args.blstm_batch, strict=True):
+            population_part("blstm", args.blstm_preset, mu, args.blstm_samples, batch, args, device, peak,
+                            optimizers=("sgd",))
     if "single" in parts:
         single_part(args, device, peak)
     if "esgd" in parts:

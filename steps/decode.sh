@@ -36,14 +36,11 @@ for f in "$graph/HCLG.fst" "$graph/words.txt" "$data/feats.scp" "$model"; do
   [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
 done
 mkdir -p "$dir/log"
-rm -f "$dir"/lat.*.gz "$dir"/timing.* "$dir/best_wer"
-echo "$nj" > "$dir/num_jobs"
+. "$(dirname "$0")/libs/decoding.sh"
 $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-gmm --nj "$nj" --job JOB --beam "$beam" \
   --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt" ${transforms:+--transforms "$transforms"} \
-  "$graph" "$data" "$model" "$dir"
-cat "$dir"/timing.* | awk '{f += $1; l += $2; s += $3} END {
-  printf "real-time factor %.4f (likelihoods %.4f, search %.4f) over %.1f s of audio, %d jobs\n",
-         (l + s) / (f * 0.01), l / (f * 0.01), s / (f * 0.01), f * 0.01, NR }' | tee "$dir/log/rtf"
+  "$graph" "$data" "$model" "$(staging_dir "$dir")"
+finish_decoding "$dir" "$nj" likelihoods
 if ! $skip_scoring; then
   "$(dirname "$0")/score.sh" --nj "$nj" --cmd "$cmd" $scoring_opts "$data" "$graph" "$dir"
 fi

@@ -52,17 +52,14 @@ done
 nspk=$(wc -l < "$data/spk2utt")
 [ "$nj" -le "$nspk" ] || nj=$nspk
 mkdir -p "$dir/log"
-rm -f "$dir"/lat.*.gz "$dir"/timing.* "$dir/best_wer"
-echo "$nj" > "$dir/num_jobs"
+. "$(dirname "$0")/libs/decoding.sh"
 opts=(--beam "$beam" --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt"
       --batch-size "$batch_size" --device "$device")
 [ -z "$ivectors" ] || opts+=(--ivectors "$ivectors")
 [ -z "$pdf_counts" ] || opts+=(--pdf-counts "$pdf_counts")
 $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-nnet --nj "$nj" --job JOB "${opts[@]}" \
-  "$graph" "$data" "$model" "$trans_model" "$dir"
-cat "$dir"/timing.* | awk '{f += $1; l += $2; s += $3} END {
-  printf "real-time factor %.4f (network %.4f, search %.4f) over %.1f s of audio, %d jobs\n",
-         (l + s) / (f * 0.01), l / (f * 0.01), s / (f * 0.01), f * 0.01, NR }' | tee "$dir/log/rtf"
+  "$graph" "$data" "$model" "$trans_model" "$(staging_dir "$dir")"
+finish_decoding "$dir" "$nj" network
 if ! $skip_scoring; then
   "$(dirname "$0")/score.sh" --nj "$nj" --cmd "$cmd" $scoring_opts "$data" "$graph" "$dir"
 fi

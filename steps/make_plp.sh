@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compute PLP features of a data dir (Kaldi's compute-plp-feats semantics) in --nj parallel jobs; writes
-# <plp-dir>/plp_<name>.JOB.{ark,scp}, then <data-dir>/feats.scp and utt2num_frames once every job succeeded.
+# <plp-dir>/plp_<name>.JOB.{ark,scp}, then <data-dir>/feats.scp and utt2num_frames once every job succeeded
+# (removing the old features' cmvn.scp).
 set -euo pipefail
 nj=4
 cmd=${train_cmd:-esgd-queue}
@@ -21,8 +22,8 @@ for f in "$data/wav.scp" "$plp_config"; do
   [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
 done
 mkdir -p "$logdir" "$plpdir"
-# the data dir stops claiming features until the new ones are complete
-rm -f "$data/feats.scp" "$data/utt2num_frames" "$data/cmvn.scp"
+# the jobs write aside (<plp-dir>/.new_<name>); the merge moves their parts in once all succeeded, so a failed run
+# leaves the data dir's features (and its cmvn.scp) as they were
 $cmd JOB=1:"$nj" "$logdir/make_plp_$name.JOB.log" \
   esgd-compute-plp --config "$plp_config" --nj "$nj" --job JOB --name "$name" "$data" "$plpdir"
 esgd-compute-plp --merge --nj "$nj" --name "$name" "$data" "$plpdir"

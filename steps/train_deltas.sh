@@ -47,7 +47,7 @@ for f in "$data/feats.scp" "$data/text" "$lang/L.fst" "$lang/phones/roots.int" "
 done
 mkdir -p "$dir/log"
 . "$(dirname "$0")/libs/resume.sh"
-start_or_resume -3
+start_or_resume -3 "$alidir/final.mdl"
 rm -f "$dir/final.mdl"
 cp "$lang/phones.txt" "$dir/phones.txt"
 

@@ -58,7 +58,7 @@ right=$(conf_value right-context)
 lda_opts=(--config "$lda_config" --num-iters "$num_iters" --mllt-iters "${mllt_iters// /,}")
 mkdir -p "$dir/log"
 . "$(dirname "$0")/libs/resume.sh"
-start_or_resume -5
+start_or_resume -5 "$alidir/final.mdl"
 rm -f "$dir/final.mdl" "$dir/final.mat"
 cp "$lang/phones.txt" "$dir/phones.txt"
 

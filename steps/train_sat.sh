@@ -54,7 +54,7 @@ for f in "$data/feats.scp" "$data/text" "$data/utt2spk" "$lang/L.fst" "$lang/pho
 done
 mkdir -p "$dir/log"
 . "$(dirname "$0")/libs/resume.sh"
-start_or_resume -4
+start_or_resume -4 "$alidir/final.mdl"
 rm -f "$dir/final.mdl"
 cp "$lang/phones.txt" "$dir/phones.txt"
 fmllr_opts=(--silence-weight "$silence_weight" --silence-phones "$lang/phones/silence.int"

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from esgd_asr.models import BiLSTM, BLSTMConfig
 from esgd_asr.population import stacked
-from esgd_asr.population.engine import Population, stacked_losses
+from esgd_asr.population.engine import Population, labelled_positions, stacked_losses
 
 CONFIG = BLSTMConfig(input_dim=6, num_layers=2, cells=5, bottleneck=4, num_targets=7, chunk=9)
 
@@ -91,3 +91,39 @@ def test_losses_and_gradients_with_unlabelled_context_frames_equal_the_models():
     expected = torch.stack([F.cross_entropy(m(shared).reshape(-1, 7), targets[2].reshape(-1), reduction="sum")
                             for m in models])
     assert torch.allclose(sums, expected.detach(), atol=1e-5)
+
+
+def test_recurrence_with_written_out_backward_equals_autograd():
+    """The GPU's time loop (_Recurrence: hand-written backward, recurrent weights' gradient in one bmm) gives the
+    hidden states and the gradients of autograd through the loop, in both directions."""
+    torch.manual_seed(4)
+    gates_in, recurrent = torch.randn(3, 4, 9, 20), torch.randn(3, 5, 20) * 0.5
+    weights = torch.randn(3, 4, 9, 5)
+    for reverse in (False, True):
+        results = []
+        for run in (lambda g, r: stacked._Recurrence.apply(g, r, reverse),
+                    lambda g, r: stacked._recurrence(g.unbind(2), r, reverse)):
+            leaves = gates_in.clone().requires_grad_(), recurrent.clone().requires_grad_()
+            outputs = run(*leaves)
+            (outputs * weights).sum().backward()
+            results.append((outputs.detach(), *(leaf.grad for leaf in leaves)))
+        for mine, expected in zip(*results):
+            assert torch.allclose(mine, expected, atol=1e-5), reverse
+
+
+def test_label_positions_padded_for_cuda_graphs_give_the_same_losses_and_gradients():
+    """On the GPU a training batch's labelled frames are padded (with unlabelled ones) to a multiple of
+    GRAPH_LABEL_PADDING so that batches share a CUDA graph: the padding changes neither losses nor gradients."""
+    population = Population.from_modules(members(3))
+    torch.manual_seed(5)
+    features, targets = torch.randn(3, 4, 9, 6), torch.randint(0, 7, (3, 4, 9))
+    targets[:, :, :3] = -100
+    targets[1, 0] = -100
+    results = []
+    for pad in (1, 16):
+        positions, labels = labelled_positions(targets, 3, per_member=True, pad_to=pad)
+        assert positions.shape[1] == (24 if pad == 1 else 32)
+        results.append(population._stacked_pass(population.params, features, positions, labels))
+    (grads, losses), (padded_grads, padded_losses) = results
+    assert torch.allclose(losses, padded_losses, atol=1e-6)
+    assert all(torch.allclose(grads[name], padded_grads[name], atol=1e-6) for name in grads)

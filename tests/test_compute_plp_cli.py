@@ -1,4 +1,6 @@
 """esgd-compute-plp and esgd-compute-cmvn-stats on a small data dir made on the fly."""
+import os
+import subprocess
 from pathlib import Path
 
 import kaldiio
@@ -8,8 +10,7 @@ import soundfile as sf
 import torch
 
 from esgd_asr.cli import compute_cmvn_stats, compute_plp
-from esgd_asr.cli.compute_plp import split_share
-from esgd_asr.data.kaldi_dir import read_table, utt2spk_to_spk2utt, write_table
+from esgd_asr.data.kaldi_dir import read_table, split_share, utt2spk_to_spk2utt, write_table
 from esgd_asr.features.framing import FrameOptions
 from esgd_asr.features.plp import Plp, PlpOptions
 
@@ -153,3 +154,27 @@ def test_truncated_ark_names_the_utterance(tmp_path, capsys):
     with pytest.raises(SystemExit):
         compute_cmvn_stats.main([str(data), str(tmp_path / "cmvn")])
     assert "past the end of the ark" in capsys.readouterr().err
+
+
+def test_a_failed_make_plp_leaves_the_features_in_use_intact(tmp_path):
+    data, _ = make_data_dir(tmp_path, [0.5, 0.6, 0.7, 0.4])
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+
+    def make_plp():
+        return subprocess.run([str(REPO / "steps/make_plp.sh"), "--cmd", "esgd-queue", "--nj", "2",
+                               "--plp-config", str(REPO / "conf/plp.conf"), str(data), str(tmp_path / "log"),
+                               str(tmp_path / "plp")], cwd=tmp_path, capture_output=True, text=True, env=env)
+
+    assert make_plp().returncode == 0
+    write_table(data / "cmvn.scp", {"spk0": "cmvn.ark:5", "spk1": "cmvn.ark:99"})
+    before = {p: p.read_bytes() for p in [*data.iterdir(), *(tmp_path / "plp").iterdir()] if p.is_file()}
+    wav = tmp_path / "wav" / "spk1-rec3.wav"   # the last utterance of job 2: job 1 finishes, job 2 fails
+    wav.write_bytes(wav.read_bytes()[:30])
+    failed = make_plp()
+    assert failed.returncode != 0 and "spk1-rec3" in failed.stderr
+    assert {p: p.read_bytes() for p in before} == before   # feats.scp, cmvn.scp, utt2num_frames and arks as they were
+    assert kaldiio.load_scp(str(data / "feats.scp"))["spk1-rec3"].shape[1] == 13
+    sf.write(wav, tone(0.4, 650, 3), RATE, subtype="PCM_16")
+    assert make_plp().returncode == 0
+    assert not (data / "cmvn.scp").exists() and not (tmp_path / "plp" / ".new_train").exists()
+    assert sorted(kaldiio.load_scp(str(data / "feats.scp"))) == sorted(read_table(data / "utt2spk"))

@@ -64,6 +64,18 @@ def test_missing_table_is_named(data_copy):
         validate_data_dir(data_copy, check_audio=False)
 
 
+def test_a_features_only_dir_is_checked_without_wav_scp(data_copy):
+    utts = sorted(read_table(data_copy / "utt2spk"), key=str.encode)
+    (data_copy / "feats.scp").write_text("".join(f"{u} feats.ark:{i}\n" for i, u in enumerate(utts)))
+    (data_copy / "wav.scp").unlink()
+    with pytest.raises(EsgdError, match="wav.scp: missing"):
+        validate_data_dir(data_copy, check_audio=False)
+    assert sorted(validate_data_dir(data_copy, wav=False).utt2spk) == utts   # Kaldi's --no-wav
+    (data_copy / "feats.scp").write_text("".join(f"{u} feats.ark:{i}\n" for i, u in enumerate(utts[1:])))
+    with pytest.raises(EsgdError, match=f"utt2spk:1: '{utts[0]}' has no entry in feats.scp"):
+        validate_data_dir(data_copy, wav=False)
+
+
 def test_empty_transcript_is_named(data_copy):
     lines = (data_copy / "text").read_text().splitlines()
     utt = lines[1].split()[0]

@@ -1,7 +1,9 @@
 """Failures reported in one line: OS errors of every esgd-* command (cli_main), atomic writes that fail keep the
 old output, and the job runner names the first error of a failed job's log whole."""
+import argparse
 import errno
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from esgd_asr.errors import os_error_message
 from test_import_corpus import snapshot, write_kaldi_corpus
@@ -127,3 +130,28 @@ def test_a_failed_ark_write_names_the_ark(tmp_path):
     assert result.returncode == 1
     assert result.stderr.endswith(f": error: cannot write {ark}: File too large\n")
     assert not ark.exists() and not scp.exists()
+
+
+
+@pytest.mark.parametrize("device,reason", [
+    ("tpu", "'tpu' is not a torch device (cpu, cuda or cuda:N)"), ("cuda:7", "'cuda:7': no CUDA device"),
+    ("meta", "'meta': only cpu and cuda devices are supported")])
+def test_device_option_is_checked_when_parsed(device, reason):
+    from esgd_asr.cli.options import device_name
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(reason)):
+        device_name(device)
+    assert device_name("cpu") == "cpu"
+
+
+def test_every_command_takes_device_through_the_one_checked_option(tmp_path):
+    raw = [p.name for p in (REPO / "esgd_asr" / "cli").glob("*.py")
+           if p.name != "options.py" and 'add_argument("--device"' in p.read_text()]
+    assert raw == []
+    result = subprocess.run(["esgd-decode-nnet", "--device", "tpu", *(str(tmp_path / f"x{i}") for i in range(5))],
+                            capture_output=True, text=True, env=ENV)
+    assert result.returncode != 0 and not list(tmp_path.iterdir())
+    assert result.stderr == ("esgd-decode-nnet: error: argument --device: 'tpu' is not a torch device (cpu, cuda or "
+                             "cuda:N)\n")

@@ -6,6 +6,7 @@ in-process (the CLIs' main functions), which keeps the module under a few second
 """
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst)
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -84,7 +85,7 @@ def synth_data(root, num_utts=40, seed=0):
                 n = length // 3 if length else int(rng.integers(2, 6))
                 frames.append(means[phone, s] + rng.normal(0, 1, (n, 13)))
         text[utt], utt2spk[utt], feats[utt] = " ".join(words), spk, np.concatenate(frames).astype(np.float32)
-    kaldiio.save_ark(str(data / "feats.ark"), feats, scp=str(data / "feats.scp"))
+    kaldiio.save_ark(str(data / "feats.ark"), dict(sorted(feats.items())), scp=str(data / "feats.scp"))
     spk2utt = utt2spk_to_spk2utt(utt2spk)
     stats = {spk: cmvn_stats(np.concatenate([feats[u] for u in utts.split()])).numpy()
              for spk, utts in spk2utt.items()}
@@ -340,3 +341,41 @@ def test_steps_scripts_fail_loudly(script, args, tmp_path):
     missing = subprocess.run(["bash", path] + [str(tmp_path / f"nothing{i}") for i in range(args)],
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "no such file" in missing.stderr and str(tmp_path) in missing.stderr
+
+
+def test_a_failed_decoding_leaves_the_earlier_lattices_and_scores(system, tmp_path):
+    exp, data = system["exp"], system["data"]
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+
+    def decode(data_dir):
+        return subprocess.run([str(REPO / "steps" / "decode.sh"), "--nj", "2", "--cmd", "esgd-queue", "--model",
+                               str(exp / "final.mdl"), str(exp / "graph"), str(data_dir), str(tmp_path / "decode")],
+                              cwd=REPO, capture_output=True, text=True, env=env)
+
+    assert decode(data).returncode == 0
+    kept = sorted(p.name for p in (tmp_path / "decode").iterdir())
+    assert {"lat.1.gz", "lat.2.gz", "timing.1", "num_jobs", "best_wer", "scoring"} <= set(kept)
+    before = {p: p.read_bytes() for p in (tmp_path / "decode").iterdir() if p.is_file() and p.name != ".lock"}
+    bad = tmp_path / "bad"   # features of another dimension: every job fails
+    shutil.copytree(data, bad)
+    kaldiio.save_ark(str(bad / "f.ark"), {u: np.zeros((50, 20), np.float32) for u in read_table(data / "text")},
+                     scp=str(bad / "feats.scp"))
+    failed = decode(bad)
+    assert failed.returncode != 0 and "dim 20" in failed.stderr
+    assert sorted(p.name for p in (tmp_path / "decode").iterdir() if p.name != ".new") == kept
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_trainer_refused_its_data_keeps_the_finished_system(system, tmp_path):
+    exp = tmp_path / "mono"
+    shutil.copytree(system["exp"], exp, ignore=shutil.ignore_patterns("graph", "decode*"))
+    before = {p: p.read_bytes() for p in exp.iterdir() if p.is_file()}
+    bad = tmp_path / "bad"   # a transcript line of an utterance that is not in utt2spk
+    shutil.copytree(system["data"], bad)
+    text = (bad / "text").read_text().splitlines()
+    (bad / "text").write_text("\n".join(text + ["spk9-999 A"]) + "\n")
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+    result = subprocess.run([str(REPO / "steps" / "train_mono.sh"), "--nj", "2", "--cmd", "esgd-queue", str(bad),
+                             str(system["lang"]), str(exp)], cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and f"{bad / 'text'}:{len(text) + 1}" in result.stderr
+    assert {p: p.read_bytes() for p in exp.iterdir() if p.is_file()} == before

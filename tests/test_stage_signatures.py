@@ -1,5 +1,6 @@
 """run.sh's stage signatures: a stage is skipped only while every option, conf file and earlier stage's output it
 reads is unchanged; a change reruns exactly the stages that read it, with a line saying why; wall times are kept."""
+import fcntl
 import re
 import shutil
 
@@ -90,6 +91,20 @@ def test_markers_record_the_inputs_and_the_wall_time(stub_steps_recipe):
     (recipe / "exp" / ".stages" / "9.tri1").write_text("corpus=synth stage_tri1\n")
     ran, out = run(recipe, "--stop-stage 9")
     assert ran == [9] and "stage 9 (tri1): its marker does not record its inputs, re-running" in out
+
+
+def test_a_second_run_in_the_same_recipe_dir_stops_naming_the_first(stub_steps_recipe):
+    recipe = stub_steps_recipe
+    (recipe / "exp").mkdir()
+    with open(recipe / "exp" / ".run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("4242\n")
+        lock.flush()
+        result = bash("./run.sh --stop-stage 2", cwd=recipe)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == "./run.sh: exp/ is being written by another run (pid 4242); wait for it or stop it\n"
+    assert not (recipe / "calls.log").exists() and not (recipe / "exp" / ".stages").exists()
+    assert run(recipe, "--stop-stage 2")[0] == [1, 2]   # free again once the holder is gone
 
 
 def test_feats_kaldi_takes_the_corpus_features_and_reruns_when_they_change(stub_steps_recipe):

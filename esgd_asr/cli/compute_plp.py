@@ -5,13 +5,15 @@ Usage: esgd-compute-plp [--config conf/plp.conf] [options] --nj N --job J <data-
 
 A job takes its contiguous share of the sorted utterances (as Kaldi's split_scp.pl), reads their audio from
 wav.scp (a file, or a command ending in '|'), cut by `segments` when present, and writes
-<plp-dir>/plp_<name>.J.ark/.scp (float32) and <plp-dir>/utt2num_frames_<name>.J. --merge joins the parts of all
-jobs into <data-dir>/feats.scp and <data-dir>/utt2num_frames (sorted) once every utterance has features.
+<plp-dir>/.new_<name>/plp_<name>.J.ark/.scp (float32) and utt2num_frames_<name>.J there. --merge joins the parts
+of all jobs into <data-dir>/feats.scp and <data-dir>/utt2num_frames (sorted) once every utterance has features and
+moves the parts to <plp-dir>: a failed job leaves the features in use as they were.
 Audio is scaled to 16-bit sample values as Kaldi reads it. <name> defaults to the data dir's basename.
 """
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
-from esgd_asr.data.kaldi_dir import MAX_OVERSHOOT, read_table, read_wav_entry, write_table
+from esgd_asr.data.kaldi_dir import MAX_OVERSHOOT, read_table, read_wav_entry, split_share, write_table
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_io import ArkScpWriter, merge_tables
 from esgd_asr.features.framing import FrameOptions, MelOptions, check_waveform
@@ -30,15 +32,6 @@ log = logging.getLogger(__name__)
 
 INT16_SCALE = 32768.0
 BATCH_SAMPLES = 1_600_000  # audio computed in one batch (100 s at 16 kHz)
-
-
-def split_share(keys: list[str], nj: int, job: int) -> list[str]:
-    """Job `job` (1-based) of `nj`: a contiguous block; the first len % nj blocks get one extra (split_scp.pl)."""
-    if nj < 1 or not 1 <= job <= nj:
-        raise EsgdError(f"--job={job} must be in 1..--nj ({nj})")
-    size, extra = divmod(len(keys), nj)
-    start = (job - 1) * size + min(job - 1, extra)
-    return keys[start:start + size + (job <= extra)]
 
 
 def utterance_table(data_dir: Path) -> tuple[dict[str, tuple[str, float, float]], dict[str, str]]:
@@ -91,15 +84,21 @@ def part_paths(plp_dir: Path, name: str, job: int) -> tuple[Path, Path, Path]:
             plp_dir / f"utt2num_frames_{name}.{job}")
 
 
+def staging_dir(plp_dir: Path, name: str) -> Path:
+    """Where the jobs write their parts: the features in use stay intact until --merge moves every part in."""
+    return plp_dir / f".new_{name}"
+
+
 def compute_job(data_dir: Path, plp_dir: Path, name: str, nj: int, job: int, plp: Plp, channel: int = -1) -> int:
-    """PLP features of one job's utterances written as its ark/scp and utt2num_frames part; returns their count."""
+    """PLP features of one job's utterances written as its ark/scp and utt2num_frames part into the staging dir (the
+    scp naming the ark's final place); returns their count."""
     share = split_share(sorted(utterance_table(data_dir)[0], key=str.encode), nj, job)
-    ark, scp, frames_part = part_paths(plp_dir, name, job)
+    ark, scp, frames_part = part_paths(staging_dir(plp_dir, name), name, job)
     frames_part.unlink(missing_ok=True)
     rate = plp.opts.frame.sample_frequency
     num_frames: dict[str, int] = {}
-    with ArkScpWriter(ark, scp) as writer, tqdm(total=len(share), desc=f"plp {name} {job}/{nj}", unit="utt",
-                                                disable=None) as bar:
+    with ArkScpWriter(ark, scp, scp_ark=part_paths(plp_dir, name, job)[0]) as writer, \
+            tqdm(total=len(share), desc=f"plp {name} {job}/{nj}", unit="utt", disable=None) as bar:
         def flush(batch: list[tuple[str, torch.Tensor]]) -> None:
             feats = plp.batch([wave for _, wave in batch], rate, [utt for utt, _ in batch])
             for (utt, _), matrix in zip(batch, feats):
@@ -121,21 +120,29 @@ def compute_job(data_dir: Path, plp_dir: Path, name: str, nj: int, job: int, plp
 
 
 def merge_jobs(data_dir: Path, plp_dir: Path, name: str, nj: int) -> int:
-    """Join the parts of `nj` jobs into <data-dir>/feats.scp and utt2num_frames; every utterance must be there."""
-    parts = [part_paths(plp_dir, name, job) for job in range(1, nj + 1)]
-    for _, scp, frames_part in parts:
+    """Join the parts of `nj` jobs into <data-dir>/feats.scp and utt2num_frames once every utterance has features,
+    then move the parts from the staging dir into <plp-dir>; the old cmvn.scp, of the old features, goes."""
+    staged = [part_paths(staging_dir(plp_dir, name), name, job) for job in range(1, nj + 1)]
+    for _, scp, frames_part in staged:
         for path in (scp, frames_part):
             if not path.is_file():
                 raise EsgdError(f"{path}: missing; did every job of --nj={nj} finish?")
     utts, _ = utterance_table(data_dir)
     feats_tmp, frames_tmp = data_dir / ".feats.scp.merge", data_dir / ".utt2num_frames.merge"
     try:
-        feats = merge_tables([scp for _, scp, _ in parts], feats_tmp)
-        merge_tables([frames for _, _, frames in parts], frames_tmp)
+        feats = merge_tables([scp for _, scp, _ in staged], feats_tmp)
+        merge_tables([frames for _, _, frames in staged], frames_tmp)
         missing = sorted(set(utts) - set(feats), key=str.encode)
         if missing:
             raise EsgdError(f"{plp_dir}: no features for {len(missing)} of {len(utts)} utterances, "
                             f"e.g. '{missing[0]}'")
+        # from here the data dir claims no features until the new ones are in place
+        for stale in ("feats.scp", "utt2num_frames", "cmvn.scp"):
+            (data_dir / stale).unlink(missing_ok=True)
+        for job, paths in enumerate(staged, start=1):
+            for path, final in zip(paths, part_paths(plp_dir, name, job)):
+                path.replace(final)
+        shutil.rmtree(staging_dir(plp_dir, name))   # with any part of an earlier run of more jobs
         feats_tmp.replace(data_dir / "feats.scp")
         frames_tmp.replace(data_dir / "utt2num_frames")
     finally:

@@ -1,6 +1,6 @@
 """Lattice decoding with a hybrid DNN / BiLSTM, one job's share of a data dir (Kaldi's nnet-latgen-faster).
 
-Usage: esgd-decode-nnet --nj N --job J [--beam 13] [--max-active 7000] [--lattice-beam 6] [--acwt 0.1]
+Usage: esgd-decode-nnet --nj N --job J [--beam 13] [--max-active 7000] [--lattice-beam 6] [--acwt 0.2]
                         [--ivectors DIR] [--pdf-counts FILE] [--batch-size 4096] [--device cpu] [--frame-shift 0.01]
                         <graph-dir> <data-dir> <nnet-model> <trans-model> <decode-dir>
 
@@ -23,10 +23,10 @@ import time
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.data.hybrid import read_ivector_period, read_pdf_counts
 from esgd_asr.decode.hclg import check_graph_model, read_hclg_arrays
-from esgd_asr.decode.hybrid import HybridScorer
+from esgd_asr.decode.hybrid import HYBRID_ACWT, HybridScorer
 from esgd_asr.decode.job import decode_job
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
 from esgd_asr.errors import EsgdError, cli_main
@@ -46,10 +46,10 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--ivectors", help="i-vector dir of the data (ivector_online.scp), for i-vector models")
     parser.add_argument("--pdf-counts", help="senone counts for the priors (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4096, help="frames per network forward pass")
-    parser.add_argument("--device", default="cpu")
+    add_device_option(parser)
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads (parallelism comes from --nj)")
     add_dataclass_options(parser, DecodeOptions)
-    parser.set_defaults(acwt=0.1)
+    parser.set_defaults(acwt=HYBRID_ACWT)
     for name in ("graph_dir", "data_dir", "nnet_model", "trans_model", "decode_dir"):
         parser.add_argument(name)
     return parser

@@ -20,12 +20,12 @@ import torch
 from tqdm import tqdm
 
 from esgd_asr.atomic import atomic_write_text
-from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.cli.train_ivector_extractor import model_path
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_io import ArkScpWriter
 from esgd_asr.features.ivector import IvectorExtractor
-from esgd_asr.features.ubm import FeatureSource, resolve_device
+from esgd_asr.features.ubm import FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ExtractOptions:
 def main(argv=None):
     parser = KaldiArgumentParser(prog="extract_ivectors.py", description=__doc__.splitlines()[0])
     add_dataclass_options(parser, ExtractOptions)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    add_device_option(parser)
     parser.add_argument("data_dir")
     parser.add_argument("extractor")
     parser.add_argument("ivector_dir")
@@ -58,7 +58,7 @@ def main(argv=None):
         raise EsgdError("nothing to do: --online, --per-utt and --per-spk are all false")
     if opts.ivector_period < 1 or opts.nj < 1:
         raise EsgdError("--ivector-period and --nj must be positive")
-    device = resolve_device(args.device)
+    device = torch.device(args.device)
     ie_file = model_path(args.extractor, "final.ie")
     ie = IvectorExtractor.load(ie_file).to(device)
     source = FeatureSource(args.data_dir, ie.front_end).shard(opts.nj, opts.job)

@@ -19,7 +19,7 @@ import torch
 
 from esgd_asr.atomic import atomic_path
 from esgd_asr.cli.decode_nnet import load_scorer
-from esgd_asr.cli.options import KaldiArgumentParser
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option
 from esgd_asr.errors import cli_main
 from esgd_asr.features.ubm import FeatureSource, FrontEnd
 
@@ -34,7 +34,7 @@ def main(argv=None):
     parser.add_argument("--ivectors", help="i-vector dir of the data (ivector_online.scp), for i-vector models")
     parser.add_argument("--pdf-counts", help="senone counts for the priors (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4096, help="frames per network forward pass")
-    parser.add_argument("--device", default="cpu")
+    add_device_option(parser)
     for name in ("data_dir", "nnet_model", "out_ark"):
         parser.add_argument(name)
     args = parser.parse_args(argv)

@@ -85,6 +85,29 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
+def device_name(value: str) -> str:
+    """A --device value checked to name a torch device that exists here (cpu, cuda, cuda:1, ...)."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a torch device (cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"'{value}': no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"'{value}': there are {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"'{value}': only cpu and cuda devices are supported")
+    return value
+
+
+def add_device_option(parser: argparse.ArgumentParser, default: str = "cpu") -> None:
+    """--device, the same for every command: checked when parsed, so a bad one stops before any work."""
+    parser.add_argument("--device", type=device_name, default=default,
+                        help=f"torch device: cpu, cuda or cuda:N (default: {default})")
+
+
 def run_job_command(parser: argparse.ArgumentParser, argv: list[str] | None,
                     at_least_one: tuple[str, ...] = ("nj",)) -> None:
     """The entry of a subcommand-style job tool (esgd-align, esgd-gmm-train, ...): parse `argv`, log to stderr,

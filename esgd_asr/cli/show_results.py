@@ -91,10 +91,23 @@ def table1_row(system: Path) -> list[str]:
     decodes = [system / "decode_test"] + [system / f"decode_test_{top.stem}" for top in system.glob("top/rank*.pt")]
     wers = [float(w) for w in map(best_wer, decodes) if w != "-"]
     member, total = info.get("member_frames"), info.get("sgd_frames", info.get("member_frames"))
-    wall = info.get("wall_seconds")
+    wall = training_seconds(system)
     return [ce, value_range(info.get("top_valid_ce", []), 3), best_wer(system / "decode_test"),
             value_range(wers, 2), best_wer(system / "decode_heldout"), f"{member / 1e6:.2f}M" if member else "-", f"{total / 1e6:.2f}M" if total else "-",
             f"{wall / 60:.1f}" if wall else "-"]
+
+
+def training_seconds(system: Path) -> float | None:
+    """A run's training wall time: the seconds of every record of its history (history.jsonl of a population run,
+    history.tsv of a single model); None without a history."""
+    if (system / "history.jsonl").is_file():
+        records = [json.loads(line) for line in (system / "history.jsonl").read_text().splitlines() if line]
+        return sum(r.get("seconds", 0) for r in records)
+    if (system / "history.tsv").is_file():
+        header, *rows = [line.split("\t") for line in (system / "history.tsv").read_text().splitlines()]
+        if "seconds" in header:
+            return sum(float(row[header.index("seconds")]) for row in rows)
+    return None
 
 
 def print_table1(exp_dir: Path) -> None:

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.features.ubm import FeatureSource, FrontEnd, UbmOptions, resolve_device, train_diag_ubm
+from esgd_asr.features.ubm import FeatureSource, FrontEnd, UbmOptions, train_diag_ubm
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def main(argv=None):
     add_dataclass_options(parser, FrontEnd)
     parser.add_argument("--subsample", type=int, default=2, help="keep every n'th frame (default: 2)")
     parser.add_argument("--max-frames", type=int, default=2000000, help="frames kept in memory (default: 2000000)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    add_device_option(parser)
     parser.add_argument("data_dir")
     parser.add_argument("exp_dir")
     args = parser.parse_args(argv)
@@ -65,7 +65,7 @@ def main(argv=None):
     for name in ("subsample", "max_frames", "num_gauss", "num_frames"):
         if getattr(args, name) < 1:
             raise EsgdError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    device = resolve_device(args.device)
+    device = torch.device(args.device)
     front_end, opts = dataclass_from_args(FrontEnd, args), dataclass_from_args(UbmOptions, args)
     source = FeatureSource(args.data_dir, front_end)
     frames = collect_frames(source, args.subsample, args.max_frames, opts.srand)

@@ -21,7 +21,8 @@ info holds what Table 1 prints: its cross-entropy and frame accuracy on the whol
 valid_acc), its fitness (fitness_ce: the CE selection used, on the fitness subset when one is configured), the
 whole-set CE of the top quarter of the population (top_valid_ce, best first; the papers give the top 15 of 100),
 the budget (member_frames: SGD frames each member saw; sgd_frames: over all members; eval_frames: fitness
-evaluations; mu) and wall_seconds. The other top-quarter models are written as top/rank<r>.pt (r >= 2).
+evaluations; mu); no wall time, so that two runs on the same inputs write the same bytes (history.jsonl has the
+seconds of every generation). The other top-quarter models are written as top/rank<r>.pt (r >= 2).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from pathlib import Path
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
 from esgd_asr.cli.train_nnet import model_option
 from esgd_asr.data.hybrid import NnetInput, network_input, prepare_hybrid_sets
 from esgd_asr.errors import EsgdError, cli_main
@@ -71,7 +72,7 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--egs", help="cache of the prepared tensors, shared by runs on the same data: read when "
                                       "newer than the data, alignments and i-vectors and made for the same "
                                       "network input, else prepared and written")
-    parser.add_argument("--device", default="cpu")
+    add_device_option(parser)
     parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--resume", type=parse_bool, default=False, help="continue from <exp-dir>/checkpoint.pt")
     parser.add_argument("--tensorboard", type=parse_bool, default=True)
@@ -125,8 +126,6 @@ def main(argv=None):
     check_anchor(args.algorithm, bool(args.anchor))
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise EsgdError(f"--device {args.device}: CUDA is not available")
     settings = load_settings(args.algorithm, args.esgd_config, args.esgd_preset, dict(args.esgd_opt))
     nnet_config = args.nnet_config or f"conf/{args.model_type or 'dnn'}.yaml"
     config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
@@ -157,7 +156,7 @@ def main(argv=None):
         info = dict(valid_ce=whole[0][0], valid_acc=whole[0][1], fitness_ce=ranked[0][1],
                     fitness_frames=getattr(settings, "fitness_frames", None), top_valid_ce=[ce for ce, _ in whole],
                     mu=getattr(trained, "trainable_size", 1), algorithm=args.algorithm, generations=trained.generation,
-                    wall_seconds=round(sum(r.get("seconds", 0) for r in history), 1), **budget)
+                    **budget)
         top = path.parent / "top"
         for stale in top.glob("rank*.pt"):   # of an earlier run with a larger population
             if stale.stem[len("rank"):] not in {str(rank) for rank in range(2, len(modules) + 1)}:

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ivector import (IvectorExtractor, IvectorTrainOptions, PosteriorOptions, TrainingStats,
                                        train_extractor, utterance_stats)
-from esgd_asr.features.ubm import DiagGmm, FeatureSource, resolve_device
+from esgd_asr.features.ubm import DiagGmm, FeatureSource
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def main(argv=None):
     parser = KaldiArgumentParser(prog="train_ivector_extractor.py", description=__doc__.splitlines()[0])
     add_dataclass_options(parser, IvectorTrainOptions)
     add_dataclass_options(parser, PosteriorOptions)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    add_device_option(parser)
     parser.add_argument("data_dir")
     parser.add_argument("ubm")
     parser.add_argument("exp_dir")
@@ -62,7 +62,7 @@ def main(argv=None):
     opts, post_opts = dataclass_from_args(IvectorTrainOptions, args), dataclass_from_args(PosteriorOptions, args)
     if opts.ivector_dim < 2 or opts.utts_per_batch < 1 or post_opts.num_gselect < 1:
         raise EsgdError("--ivector-dim must be at least 2, --utts-per-batch and --num-gselect at least 1")
-    device = resolve_device(args.device)
+    device = torch.device(args.device)
     ubm_file = model_path(args.ubm, "final.dubm")
     ubm, front_end = DiagGmm.load(ubm_file)
     ubm = ubm.to(device=device)

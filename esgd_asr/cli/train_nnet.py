@@ -21,7 +21,7 @@ import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 import yaml
 
-from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
 from esgd_asr.data.hybrid import network_input, prepare_hybrid_sets
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.models.anchor import config_kind, load_anchor
@@ -56,7 +56,7 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--valid-ivectors", help="i-vector dir of the validation set")
     parser.add_argument("--init-model", help="start from this model instead of a random initialisation")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    add_device_option(parser)
     parser.add_argument("--num-threads", type=int, default=1,
                         help="torch threads (0: torch's default; more threads spin badly on a loaded machine)")
     parser.add_argument("--resume", type=parse_bool, default=False, help="continue from <exp-dir>/checkpoint.pt")
@@ -72,8 +72,6 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise EsgdError(f"--device {args.device}: CUDA is not available")
     nnet_config = args.nnet_config or f"conf/{args.model_type or 'dnn'}.yaml"
     config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
     if args.model_type and config_kind(config) != args.model_type:

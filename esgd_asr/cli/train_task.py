@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from esgd_asr.atomic import atomic_torch_save, load_tagged
-from esgd_asr.cli.options import KaldiArgumentParser, parse_bool
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
 from esgd_asr.cli.train_nnet import model_option
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.models.config import MODEL_TYPES, build_model, load_model_config, model_config_from_dict
@@ -91,7 +91,7 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--esgd-opt", type=model_option, action="append", default=[])
     parser.add_argument("--anchor", help="anchored / iterated: the anchor; inserted: the baseline (a final.pt)")
     parser.add_argument("--seed", type=int, default=0, help="single: initialisation and shuffling")
-    parser.add_argument("--device", default="cpu")
+    add_device_option(parser)
     parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--progress", type=parse_bool, default=False, help="tqdm progress bar on stderr")
     parser.add_argument("task")

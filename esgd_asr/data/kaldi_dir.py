@@ -67,6 +67,16 @@ def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, str]:
     return {spk: " ".join(utts) for spk, utts in spk2utt.items()}
 
 
+def split_share(keys: list[str], nj: int, job: int) -> list[str]:
+    """Job `job` (1-based) of `nj`: a contiguous block of `keys`; the first len % nj blocks get one extra, as Kaldi's
+    split_scp.pl deals out utterances (and, by speaker, split_data.sh)."""
+    if nj < 1 or not 1 <= job <= nj:
+        raise EsgdError(f"--job={job} must be in 1..--nj ({nj})")
+    size, extra = divmod(len(keys), nj)
+    start = (job - 1) * size + min(job - 1, extra)
+    return keys[start:start + size + (job <= extra)]
+
+
 @dataclass
 class DataDir:
     """The contents of a Kaldi data dir, held as tables keyed by utterance / recording / speaker id."""
@@ -178,13 +188,14 @@ def check_segment_ends(segments_path: Path, segments: Lines, durations: dict[str
                             f"recording '{reco}' ({durations[reco]:g} s) by more than {MAX_OVERSHOOT} s")
 
 
-def check_utterances(path: Path, allow_empty_text: bool = False) -> tuple[Lines, Lines | None]:
+def check_utterances(path: Path, allow_empty_text: bool = False, wav: bool = True) -> tuple[Lines, Lines | None]:
     """The checks of a data dir's wav.scp, text, utt2spk and segments that need no audio and no sorting (every
-    message names the file and line); returns the wav.scp and segments tables."""
-    for name in ("wav.scp", "text", "utt2spk"):
+    message names the file and line); returns the wav.scp and segments tables. wav=False: a features-only dir,
+    without wav.scp."""
+    for name in ("wav.scp", "text", "utt2spk") if wav else ("text", "utt2spk"):
         if not (path / name).is_file():
             raise EsgdError(f"{path / name}: missing")
-    wav_scp = read_table_lines(path / "wav.scp")
+    wav_scp = read_table_lines(path / "wav.scp") if wav else {}
     text = read_table_lines(path / "text", allow_empty_value=True)
     utt2spk = read_table_lines(path / "utt2spk")
     if not utt2spk:
@@ -194,10 +205,11 @@ def check_utterances(path: Path, allow_empty_text: bool = False) -> tuple[Lines,
         for utt, (lineno, words) in text.items():
             if not words:
                 raise EsgdError(f"{path / 'text'}:{lineno}: empty transcript for utterance '{utt}'")
-    if (path / "reco2file_and_channel").is_file():
+    if wav and (path / "reco2file_and_channel").is_file():
         _check_reco2file_and_channel(path / "reco2file_and_channel", wav_scp, path / "wav.scp")
     if not (path / "segments").is_file():
-        _same_keys(path / "wav.scp", wav_scp, path / "utt2spk", utt2spk)
+        if wav:
+            _same_keys(path / "wav.scp", wav_scp, path / "utt2spk", utt2spk)
         return wav_scp, None
     segments = read_table_lines(path / "segments")
     _same_keys(path / "segments", segments, path / "utt2spk", utt2spk)
@@ -210,7 +222,7 @@ def check_utterances(path: Path, allow_empty_text: bool = False) -> tuple[Lines,
             start = end = None
         if len(fields) != 3 or start is None:
             raise EsgdError(f"{where}: expected '<utterance> <recording> <start> <end>', got '{utt} {value}'")
-        if fields[0] not in wav_scp:
+        if wav and fields[0] not in wav_scp:
             raise EsgdError(f"{where}: recording '{fields[0]}' of segment '{utt}' is not in wav.scp")
         if not 0 <= start < end:
             raise EsgdError(f"{where}: segment '{utt}' has start {start:g} and end {end:g} (need 0 <= start < end)")
@@ -246,17 +258,20 @@ def _check_sorted(path: Path, table: Lines) -> None:
             raise EsgdError(f"{path}:{table[b][0]}: not sorted ('{a}' then '{b}'); sort with LC_ALL=C")
 
 
-def validate_data_dir(path: str | Path, check_audio: bool = True, allow_empty_text: bool = False) -> DataDir:
-    """Check a data dir as Kaldi's validate_data_dir.sh does; raise EsgdError naming the file and line."""
+def validate_data_dir(path: str | Path, check_audio: bool = True, allow_empty_text: bool = False,
+                      wav: bool = True) -> DataDir:
+    """Check a data dir as Kaldi's validate_data_dir.sh does; raise EsgdError naming the file and line. wav=False
+    (Kaldi's --no-wav): wav.scp is neither needed nor checked, as by the steps that read only features."""
     path = Path(path)
     if not (path / "spk2utt").is_file():
         raise EsgdError(f"{path / 'spk2utt'}: missing")
-    wav_scp, segments = check_utterances(path, allow_empty_text)
+    wav_scp, segments = check_utterances(path, allow_empty_text, wav)
     for name in ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "spk2gender", "feats.scp", "cmvn.scp",
                  "reco2file_and_channel"):
-        if (path / name).is_file():
+        if (path / name).is_file() and (wav or name != "wav.scp"):
             _check_sorted(path / name, read_table_lines(path / name, allow_empty_value=name == "text"))
-    data = DataDir.read(path)
+    data = DataDir.read(path) if wav else DataDir(wav_scp={}, text=read_table(path / "text", allow_empty_value=True),
+                                                   utt2spk=read_table(path / "utt2spk"))
     spk2utt = read_table_lines(path / "spk2utt")
     if {k: v for k, (_, v) in spk2utt.items()} != utt2spk_to_spk2utt(data.utt2spk):
         raise EsgdError(f"{path / 'spk2utt'}: does not match utt2spk (regenerate it from utt2spk)")
@@ -269,7 +284,7 @@ def validate_data_dir(path: str | Path, check_audio: bool = True, allow_empty_te
         _same_keys(path / "feats.scp", read_table_lines(path / "feats.scp"), path / "utt2spk", utt2spk)
     if (path / "cmvn.scp").is_file():
         _same_keys(path / "cmvn.scp", read_table_lines(path / "cmvn.scp"), path / "spk2utt", spk2utt)
-    if check_audio:
+    if check_audio and wav:
         durations = {}
         for reco, (lineno, rx) in wav_scp.items():
             where = f"{path / 'wav.scp'}:{lineno}: recording '{reco}'"

@@ -18,6 +18,7 @@ from esgd_asr.models.anchor import HybridModel
 from esgd_asr.models.kaldi_nnet3 import Nnet3Network
 
 BLOCKED_LOG_PRIOR = 1.0e10
+HYBRID_ACWT = 0.2  # acoustic scale of the hybrids' pseudo log-likelihoods (steps/decode_nnet.sh's default too)
 FRAMES_PER_CHUNK = 50  # output frames per pass of an imported nnet3 network (Kaldi's --frames-per-chunk)
 
 

@@ -18,13 +18,15 @@ from esgd_asr.errors import EsgdError, writing
 class ArkScpWriter:
     """Write binary matrices to `ark` and their `key ark:offset` lines to `scp` (sorted, written at the end).
 
-    Use as a context manager: on an exception the ark is deleted and no scp is written.
+    Use as a context manager: on an exception the ark is deleted and no scp is written. `scp_ark`, when given, is
+    the path the scp lines name instead of `ark`: an ark written aside and moved there once complete.
     """
 
-    def __init__(self, ark: str | Path, scp: str | Path):
+    def __init__(self, ark: str | Path, scp: str | Path, scp_ark: str | Path | None = None):
         self.ark, self.scp = Path(ark), Path(scp)
-        if any(c.isspace() for c in str(self.ark)):
-            raise EsgdError(f"{self.ark}: ark paths must not contain whitespace (scp lines are space-separated)")
+        self.scp_ark = Path(scp_ark or ark)
+        if any(c.isspace() for c in str(self.scp_ark)):
+            raise EsgdError(f"{self.scp_ark}: ark paths must not contain whitespace (scp lines are space-separated)")
         self.ark.parent.mkdir(parents=True, exist_ok=True)
         self.scp.unlink(missing_ok=True)  # a stale scp must not outlive the ark rewritten under it
         self.entries: dict[str, str] = {}
@@ -41,7 +43,7 @@ class ArkScpWriter:
             matrix = matrix.astype(np.float32)
         with writing(self.ark):
             self._file.write(f"{key} ".encode())
-            self.entries[key] = f"{self.ark}:{self._file.tell()}"
+            self.entries[key] = f"{self.scp_ark}:{self._file.tell()}"
             write_array(self._file, matrix)
 
     def close(self) -> None:

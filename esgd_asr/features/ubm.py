@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 
 from esgd_asr.atomic import atomic_torch_save
-from esgd_asr.data.kaldi_dir import read_table
+from esgd_asr.data.kaldi_dir import read_table, split_share
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.cmvn import apply_cmvn
 from esgd_asr.features.feature_io import ScpReader
@@ -80,12 +80,9 @@ class FeatureSource:
 
     def shard(self, nj: int, job: int) -> "FeatureSource":
         """Job `job` (1-based) of `nj`: speakers dealt out in contiguous blocks, as Kaldi's split_data.sh."""
-        if not 1 <= job <= nj:
-            raise EsgdError(f"--job={job} is outside 1..{nj}")
-        speakers = list(self.spk2utt().items())
-        lo, hi = (job - 1) * len(speakers) // nj, job * len(speakers) // nj
+        spk2utt = self.spk2utt()
         part = copy.copy(self)
-        part.utts = [u for _, spk_utts in speakers[lo:hi] for u in spk_utts]
+        part.utts = [u for spk in split_share(list(spk2utt), nj, job) for u in spk2utt[spk]]
         return part
 
     def __len__(self) -> int:
@@ -183,17 +180,6 @@ class DiagGmm:
             return cls(state["weights"], state["means"], state["variances"])
         except (KeyError, TypeError, RuntimeError) as err:
             raise EsgdError(f"{path}: malformed UBM ({err})") from err
-
-
-def resolve_device(name: str) -> torch.device:
-    """A torch device from a --device option, checked to exist."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise EsgdError(f"--device={name}: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EsgdError(f"--device={name}: no CUDA device is available")
-    return device
 
 
 def _prune(post: torch.Tensor, best: torch.Tensor, min_post: float) -> torch.Tensor:

@@ -15,10 +15,11 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from esgd_asr.errors import EsgdError
-from esgd_asr.population import fastpath, stacked
+from esgd_asr.population import fastpath, graphed, stacked
 from esgd_asr.population.precision import check_precision, compute_dtype, precision_scope
 
 Tensors = dict[str, torch.Tensor]
+GRAPH_LABEL_PADDING = 256   # labelled frames of a training batch on the GPU are padded to a multiple of this
 
 
 def member_loss(template: nn.Module, params: Tensors, buffers: Tensors, features, targets) -> torch.Tensor:
@@ -45,17 +46,18 @@ def stacked_losses(logits: torch.Tensor, targets: torch.Tensor, per_member: bool
     return sums, sums / (targets != -100).sum(dim=1)
 
 
-def labelled_positions(targets: torch.Tensor, members: int, per_member: bool = False
+def labelled_positions(targets: torch.Tensor, members: int, per_member: bool = False, pad_to: int = 1
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """The labelled frames (targets != -100) of a batch as flattened positions, (K,) of the batch all members share,
     or with `per_member` (mu, K) of each member's own batch (padded with unlabelled positions), and their targets
-    (mu, K)."""
+    (mu, K). With `pad_to`, K of `per_member` positions is rounded up to a multiple of it (at most all frames), so
+    that batches of slightly different label counts share one CUDA graph."""
     if not per_member:
         flat = targets.reshape(-1)
         positions = torch.nonzero(flat != -100).squeeze(1)
         return positions, flat[positions].expand(members, -1)
     flat = targets.reshape(members, -1)
-    count = int((flat != -100).sum(dim=1).max())
+    count = min(-(-int((flat != -100).sum(dim=1).max()) // pad_to) * pad_to, flat.shape[1])
     positions = torch.argsort((flat == -100).to(torch.uint8), dim=1, stable=True)[:, :count]
     return positions, torch.gather(flat, 1, positions)
 
@@ -88,6 +90,7 @@ class Population:
         self.fast = self.plan is not None
         self.stacked = None if self.fast else stacked.stacked_forward(template)
         self._workspace = self._eval_workspace = None
+        self._graphed_pass = graphed.GraphedPass(self._stacked_pass)
 
     def _loss(self, params, buffers, features, targets):
         return member_loss(self.template, params, buffers, features, targets)
@@ -194,21 +197,36 @@ class Population:
                 return fastpath.loss_and_grads(self.plan, params, features, targets,
                                                self._workspace if reuse_buffers else None, per_member=per_member,
                                                dtype=compute_dtype(self.precision, features.device))
-        return self._autograd_loss_and_grads(params, buffers, features, targets, per_member)
+        grads, losses = self._autograd_loss_and_grads(params, buffers, features, targets, per_member)
+        if self.stacked is not None and features.is_cuda and not reuse_buffers:
+            grads = {k: v.clone() for k, v in grads.items()}   # the CUDA graph's next replay overwrites its outputs
+        return grads, losses
 
     def _autograd_loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets, per_member: bool = False
                                  ) -> tuple[Tensors, torch.Tensor]:
         """The stacked (or vmap'd) forward, differentiated by plain autograd: every member's loss depends on its
         own slice of the stacked parameters only, so the gradient of the summed losses is the stack of the
         members' gradients (several times faster than vmap over grad_and_value, whose per-op transform overhead
-        dominates)."""
+        dominates). The stacked pass runs as a CUDA graph on the GPU (graphed.py); its gradients are the graph's."""
+        if self.stacked is not None:
+            members = next(iter(params.values())).shape[0]
+            positions, labels = labelled_positions(targets, members, per_member, GRAPH_LABEL_PADDING
+                                                   if features.is_cuda else 1)
+            grads, losses = self._graphed_pass(params, features, positions, labels)
+            return grads, losses.clone()
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad(), precision_scope(self.precision, features.device, autocast=True):
-            if self.stacked is not None:
-                losses = self._stacked_losses(leaves, features, targets, per_member)[1]
-            else:
-                loss_fn = self._own_batch_loss_fn if per_member else self._loss_fn
-                losses = loss_fn(leaves, buffers, features, targets)
+            loss_fn = self._own_batch_loss_fn if per_member else self._loss_fn
+            losses = loss_fn(leaves, buffers, features, targets)
+            grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads)), losses.detach()
+
+    def _stacked_pass(self, params: Tensors, features, positions, labels) -> tuple[Tensors, torch.Tensor]:
+        """Gradients and mean losses of the stacked forward on the labelled `positions` (_stacked_losses_at); free
+        of host synchronisation, so that it can be captured as a CUDA graph."""
+        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad(), precision_scope(self.precision, features.device, autocast=True):
+            losses = self._stacked_losses_at(leaves, features, positions, labels)[1]
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
         return dict(zip(leaves, grads)), losses.detach()
 
@@ -255,8 +273,14 @@ class Population:
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """stacked_losses of the stacked forward, its senone layer run on the labelled frames only."""
         members = next(iter(params.values())).shape[0]
-        positions, labels = labelled_positions(targets, members, per_member)
-        return stacked_losses(self.stacked(params, features, not per_member, positions), labels, per_member=True)
+        return self._stacked_losses_at(params, features, *labelled_positions(targets, members, per_member))
+
+    def _stacked_losses_at(self, params: Tensors, features, positions, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """stacked_losses on the labelled `positions` (labelled_positions: (K,) of a batch shared by all members, or
+        (mu, K) of each member's own batch) and their `labels` (mu, K)."""
+        logits = self.stacked(params, features, positions.dim() == 1, positions)
+        # compiled on the GPU: the softmax reads the bf16 logits once instead of going through fp32 copies of them
+        return stacked.compiled_on_gpu(stacked_losses, logits)(logits, labels, per_member=True)
 
     @torch.no_grad()
     def fitness(self, data, chunk_size: int = 4096, member_chunk: int | None = None) -> torch.Tensor:

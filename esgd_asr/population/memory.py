@@ -5,7 +5,8 @@ The estimate counts fp32 member copies at the peak of an ESGD generation (the po
 (two buffers a member), the back-off snapshot of both, and during the evolution step the offspring, parents +
 offspring concatenated and the selected members), the bf16 copies of the weights a pass makes, and the largest
 activations of a training step (every member's mini-batch) and of a fitness pass (fitness_members members on
-fitness_chunk samples). It is an estimate: a population that passes may still run out of memory near the limit.
+fitness_chunk samples); for the BiLSTM, whose training passes are CUDA graphs, both. It is an estimate: a
+population that passes may still run out of memory near the limit.
 """
 import torch
 from torch import nn
@@ -33,13 +34,20 @@ def _bytes_per_member_sample(config, training: bool) -> int:
 def generation_estimate(module: nn.Module, mu: int, offspring: int, max_batch: int, fitness_members: int,
                         fitness_chunk: int) -> dict[str, float]:
     """GiB of the weights and optimizer state, and of the largest training / fitness activations."""
+    from esgd_asr.models.blstm import BiLSTM
+
     member = sum(p.numel() for p in module.parameters()) * 4
     copies = max(7 * mu, 5 * mu + 2 * offspring)          # the SGD step's peak, the evolution step's peak
     config = getattr(module, "config", None)
     train = mu * max_batch * _bytes_per_member_sample(config, True) + mu * member // 2
     fitness = fitness_members * fitness_chunk * _bytes_per_member_sample(config, False) + fitness_members * member // 2
+    activations = max(train, fitness)
+    if isinstance(module, BiLSTM):
+        # the training passes are CUDA graphs (graphed.py) that keep their activations, a copy of their members'
+        # weights and their gradients between steps, so the fitness passes come on top of them
+        activations = train + 2 * mu * member + fitness
     return {"member_gib": member / GIB, "copies": copies, "weights_gib": copies * member / GIB,
-            "activations_gib": max(train, fitness) / GIB}
+            "activations_gib": activations / GIB}
 
 
 def check_fits(module: nn.Module, mu: int, offspring: int, max_batch: int, fitness_members: int, fitness_chunk: int,

@@ -39,7 +39,9 @@ def precision_scope(precision: str, device: torch.device, autocast: bool = False
     torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
     torch.backends.cudnn.allow_tf32 = precision != "fp32"
     try:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast and precision == "bf16"):
+        # no cast cache: each weight is cast once per pass anyway, and CUDA graph capture (graphed.py) needs it off
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast and precision == "bf16",
+                            cache_enabled=False):
             yield
     finally:
         torch.set_float32_matmul_precision(saved_matmul)

@@ -108,8 +108,7 @@ def train_nnet(model: nn.Module, config: ModelConfig, sets: HybridSets, newbob: 
         last = history[-1]
         save_hybrid_model(out_dir / FINAL_MODEL_NAME, population.to_module(0, model), config, sets.nnet_input,
                           sets.pdf_counts, valid_ce=last["valid_ce"], valid_acc=last["valid_acc"],
-                          epochs=last["epoch"], member_frames=sum(r.get("frames", 0) for r in history),
-                          wall_seconds=round(sum(r.get("seconds", 0) for r in history), 1))
+                          epochs=last["epoch"], member_frames=sum(r.get("frames", 0) for r in history))
         log.info("wrote %s: validation CE %.4f, frame accuracy %.2f %% after %d epochs", out_dir / FINAL_MODEL_NAME,
                  last["valid_ce"], 100 * last["valid_acc"], last["epoch"])
     return history

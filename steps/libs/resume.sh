@@ -3,10 +3,15 @@
 # set-up steps; stage N >= 1 is EM pass N, which starts from N.mdl: pass N-1 writes it last, atomically, so a
 # complete N.mdl means every earlier step has finished.
 
-# start_or_resume FIRST: from --stage FIRST (the first step) a run starts afresh: an earlier run's numbered models,
-# matrices, statistics and pass snapshots go. A later --stage continues a run of the same --nj, from N.mdl for a pass.
+# start_or_resume FIRST [MODEL...]: from --stage FIRST (the first step) a run starts afresh: once the data dir
+# ($data: keys, sorting, transcripts, feats.scp) and the MODELs it starts from are found sound, an earlier run's numbered
+# models, matrices, statistics and pass snapshots go. A later --stage continues a run of the same --nj, from N.mdl
+# for a pass.
 start_or_resume() {
-  if [ "$stage" -le "$1" ]; then
+  local first=$1 model; shift
+  if [ "$stage" -le "$first" ]; then
+    esgd-validate-data-dir --no-wav "$data" > /dev/null || exit 1
+    for model in "$@"; do esgd-gmm-train info "$model" > /dev/null || exit 1; done
     rm -f "$dir"/[0-9]*.mdl "$dir"/[0-9]*.mat "$dir"/*.acc "$dir"/*.bak
     echo "$nj" > "$dir/num_jobs"
     return 0

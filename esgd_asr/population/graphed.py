@@ -1,0 +1,57 @@
+"""CUDA graphs of a population's training pass (forward, loss and gradients), replayed step after step.
+
+A BiLSTM population's step on the GPU is a time loop of small batched matmuls and element-wise gate kernels over
+all members, forward and backward: thousands of kernel launches, each a few microseconds of work, issued by
+Python and the autograd engine. Captured once as a CUDA graph, a step is one replay: the launches and the Python
+time go, the arithmetic is the same kernels on the same values.
+
+`GraphedPass(function)` calls `function(*args)` (tensors, or dicts of tensors, in and out) through a graph per
+distinct set of argument shapes and dtypes, captured at its first call after warm-up calls on a side stream;
+the `MAX_GRAPHS` most recently used graphs are kept (each holds its own activation memory). Before a replay the
+arguments are copied into the graph's static tensors, so callers pass any tensors of those shapes. The outputs
+are the graph's own tensors: the next replay overwrites them. On the CPU `function` is called directly.
+The captured function must not synchronise with the host (no .item(), no data-dependent shapes).
+"""
+from collections import OrderedDict
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+MAX_GRAPHS = 4
+WARMUP_CALLS = 3
+
+
+class GraphedPass:
+    def __init__(self, function):
+        self.function = function
+        self.graphs: OrderedDict = OrderedDict()
+
+    def __call__(self, *args):
+        flat, spec = tree_flatten(args)
+        if not flat[0].is_cuda:
+            return self.function(*args)
+        key = (str(spec), *((t.shape, t.dtype, t.device) for t in flat))
+        entry = self.graphs.pop(key, None) or self._capture(args)
+        while len(self.graphs) >= MAX_GRAPHS:
+            self.graphs.popitem(last=False)
+        self.graphs[key] = entry
+        graph, static, outputs = entry
+        for mine, given in zip(static, flat):
+            mine.copy_(given)
+        graph.replay()
+        return outputs
+
+    def _capture(self, args):
+        flat, spec = tree_flatten(args)
+        static = [t.detach().clone() for t in flat]
+        static_args = tree_unflatten(static, spec)
+        side = torch.cuda.Stream(static[0].device)
+        side.wait_stream(torch.cuda.current_stream(static[0].device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                self.function(*static_args)
+        torch.cuda.current_stream(static[0].device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.function(*static_args)
+        return graph, static, outputs
