@@ -285,7 +285,7 @@ def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_
     if not Path(model).is_file() or not is_nnet3_file(model):
         fitted = fit_config(config, nnet_input.to_dict(), frame_width, num_pdfs)
         loaded = load_hybrid_model(model, fitted)
-        if not isinstance(loaded.config, Nnet3Config):  # a model of ours of an nnet3 architecture: as an import
+        if not isinstance(loaded.config, Nnet3Config):  # one of an nnet3 architecture goes on as an import
             loaded.check(nnet_input.input_dim(frame_width), num_pdfs, nnet_input.chunk, nnet_input.kind)
             return config, nnet_input
     else:
