@@ -8,6 +8,7 @@ stop_stage=100
 nj=$(nproc)
 corpus=synth
 corpus_dir=
+feats=plp
 synth_config=conf/synth.conf
 device=cpu
 ubm_gauss=256
@@ -34,6 +35,8 @@ Options:
   --corpus <name>      # synth (default; synthesised offline), kaldi:<dir with train/dev/test data dirs>,
                        # librispeech or switchboard (these two need --corpus-dir)
   --corpus-dir <dir>   # where a librispeech / switchboard corpus lies
+  --feats <plp|kaldi>  # features of stage 6: PLP computed here (default), or with --corpus kaldi:<dir> the data
+                       # dirs' own feats.scp / cmvn.scp (compressed matrices too), used as they are
   --synth-config <f>   # sizes of the synthesised corpus (default: $synth_config)
   --device <cpu|cuda>  # where torch stages (i-vectors, neural models) run (default: $device)
   --ubm-gauss <n>      # Gaussians of the i-vector UBM (default: $ubm_gauss)
@@ -60,6 +63,7 @@ Stages:
   4  lang        lang dir (phones, words, topo, L.fst, L_disambig.fst) -> data/lang
   5  lm          3-gram Kneser-Ney LM on train text (dev perplexity) + G.fst -> data/lang_test
   6  plp         PLP features (Kaldi compute-plp-feats semantics) + per-speaker CMVN stats -> data/*/feats.scp
+                 (--feats kaldi: the kaldi: corpus' own features and CMVN stats instead, no PLP)
   7  ivector     diagonal UBM + i-vector extractor on train; online i-vectors of every set
                  -> exp/ivectors_<set>/ivector_online.scp; speaker EER of dev, test (and heldout)
   8  mono        monophone GMM-HMM (flat start); HCLG; decode dev, test (and heldout); align train -> exp/mono, exp/mono_ali
@@ -93,6 +97,14 @@ done
 [ "$stop_stage" -ge "$stage" ] || { echo "$0: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1; }
 case "$device" in cpu|cuda) ;; *) echo "$0: --device must be cpu or cuda, got '$device'" >&2; exit 1 ;; esac
 case "$nnet_gmm" in mono|tri3) ;; *) echo "$0: --nnet-gmm must be mono or tri3, got '$nnet_gmm'" >&2; exit 1 ;; esac
+case "$feats" in
+  plp) ;;
+  kaldi)
+    if [[ "$corpus" != kaldi:* ]]; then
+      echo "$0: --feats kaldi needs --corpus kaldi:<dir> (its data dirs' feats.scp)" >&2; exit 1
+    fi ;;
+  *) echo "$0: --feats must be plp or kaldi, got '$feats'" >&2; exit 1 ;;
+esac
 case "$corpus" in
   synth) ;;
   kaldi:*) [ -d "${corpus#kaldi:}" ] || { echo "$0: --corpus $corpus: no such directory" >&2; exit 1; } ;;
@@ -217,11 +229,28 @@ stage_lm() {
   local/train_lm.sh --cmd "$train_cmd" data/train data/dev data/local/lm || return 1
   steps/format_lm.sh --cmd "$train_cmd" data/lang data/local/lm/lm.arpa data/lang_test
 }
+# feats_inputs: what stage 6 reads besides stage 1: conf/plp.conf (the signature of the stage before --feats), or
+# --feats and the kaldi: corpus' own tables
+feats_inputs() {
+  local x
+  if [ "$feats" = plp ]; then echo conf/plp.conf; return; fi
+  echo feats
+  for x in train dev test heldout; do
+    [ -f "${corpus#kaldi:}/$x/feats.scp" ] && echo "${corpus#kaldi:}/$x/feats.scp" "${corpus#kaldi:}/$x/cmvn.scp"
+  done
+  return 0
+}
 stage_plp() {
   local x
   for x in train $(eval_sets); do
-    steps/make_plp.sh --nj "$nj" --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
-    steps/compute_cmvn_stats.sh --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
+    if [ "$feats" = kaldi ]; then
+      steps/import_feats.sh --cmd "$train_cmd" "${corpus#kaldi:}/$x" "data/$x" "exp/make_plp/$x" || return 1
+    else
+      steps/make_plp.sh --nj "$nj" --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
+    fi
+    if [ "$feats" = plp ] || [ ! -f "data/$x/cmvn.scp" ]; then
+      steps/compute_cmvn_stats.sh --cmd "$train_cmd" "data/$x" "exp/make_plp/$x" plp || return 1
+    fi
     steps/validate_data_dir.sh --audio false --cmd "$train_cmd" "data/$x" || return 1
   done
 }
@@ -462,7 +491,7 @@ run_stage 2 validate "1" stage_validate
 run_stage 3 dict "1" stage_dict
 run_stage 4 lang "3" stage_lang
 run_stage 5 lm "1 4" stage_lm
-run_stage 6 plp "conf/plp.conf 1" stage_plp
+run_stage 6 plp "$(feats_inputs | tr '\n' ' ')1" stage_plp
 run_stage 7 ivector "ubm_gauss ivector_dim seed conf/ivector.conf 6" stage_ivector
 run_stage 8 mono "mono_gauss seed conf/mono.conf $(decode_config mono) 4 5 6" stage_mono
 run_stage 9 tri1 "tri1_leaves tri1_gauss seed conf/tri1.conf conf/tree.conf $(decode_config tri1) 4 5 6 8" stage_tri1

@@ -5,6 +5,7 @@ CONSOLE_SCRIPTS = [
     "esgd-queue = esgd_asr.cli.queue:main",
     "esgd-make-synth-corpus = esgd_asr.cli.make_synth_corpus:main",
     "esgd-import-corpus = esgd_asr.cli.import_corpus:main",
+    "esgd-import-feats = esgd_asr.cli.import_feats:main",
     "esgd-validate-data-dir = esgd_asr.cli.validate_data_dir:main",
     "esgd-prepare-dict = esgd_asr.cli.prepare_dict:main",
     "esgd-prepare-lang = esgd_asr.cli.prepare_lang:main",

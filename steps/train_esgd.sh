@@ -37,7 +37,8 @@ Options:
   --model-type <dnn|blstm>     # network (default: $model_type)
   --nnet-config <yaml>         # model shapes (default: conf/<model-type>.yaml)
   --preset <name>              # a model preset of it (default: $preset)
-  --anchor <file>              # anchor model for anchored / iterated (exp/<dir>/final.pt, a state dict or TorchScript)
+  --anchor <file>              # anchor model for anchored / iterated (exp/<dir>/final.pt, a state dict or TorchScript;
+                               # or a Kaldi nnet3 text model, whose architecture and input the population takes)
   --cmvn <bool>                # per-speaker CMVN from <data>/cmvn.scp (default: $cmvn)
   --train-ivectors <dir>       # online i-vectors of the training set (BiLSTM input 40 + 100)
   --valid-ivectors <dir>       # online i-vectors of the validation set

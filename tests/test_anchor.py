@@ -7,6 +7,7 @@ from torch import nn
 from esgd_asr.errors import EsgdError
 from esgd_asr.models import BLSTMConfig, DNNConfig, build_model
 from esgd_asr.models.anchor import export_torchscript, load_anchor, load_hybrid_model, save_hybrid_model
+from esgd_asr.models.nnet3_architecture import Nnet3Config
 
 DNN = DNNConfig(feat_dim=5, splice=3, hidden=[8, 6], activations=["relu", "sigmoid"], num_targets=7)
 BLSTM = BLSTMConfig(input_dim=6, num_layers=1, cells=4, bottleneck=3, num_targets=7, chunk=5)
@@ -128,10 +129,11 @@ def test_kaldi_nnet3_feed_forward_model_is_imported(tmp_path):
     assert torch.allclose(load_anchor(tmp_path / "final.txt", DNN)(x), model(x), atol=1e-5)
     with pytest.raises(EsgdError, match="the model has 7 outputs but the tree has 31 senones"):
         load_anchor(tmp_path / "final.txt", DNNConfig(**{**DNN.__dict__, "num_targets": 31}))
-    # a splice with a gap (frames -2, 0, 1) is no FeedForwardDNN: imported as a general nnet3 network, which
-    # decodes with its own input (4 frames) but cannot anchor the DNN population
+    # a splice with a gap (frames -2, 0, 1) is no FeedForwardDNN: imported as a general nnet3 network of its own
+    # architecture, which decodes with its own input (4 frames) and cannot anchor a population of 3-frame DNNs
     (tmp_path / "gap.txt").write_text(nnet3_text(model, DNN).replace("Offset(input, -1), ", "Offset(input, -2), "))
     gap = load_hybrid_model(tmp_path / "gap.txt")
-    assert gap.config is None and (gap.nnet_input["left_context"], gap.nnet_input["right_context"]) == (2, 1)
-    with pytest.raises(EsgdError, match="gap.txt: the model does not take inputs of dim 15"):
+    assert isinstance(gap.config, Nnet3Config) and gap.config.input_dim == 4 * DNN.feat_dim
+    assert (gap.nnet_input["left_context"], gap.nnet_input["right_context"]) == (2, 1)
+    with pytest.raises(EsgdError, match="gap.txt: the model takes inputs of dim 20 but the features give 15"):
         load_anchor(tmp_path / "gap.txt", DNN)

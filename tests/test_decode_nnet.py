@@ -162,7 +162,8 @@ def test_an_imported_kaldi_tdnn_decodes_with_its_declared_input(task, tmp_path, 
         frames.features[frames.offsets[u]:frames.offsets[u + 1], dim:] = frames.features[frames.offsets[u], dim:]
     windows, _ = scorer.nnet_input.utterance_inputs(frames)
     with torch.no_grad():
-        assert (scorer.log_posteriors(frames) - torch.log_softmax(tdnn.module(windows), -1)).abs().max() < 1e-4
+        chunked, one_by_one = scorer.log_posteriors(frames), torch.log_softmax(tdnn.module(windows), -1)
+    assert (chunked - one_by_one).abs().max() < 2e-6 * one_by_one.abs().max()  # float32 (log-posteriors to -110)
     # the same scores as a Kaldi archive for latgen-faster-mapped
     nnet_forward.main(["--ivectors", str(task["ivectors"]), "--pdf-counts", str(tmp_path / "counts"),
                        str(task["data"]), str(tmp_path / "tdnn.txt"), str(tmp_path / "loglikes.ark")])

@@ -1,11 +1,14 @@
-"""Bringing your own data: an existing Kaldi data dir and a LibriSpeech layout, both through lhotse."""
+"""Bringing your own data: an existing Kaldi data dir (with its own features too) and a LibriSpeech layout, both
+through lhotse."""
+import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
 
 from esgd_asr.cli.compute_plp import read_utterances
 from esgd_asr.cli.import_corpus import main as import_corpus
-from esgd_asr.data.kaldi_dir import DataDir, validate_data_dir
+from esgd_asr.cli.import_feats import main as import_feats
+from esgd_asr.data.kaldi_dir import DataDir, read_table, validate_data_dir
 from esgd_asr.data.manifests import load_manifests
 
 
@@ -35,6 +38,7 @@ def write_kaldi_corpus(root, with_segments, heldout=False, piped=False, rate=160
 @pytest.mark.parametrize("with_segments,piped", [(False, False), (True, False), (True, True)])
 def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments, piped):
     write_kaldi_corpus(tmp_path / "src", with_segments, heldout=with_segments, piped=piped)
+    (tmp_path / "src" / "train" / "reco2file_and_channel").write_text("alice-rec1 sw02001 A\nbob-rec1 sw02001 B\n")
     import_corpus(["--corpus", f"kaldi:{tmp_path / 'src'}", str(tmp_path / "manifests"), str(tmp_path / "data")])
     assert (tmp_path / "data" / "heldout").is_dir() == with_segments  # a held-out dir is imported where present
     for split in ("train", "dev", "test") + with_segments * ("heldout",):
@@ -43,6 +47,7 @@ def test_kaldi_data_dir_import_round_trip(tmp_path, with_segments, piped):
         assert imported.text == original.text
         assert imported.utt2spk == original.utt2spk
         assert imported.wav_scp == original.wav_scp
+        assert imported.reco2file_and_channel == original.reco2file_and_channel  # for CTM scoring; lhotse drops it
         assert (imported.segments is not None) == with_segments
         if with_segments:
             assert {u: [float(x) for x in v.split()[1:]] for u, v in imported.segments.items()} == \
@@ -154,6 +159,13 @@ BAD_SOURCES = {
     "blank line": lambda src: (
         append_line(src / "test" / "text", ""),
         f"{src / 'test' / 'text'}:3: empty line")[1],
+    "reco2file_and_channel with a bad channel": lambda src: (
+        (src / "dev" / "reco2file_and_channel").write_text("carol-rec1 sw02001 C\n"),
+        f"{src / 'dev' / 'reco2file_and_channel'}:1: expected '<recording> <file> <channel A, B or 1>', got "
+        "'carol-rec1 sw02001 C'")[1],
+    "reco2file_and_channel without a recording": lambda src: (
+        (src / "train" / "reco2file_and_channel").write_text("alice-rec1 sw02001 A\n"),
+        f"{src / 'train' / 'wav.scp'}:2: 'bob-rec1' has no entry in reco2file_and_channel")[1],
     "text not UTF-8": lambda src: (
         (src / "test" / "text").write_bytes((src / "test" / "text").read_bytes() + b"dave-rec1-2 CAF\xe9\n"),
         f"{src / 'test' / 'text'}:3: not UTF-8 (byte 0xe9 at column 16)")[1],
@@ -219,3 +231,48 @@ def test_a_corpus_at_another_rate_stops_at_import_or_is_resampled(tmp_path, caps
     assert train.wav_scp["alice-rec1"].endswith("- | sox -t wav - -t wav -r 16000 - |")
     utt, samples, rate = next(read_utterances(tmp_path / "data" / "train", ["alice-rec1-1"], -1))
     assert rate == 16000 and abs(len(samples) - 0.9 * 16000) <= 1
+
+
+def write_kaldi_feats(root, split, dim=5, cmvn=True, drop=None):
+    """<root>/<split>/feats.scp of compressed matrices in <root>/../mfcc (relative paths, as Kaldi recipes write
+    them from the recipe dir two levels above the data dir), cmvn.scp with `cmvn`; `drop`: an utterance left out."""
+    source, rng = root / split, np.random.default_rng(1)
+    (root.parent / "mfcc").mkdir(exist_ok=True)
+    utts = [u for u in DataDir.read(source).utt2spk if u != drop]
+    ark = root.parent / "mfcc" / f"raw_{split}.ark"
+    kaldiio.save_ark(str(ark), {u: rng.normal(0, 1, (30, dim)).astype(np.float32) for u in utts},
+                     scp=str(source / "feats.scp"), compression_method=2)
+    (source / "feats.scp").write_text((source / "feats.scp").read_text().replace(str(ark), f"mfcc/{ark.name}"))
+    if cmvn:
+        stats = {s: np.ones((2, dim + 1)) for s in set(DataDir.read(source).utt2spk.values())}
+        kaldiio.save_ark(str(root.parent / "mfcc" / f"cmvn_{split}.ark"), stats, scp=str(source / "cmvn.scp"))
+
+
+def test_a_kaldi_dir_s_own_features_are_used_as_they_are(tmp_path, capsys):
+    """--feats kaldi: the imported data dir reads the source's compressed matrices (by absolute path) and its CMVN
+    stats; a missing utterance or statistics of another dim stop in one line, the earlier tables kept."""
+    write_kaldi_corpus(tmp_path / "src", True)
+    import_corpus(["--corpus", f"kaldi:{tmp_path / 'src'}", str(tmp_path / "manifests"), str(tmp_path / "data")])
+    write_kaldi_feats(tmp_path / "src", "train")
+    write_kaldi_feats(tmp_path / "src", "dev", cmvn=False)
+    for split in ("train", "dev"):
+        import_feats([str(tmp_path / "src" / split), str(tmp_path / "data" / split)])
+    feats = read_table(tmp_path / "data" / "train" / "feats.scp")
+    source = read_table(tmp_path / "src" / "train" / "feats.scp")
+    assert feats.keys() == DataDir.read(tmp_path / "data" / "train").utt2spk.keys() == source.keys()
+    for utt, rxfile in feats.items():
+        assert rxfile.startswith(str(tmp_path / "mfcc")) and source[utt].startswith("mfcc/")
+        assert np.array_equal(kaldiio.load_mat(rxfile), kaldiio.load_mat(str(tmp_path / source[utt])))
+    assert read_table(tmp_path / "data" / "train" / "cmvn.scp").keys() == {"alice", "bob"}
+    assert not (tmp_path / "data" / "dev" / "cmvn.scp").exists()  # steps/compute_cmvn_stats.sh makes it
+    before = (tmp_path / "data" / "train" / "feats.scp").read_text()
+    for kwargs, message in [({"drop": "bob-rec1-1"}, "src/train/feats.scp: no entry for utterance 'bob-rec1-1'"),
+                            ({"dim": 4, "cmvn": False},  # the dim-5 statistics of before
+                             "src/train/cmvn.scp: speaker 'alice' has statistics of shape (2, 6), features of dim 4 "
+                             "need (2, 5)")]:
+        write_kaldi_feats(tmp_path / "src", "train", **kwargs)
+        with pytest.raises(SystemExit):
+            import_feats([str(tmp_path / "src" / "train"), str(tmp_path / "data" / "train")])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and message in error[0], error
+        assert (tmp_path / "data" / "train" / "feats.scp").read_text() == before

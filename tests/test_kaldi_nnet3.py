@@ -11,8 +11,8 @@ import torch
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.anchor import load_anchor, load_hybrid_model
 from esgd_asr.models.dnn import FeedForwardDNN
-from esgd_asr.models.kaldi_nnet3 import (Nnet3Network, fold_fixed_affine, parse_nnet3_text, read_nnet3_graph,
-                                         read_nnet3_model)
+from esgd_asr.models.kaldi_nnet3 import (Nnet3Network, fold_fixed_affine, nnet3_network_text, parse_nnet3_text,
+                                         read_nnet3_graph, read_nnet3_model)
 
 DATA = Path(__file__).parent / "data" / "kaldi_nnet3"
 # case: frame-subsampling factor of its nnet3-compute run
@@ -67,6 +67,12 @@ def test_swbd_tdnn_models_compute_what_kaldi_computed(name, context, tmp_path):
     assert whole.shape == spliced.shape == expected.shape
     scale = np.abs(expected).max()
     assert np.abs(whole - expected).max() < 2e-6 * scale and np.abs(spliced - expected).max() < 2e-6 * scale
+    # written back as nnet3 text (the output node's graph only), it reads back to the same outputs
+    written = nnet3_network_text(network)
+    assert written.count("output-node") == 1 and model.read_text().count("output-node") == 2
+    with torch.no_grad():
+        again = Nnet3Network(parse_nnet3_text(written, "written"))(x[None])[0, ::3].numpy()
+    assert np.abs(again - expected).max() < 2e-6 * scale
     with pytest.raises(EsgdError, match=f"{name}.txt: output-node 'output' does not end in a softmax or "
                                         "log-softmax \\(a chain model"):
         load_hybrid_model(model)
@@ -204,14 +210,16 @@ def test_every_feature_agrees_with_the_reference_evaluator(tmp_path):
     # of input would have changed the output)
     earlier = {"input": np.concatenate([x[:1], x]), "ivector": np.concatenate([ivectors[:1], ivectors])}
     assert np.abs(np.log(reference_outputs(graph, "output", earlier, -5, 1)) - out[:1]).max() > 1e-3
-    # imported as an acoustic model: the FixedAffine folded into affine1, the same outputs, decodable input
+    # imported as an acoustic model: not a plain DNN, so the FixedAffine stays a layer of its own whose weights
+    # are buffers (fixed in a population of it); the same outputs, decodable input
     (tmp_path / "every.txt").write_text(every_feature_text())
     config, module, nnet_input = read_nnet3_model(tmp_path / "every.txt")
-    assert config is None and "lda" not in module.descs and "lda" in fold_fixed_affine(graph).folded
+    assert config is None and module.layers[module.index["lda"]].fixed and "lda" in fold_fixed_affine(graph).folded
+    assert {"layers.0.linear.weight", "layers.0.linear.bias"} <= dict(module.named_buffers()).keys()
     assert (nnet_input["left_context"], nnet_input["right_context"], nnet_input["ivector_period"]) == (4, 4, 10)
     with torch.no_grad():
-        folded = module.double()(torch.from_numpy(np.concatenate([x, ivectors], 1))[None])[0].numpy()
-    assert np.abs(folded - expected).max() < 1e-5
+        imported = module.double()(torch.from_numpy(np.concatenate([x, ivectors], 1))[None])[0].numpy()
+    assert np.abs(imported - expected).max() < 1e-5
 
 
 def test_plain_dnn_becomes_a_feed_forward_dnn_with_lda_folded(tmp_path):
@@ -288,5 +296,5 @@ def test_missing_ivector_input_and_feature_dim_are_named(tmp_path):
     (tmp_path / "every.txt").write_text(every_feature_text())
     anchor = load_hybrid_model(tmp_path / "every.txt")
     anchor.check(9 * 7, 7)
-    with pytest.raises(EsgdError, match="every.txt: the model does not take inputs of dim 36"):
+    with pytest.raises(EsgdError, match="every.txt: the model takes inputs of dim 63 but the features give 36"):
         anchor.check(9 * 4, 7)  # features without the i-vector

@@ -60,6 +60,8 @@ def test_run_sh_rejects_bad_options():
     ("--stage 5 --stop-stage 3", "--stop-stage 3 is before --stage 5"),
     ("--mono-gauss 1e3", "--mono-gauss must be a positive integer, got '1e3'"),
     ("--corpus kaldi:/no/such/dir", "--corpus kaldi:/no/such/dir: no such directory"),
+    ("--feats kaldi", "--feats kaldi needs --corpus kaldi:<dir> (its data dirs' feats.scp)"),
+    ("--feats mfcc", "--feats must be plp or kaldi, got 'mfcc'"),
     ("--nj 0", "--nj must be a positive integer, got '0'"),
     ("--nj -3", "--nj must be a positive integer, got '-3'"),
 ])

@@ -105,3 +105,23 @@ def test_a_second_run_in_the_same_recipe_dir_stops_naming_the_first(stub_steps_r
     assert result.stderr == "./run.sh: exp/ is being written by another run (pid 4242); wait for it or stop it\n"
     assert not (recipe / "calls.log").exists() and not (recipe / "exp" / ".stages").exists()
     assert run(recipe, "--stop-stage 2")[0] == [1, 2]   # free again once the holder is gone
+
+
+def test_feats_kaldi_takes_the_corpus_features_and_reruns_when_they_change(stub_steps_recipe):
+    """--feats kaldi: stage 6 imports the kaldi: corpus' feats.scp instead of making PLP, and reads those tables
+    (by content) instead of conf/plp.conf."""
+    recipe, source = stub_steps_recipe, stub_steps_recipe / "kaldi"
+    for split in ("train", "dev", "test"):
+        (source / split).mkdir(parents=True)
+        (source / split / "feats.scp").write_text(f"{split}-utt1 mfcc/raw_{split}.ark:14\n")
+    options = f"--corpus kaldi:{source} --feats kaldi"
+    assert run(recipe, options)[0] == list(range(1, 14))
+    calls = (recipe / "calls.log").read_text()
+    assert f"steps/import_feats.sh --cmd esgd-queue --backend local {source}/dev data/dev" in calls
+    assert "steps/make_plp.sh" not in calls
+    with open(recipe / "conf" / "plp.conf", "a") as conf:
+        conf.write("--dither=0\n")
+    assert run(recipe, options)[0] == []
+    (source / "dev" / "feats.scp").write_text("dev-utt1 mfcc/raw_dev.ark:99\n")
+    ran, out = run(recipe, options)
+    assert ran == list(range(6, 14)) and f"stage 6 (plp): {source}/dev/feats.scp changed, re-running" in out

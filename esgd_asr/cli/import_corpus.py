@@ -4,7 +4,8 @@ Usage: esgd-import-corpus --corpus kaldi:<dir>|librispeech|switchboard [--corpus
                           [--resample false] <manifest-dir> <data-root>
 
 A kaldi: corpus whose audio is at another rate than --sample-rate stops here, or with --resample true gets a sox
-resampling stage in each wav.scp entry.
+resampling stage in each wav.scp entry. Its reco2file_and_channel (CTM scoring), where present, is checked as Kaldi's
+validate_data_dir.sh does and carried over.
 """
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def main(argv=None):
         name, splits = args.corpus, prepare(args.corpus_dir, args.manifest_dir, args.nj)
     else:
         raise EsgdError(f"--corpus: unknown corpus '{args.corpus}' (synth, kaldi:<dir>, librispeech, switchboard)")
-    print_summary(write_corpus(splits, name, args.manifest_dir, args.data_root))
+    source_root = Path(args.corpus[len("kaldi:"):]) if name == "kaldi" else None
+    print_summary(write_corpus(splits, name, args.manifest_dir, args.data_root, source_root=source_root))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ Usage: esgd-train-esgd --algorithm esgd|anchored|iterated|population|no-evolutio
 The data are read as by esgd-train-nnet (esgd_asr.data.hybrid.prepare_hybrid_sets), the model shape from
 --nnet-config, the algorithm's settings from --esgd-config (esgd_asr.population.algorithms: a preset per
 algorithm, then --esgd-opt dotted keys such as pool.lr_decay=0.8). --anchor (anchored, iterated) is a model file
-of ours, a bare state dict or a TorchScript module of the same architecture (esgd_asr.models.anchor.load_anchor).
+of ours, a bare state dict or a TorchScript module of the same architecture (esgd_asr.models.anchor.load_anchor), or
+a Kaldi nnet3 text model: the population then takes its architecture (a DNN, or a TDNN / TDNN-F as an
+esgd_asr.models.nnet3_architecture.Nnet3Config) and its declared input, checked before any data are prepared.
 Writes <exp-dir>/checkpoint.pt after every generation (--resume true continues exactly), history.tsv,
 history.jsonl, tensorboard/, fitness.png, and at the end final.pt: the best model as a hybrid model file whose
 info holds what Table 1 prints: its cross-entropy and frame accuracy on the whole validation set (valid_ce,

@@ -41,6 +41,7 @@ from esgd_asr.models.anchor import load_hybrid_model
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.dnn import DNNConfig
 from esgd_asr.models.kaldi_nnet3 import is_nnet3_file
+from esgd_asr.models.nnet3_architecture import Nnet3Config
 from esgd_asr.train.data import Data, HybridSets, fit_config
 
 log = logging.getLogger(__name__)
@@ -272,8 +273,9 @@ def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_
                   delta_order: int = 0, model: str | Path | None = None) -> tuple[DNNConfig | BLSTMConfig, NnetInput]:
     """The model config and NnetInput the training data are to be made with. `model` (an anchor or initial model)
     is checked first, before any data are prepared, against the data's frame width and senone count
-    (`data_shape`); a Kaldi nnet3 import brings its own architecture and input (i-vectors at the i-vector dir's
-    period, no normalisation of ours), which are returned instead."""
+    (`data_shape`); a Kaldi nnet3 import brings its own architecture (a DNNConfig, or an Nnet3Config for a TDNN
+    and the like) and input (i-vectors at the i-vector dir's period, no normalisation of ours), which are returned
+    instead, as are those of a model file of ours of an Nnet3Config (an evolved TDNN)."""
     period = read_ivector_period(train_ivectors) if train_ivectors is not None else 0
     nnet_input = NnetInput.for_model(config, cmvn=cmvn, norm_vars=norm_vars, delta_order=delta_order,
                                      ivector_period=period)
@@ -282,10 +284,12 @@ def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_
     frame_width, num_pdfs = data_shape(train_dir, train_ali, train_ivectors, delta_order)
     if not Path(model).is_file() or not is_nnet3_file(model):
         fitted = fit_config(config, nnet_input.to_dict(), frame_width, num_pdfs)
-        load_hybrid_model(model, fitted).check(nnet_input.input_dim(frame_width), num_pdfs, nnet_input.chunk,
-                                               nnet_input.kind)
-        return config, nnet_input
-    loaded = load_hybrid_model(model)
+        loaded = load_hybrid_model(model, fitted)
+        if not isinstance(loaded.config, Nnet3Config):  # one of an nnet3 architecture goes on as an import
+            loaded.check(nnet_input.input_dim(frame_width), num_pdfs, nnet_input.chunk, nnet_input.kind)
+            return config, nnet_input
+    else:
+        loaded = load_hybrid_model(model)
     if bool(loaded.nnet_input["ivector_period"]) != (train_ivectors is not None):
         given = f"but got {train_ivectors}" if train_ivectors else "but no i-vector dir was given"
         raise EsgdError(f"{model}: the model has {'an' if loaded.nnet_input['ivector_period'] else 'no'} i-vector "
@@ -293,12 +297,9 @@ def network_input(config: DNNConfig | BLSTMConfig, train_dir: str | Path, train_
     loaded.take_ivector_period(period)
     declared = NnetInput.from_dict(loaded.nnet_input, str(model))
     loaded.check(declared.input_dim(frame_width), num_pdfs)
-    if loaded.config is None:
-        raise EsgdError(f"{model}: a {loaded.module.__class__.__name__} (not a splice + affine stack) can be "
-                        f"decoded but not anchored: populations are DNNs or BiLSTMs")
-    if type(loaded.config) is not type(config):
-        raise EsgdError(f"{model}: a feed-forward DNN, but the model config describes a {type(config).__name__}")
-    log.info("%s: the population takes the Kaldi model's architecture %s and input", model, loaded.config)
+    if isinstance(config, BLSTMConfig):
+        raise EsgdError(f"{model}: a feed-forward network, but the model config describes a {type(config).__name__}")
+    log.info("%s: the population takes the model's architecture %s and input", model, loaded.config)
     return loaded.config, declared
 
 

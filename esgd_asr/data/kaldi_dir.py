@@ -87,6 +87,7 @@ class DataDir:
     segments: dict[str, str] | None = None
     spk2gender: dict[str, str] = field(default_factory=dict)
     utt2dur: dict[str, float] = field(default_factory=dict)
+    reco2file_and_channel: dict[str, str] = field(default_factory=dict)  # for CTM scoring: recording -> file channel
 
     @classmethod
     def read(cls, path: str | Path) -> "DataDir":
@@ -100,6 +101,7 @@ class DataDir:
             segments=read_table(path / "segments") if (path / "segments").is_file() else None,
             spk2gender=_read_optional(path / "spk2gender"),
             utt2dur={k: float(v) for k, v in _read_optional(path / "utt2dur").items()},
+            reco2file_and_channel=_read_optional(path / "reco2file_and_channel"),
         )
 
     def write(self, path: str | Path) -> None:
@@ -119,6 +121,8 @@ class DataDir:
             write_table(path / "spk2gender", self.spk2gender)
         if self.utt2dur:
             write_table(path / "utt2dur", {k: f"{v:.3f}" for k, v in self.utt2dur.items()})
+        if self.reco2file_and_channel:
+            write_table(path / "reco2file_and_channel", self.reco2file_and_channel)
 
 
 def _read_optional(path: Path) -> dict[str, str]:
@@ -201,6 +205,8 @@ def check_utterances(path: Path, allow_empty_text: bool = False, wav: bool = Tru
         for utt, (lineno, words) in text.items():
             if not words:
                 raise EsgdError(f"{path / 'text'}:{lineno}: empty transcript for utterance '{utt}'")
+    if wav and (path / "reco2file_and_channel").is_file():
+        _check_reco2file_and_channel(path / "reco2file_and_channel", wav_scp, path / "wav.scp")
     if not (path / "segments").is_file():
         if wav:
             _same_keys(path / "wav.scp", wav_scp, path / "utt2spk", utt2spk)
@@ -221,6 +227,18 @@ def check_utterances(path: Path, allow_empty_text: bool = False, wav: bool = Tru
         if not 0 <= start < end:
             raise EsgdError(f"{where}: segment '{utt}' has start {start:g} and end {end:g} (need 0 <= start < end)")
     return wav_scp, segments
+
+
+def _check_reco2file_and_channel(path: Path, wav_scp: Lines, wav_path: Path) -> None:
+    """Kaldi's checks: `<recording> <file> <channel>` lines, channel A or B (1 is accepted, as Kaldi does with a
+    warning), for exactly the recordings of wav.scp."""
+    table = read_table_lines(path)
+    for reco, (lineno, value) in table.items():
+        fields = value.split()
+        if len(fields) != 2 or fields[1] not in ("A", "B", "1"):
+            raise EsgdError(f"{path}:{lineno}: expected '<recording> <file> <channel A, B or 1>', got "
+                            f"'{reco} {value}'")
+    _same_keys(path, table, wav_path, wav_scp)
 
 
 def check_source_dir(path: str | Path) -> Lines | None:
@@ -248,7 +266,8 @@ def validate_data_dir(path: str | Path, check_audio: bool = True, allow_empty_te
     if not (path / "spk2utt").is_file():
         raise EsgdError(f"{path / 'spk2utt'}: missing")
     wav_scp, segments = check_utterances(path, allow_empty_text, wav)
-    for name in ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "spk2gender", "feats.scp", "cmvn.scp"):
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "spk2gender", "feats.scp", "cmvn.scp",
+                 "reco2file_and_channel"):
         if (path / name).is_file() and (wav or name != "wav.scp"):
             _check_sorted(path / name, read_table_lines(path / name, allow_empty_value=name == "text"))
     data = DataDir.read(path) if wav else DataDir(wav_scp={}, text=read_table(path / "text", allow_empty_value=True),

@@ -68,6 +68,11 @@ def _wav_key(recording, channel: int) -> str:
     return recording.id if recording.num_channels == 1 else f"{recording.id}-{channel}"
 
 
+def utterance_id(utt: str, speaker: str) -> str:
+    """The data dir's id of an utterance: prefixed with its speaker id where it lacks it (Kaldi's sorting rule)."""
+    return utt if utt.startswith(speaker) else f"{speaker}-{utt}"
+
+
 def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionSet) -> DataDir:
     """The Kaldi data dir of a split. Multi-channel recordings become one wav.scp entry per channel;
     utterance ids get their speaker id as prefix where they lack it (Kaldi's sorting rule); `segments` is
@@ -81,7 +86,7 @@ def data_dir_from_manifests(recordings: RecordingSet, supervisions: SupervisionS
             raise EsgdError(f"supervision '{s.id}': no speaker")
         recording = by_id[s.recording_id]
         channel = s.channel[0] if isinstance(s.channel, list) else s.channel
-        utt = s.id if s.id.startswith(s.speaker) else f"{s.speaker}-{s.id}"
+        utt = utterance_id(s.id, s.speaker)
         key = _wav_key(recording, channel or 0)
         whole &= utt == key and s.start == 0 and abs(s.duration - recording.duration) < 1e-3
         text[utt] = " ".join((s.text or "").split())
@@ -171,12 +176,16 @@ def prepare_switchboard_corpus(corpus_dir: Path, manifest_dir: Path, nj: int, de
 
 
 def write_corpus(splits: dict[str, tuple[RecordingSet, SupervisionSet]], corpus: str, manifest_dir: Path,
-                 data_root: Path, check_audio: bool = False) -> dict[str, DataDir]:
+                 data_root: Path, check_audio: bool = False, source_root: Path | None = None) -> dict[str, DataDir]:
     """Write each split's manifests and its Kaldi data dir `data_root/<split>`: all are written beside their
     destinations and checked (validate_data_dir, reading every recording with `check_audio`), and only then moved
-    in, so that a failure leaves the earlier corpus whole."""
+    in, so that a failure leaves the earlier corpus whole. `source_root`: the Kaldi data dirs imported, whose
+    reco2file_and_channel (which lhotse does not read) is carried over."""
     written = {split: data_dir_from_manifests(recordings, supervisions)
                for split, (recordings, supervisions) in splits.items()}
+    for split, data in written.items():
+        if source_root is not None and (Path(source_root) / split / "reco2file_and_channel").is_file():
+            data.reco2file_and_channel = read_table(Path(source_root) / split / "reco2file_and_channel")
     with atomic_outputs() as stage:
         for split, (recordings, supervisions) in splits.items():
             write_manifests(recordings, supervisions, manifest_dir, corpus, split, stage)

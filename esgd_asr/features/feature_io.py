@@ -70,9 +70,10 @@ class ArkScpWriter:
 class ScpReader:
     """Random access to the matrices of an scp file, by key; failures name the scp, key and ark position."""
 
-    def __init__(self, scp: str | Path):
+    def __init__(self, scp: str | Path, table: dict[str, str] | None = None):
+        """`table`: entries to read instead of the scp's (messages still name `scp`)."""
         self.scp = Path(scp)
-        self.table = read_table(self.scp)
+        self.table = read_table(self.scp) if table is None else table
 
     def __contains__(self, key: str) -> bool:
         return key in self.table

@@ -9,7 +9,8 @@ TorchScript module with the same input/output contract as ours: input = the norm
 esgd_asr.data.hybrid.NnetInput, (batch, splice * dim) for a DNN or (batch, frames, dim) for a BiLSTM; output =
 per-frame senone logits (or log-posteriors), (batch, senones) / (batch, frames, senones). `export_torchscript`
 writes one, with the nnet input description inside (extra file `esgd/nnet_input.json`). A Kaldi nnet3 model in
-text form is imported by esgd_asr.models.kaldi_nnet3 (a FeedForwardDNN where it is one, else an Nnet3Network) with
+text form is imported by esgd_asr.models.kaldi_nnet3 (a FeedForwardDNN where it is one, else an Nnet3Network
+whose architecture is an esgd_asr.models.nnet3_architecture.Nnet3Config, which a population can take) with
 the nnet input it declares: its context as a splice, i-vectors where it has an i-vector input, no normalisation
 of ours; a binary one is refused with the command that converts it.
 
@@ -35,12 +36,13 @@ from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.config import MODEL_TYPES, build_model, model_config_from_dict
 from esgd_asr.models.dnn import DNNConfig
 from esgd_asr.models.kaldi_nnet3 import is_nnet3_file, read_nnet3_model
+from esgd_asr.models.nnet3_architecture import Nnet3Config, nnet3_config
 from esgd_asr.population.checkpoint import check_finite
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = "esgd-hybrid-model"
 NNET_INPUT_EXTRA = "esgd/nnet_input.json"
-ModelConfig = DNNConfig | BLSTMConfig
+ModelConfig = DNNConfig | BLSTMConfig | Nnet3Config
 
 
 def config_kind(config: ModelConfig) -> str:
@@ -112,8 +114,8 @@ def load_hybrid_model(path: str | Path, config: ModelConfig | None = None) -> Hy
     if not path.is_file():
         raise EsgdError(f"{path}: no such model file")
     if is_nnet3_file(path):
-        nnet3_config, module, nnet_input = read_nnet3_model(path)
-        return HybridModel(module, nnet3_config, nnet_input, None, path)
+        dnn_config, module, nnet_input = read_nnet3_model(path)
+        return HybridModel(module, dnn_config or nnet3_config(module), nnet_input, None, path)
     if _is_torchscript(path):
         extra = {NNET_INPUT_EXTRA: ""}
         try:

@@ -10,11 +10,14 @@ from esgd_asr.models.blstm import BiLSTM, BLSTMConfig
 from esgd_asr.models.cnn import CNNConfig, SmallCNN
 from esgd_asr.models.dnn import DNNConfig, FeedForwardDNN
 from esgd_asr.models.lstm_lm import LSTMLM, LSTMLMConfig
+from esgd_asr.models.nnet3_architecture import Nnet3Config, build_nnet3_network
 from esgd_asr.models.resnet import ResNet, ResNetConfig
 
-# acoustic models (dnn, blstm), image classifiers (cnn, resnet) and the language model (lstm_lm)
+# acoustic models (dnn, blstm, an imported Kaldi nnet3 architecture), image classifiers (cnn, resnet) and the
+# language model (lstm_lm)
 MODEL_TYPES = {"dnn": (DNNConfig, FeedForwardDNN), "blstm": (BLSTMConfig, BiLSTM), "cnn": (CNNConfig, SmallCNN),
-               "resnet": (ResNetConfig, ResNet), "lstm_lm": (LSTMLMConfig, LSTMLM)}
+               "resnet": (ResNetConfig, ResNet), "lstm_lm": (LSTMLMConfig, LSTMLM),
+               "nnet3": (Nnet3Config, build_nnet3_network)}
 
 
 def model_config_from_dict(kind: str, values: dict, source: str = "config"):

@@ -4,7 +4,8 @@
 The config lines (any key order) give input nodes (features `input`, i-vectors `ivector`), component nodes and
 output nodes, each reading a descriptor: a node name, `Append`, `Offset`, `Sum`, `Scale`, `ReplaceIndex`,
 `IfDefined`. Components: AffineComponent, NaturalGradientAffineComponent, FixedAffineComponent (folded into the
-affine it feeds where that affine reads only it), LinearComponent, TdnnComponent, BatchNormComponent (test-mode
+affine it feeds where that affine reads only it in a plain DNN, else a layer whose weights are buffers, fixed in a
+population of the network), LinearComponent, TdnnComponent, BatchNormComponent (test-mode
 statistics), NormalizeComponent, Dropout/GeneralDropout and NoOp (identity), RectifiedLinear, Sigmoid, Tanh,
 Softmax, LogSoftmax. Anything else is refused, every unsupported component named in one message.
 
@@ -16,16 +17,19 @@ i-vector of the window's first output frame. `IfDefined` parts add nothing to th
 are zeros where the window does not reach. A final Softmax is evaluated as its log (decoding takes
 log-posteriors). `read_nnet3_model` imports an acoustic model: a plain splice + affine/activation stack becomes a
 FeedForwardDNN (so it can anchor a DNN population), anything else an Nnet3Network; chain models (the output has
-no softmax) are refused with the reason.
+no softmax) are refused with the reason. `nnet3_network_text` writes an Nnet3Network back as nnet3 text (the
+graph of its output node, each layer as the component Kaldi computes it with), `nnet3_dnn_text` our DNN.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from esgd_asr.errors import EsgdError
@@ -216,11 +220,11 @@ def _component_fields(body: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
 
 
-def parse_nnet3_text(text: str, where: str) -> Nnet3Graph:
-    """Parse the <Nnet3> section of a text model."""
-    config, _, rest = text.partition("<NumComponents>")
+def parse_config_lines(lines: list[str], where: str, first_line: int = 1) -> tuple[dict, dict, dict]:
+    """Input nodes (name -> dim), component nodes (name -> (component, descriptor)) and output nodes (name ->
+    (descriptor, objective)) of an nnet3 model's config lines."""
     inputs, nodes, outputs = {}, {}, {}
-    for lineno, line in enumerate(config.splitlines()[1:], 2):
+    for lineno, line in enumerate(lines, first_line):
         kind, _, remainder = line.strip().partition(" ")
         if not kind:
             continue
@@ -240,6 +244,13 @@ def parse_nnet3_text(text: str, where: str) -> Nnet3Graph:
                             f"output-node are)")
         if not name:
             raise EsgdError(f"{where}: line {lineno}: {kind} without name=")
+    return inputs, nodes, outputs
+
+
+def parse_nnet3_text(text: str, where: str) -> Nnet3Graph:
+    """Parse the <Nnet3> section of a text model."""
+    config, _, rest = text.partition("<NumComponents>")
+    inputs, nodes, outputs = parse_config_lines(config.splitlines()[1:], where, 2)
     components = {m.group(1): Component(m.group(2), _component_fields(m.group(3)))
                   for m in re.finditer(r"<ComponentName>\s+(\S+)\s+<(\w+)>(.*?)</\2>", rest, re.S)}
     if not inputs or not outputs:
@@ -252,17 +263,52 @@ def parse_nnet3_text(text: str, where: str) -> Nnet3Graph:
 
 # ---- components as torch modules ---------------------------------------------------------------------------
 
-class AffineLayer(nn.Module):
-    """Affine / linear / TDNN layer: the input at time offsets `offsets` side by side, times W, plus b."""
+class FixedLinear(nn.Module):
+    """x W^T + b with W and b buffers, not parameters (FixedAffineComponent: Kaldi's LDA, never trained)."""
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, offsets: tuple[int, ...] = (0,)):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class AffineLayer(nn.Module):
+    """Affine / linear / TDNN layer: the input at time offsets `offsets` side by side, times W, plus b; `linear`
+    an nn.Linear (trained) or a FixedLinear."""
+
+    def __init__(self, linear: nn.Linear | FixedLinear, offsets: tuple[int, ...] = (0,)):
+        super().__init__()
+        self.linear, self.offsets = linear, tuple(offsets)
+
+    @classmethod
+    def of(cls, weight: np.ndarray, bias: np.ndarray | None, offsets: tuple[int, ...] = (0,),
+           fixed: bool = False) -> "AffineLayer":
+        """The layer with these values (float32)."""
+        if fixed:
+            bias = np.zeros(len(weight), np.float32) if bias is None else bias
+            return cls(FixedLinear(torch.tensor(weight, dtype=torch.float32),
+                                   torch.tensor(bias, dtype=torch.float32)), offsets)
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
         with torch.no_grad():
-            self.linear.weight.copy_(torch.from_numpy(weight))
+            linear.weight.copy_(torch.from_numpy(weight))
             if bias is not None:
-                self.linear.bias.copy_(torch.from_numpy(bias))
-        self.offsets = offsets
+                linear.bias.copy_(torch.from_numpy(bias))
+        return cls(linear, offsets)
+
+    @property
+    def fixed(self) -> bool:
+        return isinstance(self.linear, FixedLinear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.offsets != (0,):
@@ -317,7 +363,7 @@ def _affine(component: Component, where: str) -> AffineLayer:
         offsets = tuple(int(v) for v in _vector(component, "TimeOffsets", where))
         if not offsets or list(offsets) != sorted(set(offsets)) or weight.shape[1] % len(offsets):
             raise EsgdError(f"{where}: <TimeOffsets> {list(offsets)} do not fit {weight.shape[1]} inputs")
-    return AffineLayer(weight, bias, offsets)
+    return AffineLayer.of(weight, bias, offsets, fixed=component.kind == "FixedAffineComponent")
 
 
 def component_module(component: Component, where: str, final: bool = False) -> nn.Module:
@@ -359,7 +405,8 @@ def _module_dims(module: nn.Module) -> tuple[int, int] | None:
 class Nnet3Network(nn.Module):
     """One output node of an nnet3 graph as a torch module (see the module doc)."""
 
-    def __init__(self, graph: Nnet3Graph, output: str = "output"):
+    def __init__(self, graph: Nnet3Graph, output: str = "output", layers: dict[str, nn.Module] | None = None):
+        """`layers`: the module of each component node (by node name) instead of the graph's components."""
         super().__init__()
         where = graph.where
         if output not in graph.outputs:
@@ -370,14 +417,9 @@ class Nnet3Network(nn.Module):
                                   key=lambda n: (n != "input", n))
         self.input_dims = [graph.inputs[n] for n in self.input_names]
         self.descs = {name: graph.nodes[name][1] for name in self.order}
-        unsupported = sorted({f"{graph.nodes[n][0]} ({graph.components[graph.nodes[n][0]].kind})" for n in self.order
-                              if graph.components[graph.nodes[n][0]].kind not in SUPPORTED})
-        if unsupported:
-            raise EsgdError(f"{where}: unsupported components: {', '.join(unsupported)}")
-        last = self.output_desc.name if self.output_desc.op == "node" else None
-        self.layers = nn.ModuleDict({
-            str(i): component_module(graph.components[graph.nodes[n][0]], f"{where}: component {graph.nodes[n][0]}",
-                                     final=n == last) for i, n in enumerate(self.order)})
+        if layers is None:
+            layers = self._component_modules(graph)
+        self.layers = nn.ModuleDict({str(i): layers[n] for i, n in enumerate(self.order)})
         self.index = {name: str(i) for i, name in enumerate(self.order)}
         self.dims = self._check_dims(where)
         self.output_dim = self._desc_dim(self.output_desc)
@@ -385,6 +427,15 @@ class Nnet3Network(nn.Module):
         self.left_context = max([0] + [-requested[n][0] for n in self.input_names if n in requested])
         self.right_context = max([0] + [requested[n][1] - 1 for n in self.input_names if n in requested])
         self._plans: dict[int, dict] = {}
+
+    def _component_modules(self, graph: Nnet3Graph) -> dict[str, nn.Module]:
+        unsupported = sorted({f"{graph.nodes[n][0]} ({graph.components[graph.nodes[n][0]].kind})" for n in self.order
+                              if graph.components[graph.nodes[n][0]].kind not in SUPPORTED})
+        if unsupported:
+            raise EsgdError(f"{graph.where}: unsupported components: {', '.join(unsupported)}")
+        last = self.output_desc.name if self.output_desc.op == "node" else None
+        return {n: component_module(graph.components[graph.nodes[n][0]], f"{graph.where}: component "
+                                    f"{graph.nodes[n][0]}", final=n == last) for n in self.order}
 
     @property
     def frame_dim(self) -> int:
@@ -499,14 +550,13 @@ class Nnet3Network(nn.Module):
         if desc.op == "replace":
             one = self._evaluate(desc.parts[0], int(desc.value), int(desc.value) + 1, values, ranges)
             return one.expand(-1, hi - lo, -1)
-        if desc.op == "ifdefined":
-            first = next(iter(values.values()))[0]
-            out = first.new_zeros(first.shape[0], hi - lo, self._desc_dim(desc))
+        if desc.op == "ifdefined":  # zeros where undefined (padding, not an in-place write: vmap-able)
             inner = self._desc_range(desc.parts[0], ranges)
             a, b = max(lo, inner[0]), min(hi, inner[1])
-            if a < b:
-                out[:, a - lo:b - lo] = self._evaluate(desc.parts[0], a, b, values, ranges)
-            return out
+            if a >= b:
+                first = next(iter(values.values()))[0]
+                return first.new_zeros(first.shape[0], hi - lo, self._desc_dim(desc))
+            return F.pad(self._evaluate(desc.parts[0], a, b, values, ranges), (0, 0, a - lo, hi - b))
         parts = [self._evaluate(p, lo, hi, values, ranges) for p in desc.parts]
         if desc.op == "append":
             return torch.cat(parts, dim=-1)
@@ -603,8 +653,9 @@ def _as_feed_forward(network: Nnet3Network) -> tuple[DNNConfig, FeedForwardDNN] 
         layers = layers[:-1]
     affines, activations = layers[0::2], layers[1::2]
     names = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
-    if (len(affines) != len(activations) + 1 or not all(isinstance(a, AffineLayer) and a.offsets == (0,)
-                                                          and a.linear.bias is not None for a in affines)
+    if (len(affines) != len(activations) + 1
+            or not all(isinstance(a, AffineLayer) and a.offsets == (0,) and not a.fixed and a.linear.bias is not None
+                       for a in affines)
             or not all(type(a) in names for a in activations)):
         return None
     splice = Desc("append", parts=tuple(Desc("node", name="input") if o == 0 else
@@ -646,7 +697,7 @@ def declared_input(network: Nnet3Network) -> dict:
 def read_nnet3_model(path: str | Path, output: str = "output") -> tuple[DNNConfig | None, nn.Module, dict]:
     """An nnet3 acoustic model (cross-entropy output ending in a (log-)softmax): (DNNConfig, FeedForwardDNN) where
     it is one, else (None, Nnet3Network), and its declared nnet input."""
-    graph = fold_fixed_affine(read_nnet3_graph(path))
+    graph = read_nnet3_graph(path)
     if output not in graph.outputs:
         raise EsgdError(f"{path}: no output-node {output!r} (has {', '.join(graph.outputs)})")
     desc = graph.outputs[output][0]
@@ -656,11 +707,13 @@ def read_nnet3_model(path: str | Path, output: str = "output") -> tuple[DNNConfi
         chain = " (a chain model: its outputs are chain pdf scores at frame-subsampling 3, not senone posteriors " \
                 "of a GMM tree; use a cross-entropy model)" if "output-xent" in graph.outputs else ""
         raise EsgdError(f"{path}: output-node {output!r} does not end in a softmax or log-softmax{chain}")
-    network = Nnet3Network(graph, output)
+    network = Nnet3Network(graph, output)  # the FixedAffine parts kept apart: fixed in a population of it
     if network.input_names[:1] != ["input"] or len(network.input_names) > 2:
         raise EsgdError(f"{path}: expected the input-node 'input' (features) and at most one more (i-vectors), "
                         f"got {', '.join(network.input_names)}")
-    feed_forward = _as_feed_forward(network)
+    folded = graph if not any(c.kind == "FixedAffineComponent" for c in graph.components.values()) else \
+        fold_fixed_affine(copy.deepcopy(graph))
+    feed_forward = _as_feed_forward(Nnet3Network(folded, output))
     config, module = feed_forward if feed_forward is not None else (None, network)
     return config, module.eval(), declared_input(network)
 
@@ -673,6 +726,23 @@ def _text_matrix(rows) -> str:
 
 def _text_vector(values) -> str:
     return "[ " + " ".join(f"{v:.9g}" for v in values) + " ]"
+
+
+def _affine_text(name: str, weight: torch.Tensor, bias: torch.Tensor) -> str:
+    return (f"<ComponentName> {name} <NaturalGradientAffineComponent> <MaxChange> 0.75 <LearningRate> 0.001 "
+            f"<LinearParams>  {_text_matrix(weight.tolist())}\n<BiasParams>  {_text_vector(bias.tolist())}\n"
+            f"<RankIn> 20 <RankOut> 80 <UpdatePeriod> 4 <NumSamplesHistory> 2000 <Alpha> 4 "
+            f"</NaturalGradientAffineComponent> ")
+
+
+def _nonlinearity_text(name: str, kind: str, dim: int) -> str:
+    return (f"<ComponentName> {name} <{kind}> <Dim> {dim} <ValueAvg>  [ ]\n<DerivAvg>  [ ]\n<Count> 0 "
+            f"<NumDimsSelfRepaired> 0 <NumDimsProcessed> 0 <SelfRepairScale> 1e-05 </{kind}> ")
+
+
+def _nnet3_text(lines: list[str], components: list[str]) -> str:
+    return (f"<Nnet3> \n" + "\n".join(lines) + f"\n\n<NumComponents> {len(components)} \n" + "\n".join(components)
+            + "\n</Nnet3> \n")
 
 
 def nnet3_dnn_text(config: DNNConfig, module: FeedForwardDNN, global_stats=()) -> str:
@@ -693,24 +763,90 @@ def nnet3_dnn_text(config: DNNConfig, module: FeedForwardDNN, global_stats=()) -
     splice = ", ".join("input" if o == 0 else f"Offset(input, {o})" for o in range(-left, config.splice - left))
     kinds = {"relu": ("relu", "RectifiedLinearComponent"), "sigmoid": ("sigmoid", "SigmoidComponent"),
              "tanh": ("tanh", "TanhComponent")}
-    nodes, components, previous = [], [], f"Append({splice})"
+    nodes, components, previous = [f"input-node name=input dim={config.feat_dim}"], [], f"Append({splice})"
     for i, linear in enumerate(linears):
         name = f"affine{i + 1}" if i < len(config.activations) else "output.affine"
         w, b = (weight, bias) if i == 0 else (linear.weight.detach(), linear.bias.detach())
         nodes.append(f"component-node name={name} component={name} input={previous}")
-        components.append(f"<ComponentName> {name} <NaturalGradientAffineComponent> <MaxChange> 0.75 "
-                          f"<LearningRate> 0.001 <LinearParams>  {_text_matrix(w.tolist())}\n<BiasParams>  "
-                          f"{_text_vector(b.tolist())}\n<RankIn> 20 <RankOut> 80 <UpdatePeriod> 4 "
-                          f"<NumSamplesHistory> 2000 <Alpha> 4 </NaturalGradientAffineComponent> ")
+        components.append(_affine_text(name, w, b))
         previous = name
         prefix, kind = kinds[config.activations[i]] if i < len(config.activations) else ("output.log-softmax",
                                                                                           "LogSoftmaxComponent")
         name = f"{prefix}{i + 1}" if i < len(config.activations) else prefix
         nodes.append(f"component-node name={name} component={name} input={previous}")
-        components.append(f"<ComponentName> {name} <{kind}> <Dim> {linear.out_features} <ValueAvg>  [ ]\n"
-                          f"<DerivAvg>  [ ]\n<Count> 0 <NumDimsSelfRepaired> 0 <NumDimsProcessed> 0 "
-                          f"<SelfRepairScale> 1e-05 </{kind}> ")
+        components.append(_nonlinearity_text(name, kind, linear.out_features))
         previous = name
-    return (f"<Nnet3> \ninput-node name=input dim={config.feat_dim}\n" + "\n".join(nodes)
-            + f"\noutput-node name=output input={previous} objective=linear\n\n<NumComponents> {len(components)} \n"
-            + "\n".join(components) + "\n</Nnet3> \n")
+    return _nnet3_text(nodes + [f"output-node name=output input={previous} objective=linear"], components)
+
+
+def descriptor_text(desc: Desc) -> str:
+    """A descriptor as nnet3 config text (Kaldi's Sum of more than two parts nested in twos)."""
+    inner = [descriptor_text(p) for p in desc.parts]
+    if desc.op == "node":
+        return desc.name
+    if desc.op == "offset":
+        return f"Offset({inner[0]}, {int(desc.value)})"
+    if desc.op == "replace":
+        return f"ReplaceIndex({inner[0]}, t, {int(desc.value)})"
+    if desc.op == "scale":
+        return f"Scale({desc.value:.9g}, {inner[0]})"
+    if desc.op == "ifdefined":
+        return f"IfDefined({inner[0]})"
+    if desc.op == "sum":
+        text = inner[-1]
+        for part in reversed(inner[:-1]):
+            text = f"Sum({part}, {text})"
+        return text
+    return f"Append({', '.join(inner)})"
+
+
+def nnet3_config_lines(network: Nnet3Network) -> list[str]:
+    """The config lines of `network`: its inputs, each component node reading a component of its own name, and
+    the output node `output`."""
+    return ([f"input-node name={n} dim={d}" for n, d in zip(network.input_names, network.input_dims)]
+            + [f"component-node name={n} component={n} input={descriptor_text(network.descs[n])}"
+               for n in network.order]
+            + [f"output-node name=output input={descriptor_text(network.output_desc)} objective=linear"])
+
+
+def _component_text(name: str, layer: nn.Module, dim: int) -> str:
+    """Kaldi text of the component computing `layer`, whose output has `dim` columns."""
+    if isinstance(layer, AffineLayer):
+        weight, bias = layer.linear.weight.detach(), layer.linear.bias
+        bias_text = _text_vector([] if bias is None else bias.detach().tolist())
+        if layer.fixed:
+            return (f"<ComponentName> {name} <FixedAffineComponent> <LinearParams>  {_text_matrix(weight.tolist())}"
+                    f"\n<BiasParams>  {bias_text}\n</FixedAffineComponent> ")
+        if layer.offsets != (0,):
+            return (f"<ComponentName> {name} <TdnnComponent> <MaxChange> 0.75 <LearningRate> 0.001 <TimeOffsets> "
+                    f"{_text_vector(layer.offsets)}\n<LinearParams>  {_text_matrix(weight.tolist())}\n<BiasParams>  "
+                    f"{bias_text}\n<OrthonormalConstraint> 0 <UseNaturalGradient> T <NumSamplesHistory> 2000 "
+                    f"<AlphaInOut> 4 4 <RankInOut> 20 20 </TdnnComponent> ")
+        if bias is None:
+            return (f"<ComponentName> {name} <LinearComponent> <MaxChange> 0.75 <LearningRate> 0.001 <Params>  "
+                    f"{_text_matrix(weight.tolist())}\n<OrthonormalConstraint> 0 <UseNaturalGradient> T "
+                    f"<RankInOut> 20 20 <Alpha> 4 <NumSamplesHistory> 2000 <UpdatePeriod> 4 </LinearComponent> ")
+        return _affine_text(name, weight, bias.detach())
+    if isinstance(layer, ScaleOffset):  # test-mode BatchNorm: scale = rms / sqrt(var + eps), offset = -mean scale
+        scale, offset = layer.scale.double(), layer.offset.double()
+        target_rms = max(1.0, float(scale.max()))   # keeps var = (rms / scale)^2 - eps positive
+        return (f"<ComponentName> {name} <BatchNormComponent> <Dim> {dim} <BlockDim> {len(scale)} <Epsilon> 0.001 "
+                f"<TargetRms> {target_rms:.9g} <TestMode> T <Count> 1 <StatsMean>  "
+                f"{_text_vector((-offset / scale).tolist())}\n<StatsVar>  "
+                f"{_text_vector(((target_rms / scale) ** 2 - 0.001).tolist())}\n</BatchNormComponent> ")
+    if isinstance(layer, RmsNormalize):
+        return (f"<ComponentName> {name} <NormalizeComponent> <InputDim> {dim} <BlockDim> {layer.block_dim} "
+                f"<TargetRms> {layer.target_rms:.9g} <AddLogStddev> F </NormalizeComponent> ")
+    if isinstance(layer, nn.Identity):
+        return f"<ComponentName> {name} <NoOpComponent> <Dim> {dim} <BackpropScale> 1 </NoOpComponent> "
+    kinds = {nn.ReLU: "RectifiedLinearComponent", nn.Sigmoid: "SigmoidComponent", nn.Tanh: "TanhComponent",
+             nn.LogSoftmax: "LogSoftmaxComponent", nn.Softmax: "SoftmaxComponent"}
+    return _nonlinearity_text(name, kinds[type(layer)], dim)
+
+
+def nnet3_network_text(network: Nnet3Network) -> str:
+    """Kaldi nnet3 text of an Nnet3Network (imported, or a member of a population of one): its graph as
+    `nnet3_config_lines`, each layer as the component Kaldi computes it with (a log-softmax output stays a
+    LogSoftmaxComponent), so that this importer and Kaldi's nnet3 tools read it back to the same outputs."""
+    return _nnet3_text(nnet3_config_lines(network),
+                       [_component_text(n, network.layers[network.index[n]], network.dims[n]) for n in network.order])

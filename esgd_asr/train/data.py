@@ -11,6 +11,7 @@ from esgd_asr.atomic import atomic_torch_save, load_tagged
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.dnn import DNNConfig
+from esgd_asr.models.nnet3_architecture import Nnet3Config
 
 Data = tuple[torch.Tensor, torch.Tensor]
 HYBRID_SETS_FORMAT = "esgd-hybrid-sets"
@@ -67,8 +68,8 @@ def gaussian_clusters(count: int, input_dim: int, num_classes: int, generator: t
     return features, targets
 
 
-def fit_config(config: DNNConfig | BLSTMConfig, nnet_input: dict, frame_dim: int, num_targets: int
-               ) -> DNNConfig | BLSTMConfig:
+def fit_config(config: DNNConfig | BLSTMConfig | Nnet3Config, nnet_input: dict, frame_dim: int, num_targets: int
+               ) -> DNNConfig | BLSTMConfig | Nnet3Config:
     """`config` with the input width `frame_dim` and senone count of data made with `nnet_input`
     (NnetInput.to_dict()); its splice / chunk must be theirs."""
     kind, values = nnet_input["kind"], nnet_input
@@ -84,6 +85,12 @@ def fit_config(config: DNNConfig | BLSTMConfig, nnet_input: dict, frame_dim: int
                             f"{config.chunk_left_context}/{config.chunk_right_context}, the data chunks "
                             f"{theirs[0]} with {theirs[1]}/{theirs[2]}")
         return dataclasses.replace(config, input_dim=frame_dim, num_targets=num_targets)
+    if isinstance(config, Nnet3Config) and kind == "dnn":  # an imported architecture is taken as it is
+        width = (values["left_context"] + 1 + values["right_context"]) * frame_dim
+        if (config.input_dim, config.num_targets) != (width, num_targets):
+            raise EsgdError(f"the nnet3 architecture takes inputs of dim {config.input_dim} with "
+                            f"{config.num_targets} outputs, the data give {width} with {num_targets} senones")
+        return config
     raise EsgdError(f"a {type(config).__name__} cannot read {kind} data")
 
 
