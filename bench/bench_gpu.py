@@ -17,7 +17,6 @@ mu 100 (64 chunks) SGD 0.84 M vs 0.078 M (10.8x), fitness 2.36 M vs 0.52 M (4.6x
 0.1, selection 0.1), peak 68.4 GiB.
 """
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -132,7 +131,8 @@ def population_part(kind, preset, mu, samples, batch, args, device, peak, optimi
         if optimizer == "adam":
             hyper.kind[:] = 1
         state = OptimizerState.zeros_like(population.params)
-        ours = timed(lambda: train_epochs(population, state, hyper, data, 1, generator), device, args.repeats)
+        ours = timed(lambda state=state: train_epochs(population, state, hyper, data, 1, generator), device,
+                     args.repeats)
         theirs = None
         if not args.no_loop:
             references = [build_model(config).to(device) for _ in range(mu)]
@@ -176,7 +176,8 @@ def single_part(args, device, peak):
         population = Population.from_modules([model], device, precision=precision)
         hyper = HyperParams.plain_sgd(1, lr=1e-3, batch_size=args.single_batch)
         state = OptimizerState.zeros_like(population.params)
-        ours = timed(lambda: train_epochs(population, state, hyper, data, 1, generator), device, args.repeats)
+        ours = timed(lambda state=state: train_epochs(population, state, hyper, data, 1, generator), device,
+                     args.repeats)
         reference = build_model(config).to(device)
         optimizer = make_optimizer(reference, device, False, 1e-3)
         theirs = timed(lambda: loop_epoch([reference], [optimizer], data, args.single_batch, device, precision),

@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny synthesised corpus (made once per session) and the repository root."""
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,8 @@ def data_copy(tiny_corpus, tmp_path):
     dst = tmp_path / "train"
     shutil.copytree(tiny_corpus[2] / "train", dst)
     return dst
+
+
+def bash(command, cwd=REPO, env=None):
+    full_env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", **(env or {}))
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, env=full_env)

@@ -11,6 +11,7 @@ from esgd_asr.cli import mkgraph
 from esgd_asr.gmm.align import read_alignments, write_alignments
 from gmm_fixture import make_lang, synth_data, train
 
+REPO = Path(__file__).resolve().parents[1]
 IVECTOR_DIM = 3
 IVECTOR_PERIOD = 5
 
@@ -48,3 +49,13 @@ def make_hybrid_task(root: Path) -> dict:
             "train_ali": split_alignments(exp, root / "exp" / "ali_train", lambda u: not u.startswith("spk3")),
             "valid_ali": split_alignments(exp, root / "exp" / "ali_valid", lambda u: u.startswith("spk3")),
             "ivectors": write_ivectors(data, root / "exp" / "ivectors")}
+
+
+# esgd-train-esgd options for the tiny task: the repository's configs and a small, fast population
+CONFIGS = ["--esgd-config", str(REPO / "conf/esgd.yaml"), "--nnet-config", str(REPO / "conf/dnn.yaml")]
+TINY = {"mu": 5, "offspring": 8, "generations": 2, "pool.batch_sizes": [32, 64], "pool.lr_ranges.sgd": [0.05, 0.5],
+        "pool.lr_ranges.adam": [1e-3, 1e-2], "finetune.lr": 0.05, "finetune.max_epochs": 1}
+
+
+def options(values: dict) -> list[str]:
+    return [arg for key, value in values.items() for arg in ("--esgd-opt", f"{key}={value}")]

@@ -28,7 +28,7 @@ from esgd_asr.gmm.model import GmmHmm
 from esgd_asr.models import DNNConfig, build_model
 from esgd_asr.models.anchor import load_hybrid_model, save_hybrid_model
 from hybrid_fixture import IVECTOR_DIM, IVECTOR_PERIOD, make_hybrid_task
-from test_kaldi_nnet3 import every_feature_text, matrix, vector
+from nnet3_fixture import every_feature_text, matrix, vector
 
 REPO = Path(__file__).resolve().parents[1]
 # one word per sentence; the LM prefers SEA clearly, then KID, the others are unlikely

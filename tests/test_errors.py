@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from esgd_asr.errors import os_error_message
-from test_import_corpus import snapshot, write_kaldi_corpus
+from corpus_fixture import snapshot, write_kaldi_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")

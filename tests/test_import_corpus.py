@@ -10,29 +10,7 @@ from esgd_asr.cli.import_corpus import main as import_corpus
 from esgd_asr.cli.import_feats import main as import_feats
 from esgd_asr.data.kaldi_dir import DataDir, read_table, validate_data_dir
 from esgd_asr.data.manifests import load_manifests
-
-
-def write_kaldi_corpus(root, with_segments, heldout=False, piped=False, rate=16000):
-    """Three data dirs (four with `heldout`); each recording holds two utterances when `with_segments`; with
-    `piped`, wav.scp reads each recording through a sox pipe, as real recipes write it."""
-    rng = np.random.default_rng(0)
-    splits = [("train", ["alice", "bob"]), ("dev", ["carol"]), ("test", ["dave"])] + heldout * [("heldout", ["eve"])]
-    for split, speakers in splits:
-        d = root / split
-        d.mkdir(parents=True)
-        wav, text, utt2spk, segments = {}, {}, {}, {}
-        for spk in speakers:
-            reco = f"{spk}-rec1"
-            path = root / "audio" / f"{reco}.wav"
-            path.parent.mkdir(exist_ok=True)
-            sf.write(path, rng.normal(0, 0.1, 2 * rate).astype(np.float32), rate)
-            wav[reco] = f"sox {path} -t wav - |" if piped else str(path)
-            for i, (start, end) in enumerate([(0.0, 0.9), (1.0, 1.9)] if with_segments else [(0.0, 2.0)]):
-                utt = f"{reco}-{i}" if with_segments else reco
-                text[utt] = f"HELLO WORLD {spk.upper()} {i}"
-                utt2spk[utt] = spk
-                segments[utt] = f"{reco} {start} {end}"
-        DataDir(wav, text, utt2spk, segments if with_segments else None).write(d)
+from corpus_fixture import snapshot, write_kaldi_corpus
 
 
 @pytest.mark.parametrize("with_segments,piped", [(False, False), (True, False), (True, True)])
@@ -94,11 +72,6 @@ def test_unknown_corpus_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         import_corpus(["--corpus", "timit", str(tmp_path / "m"), str(tmp_path / "d")])
     assert "unknown corpus 'timit'" in capsys.readouterr().err
-
-
-def snapshot(*roots):
-    """Every file under `roots`, path -> bytes."""
-    return {p: p.read_bytes() for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def append_line(path, line):

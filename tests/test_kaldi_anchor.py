@@ -17,9 +17,8 @@ from esgd_asr.models.anchor import load_hybrid_model
 from esgd_asr.models.dnn import FeedForwardDNN
 from esgd_asr.models.kaldi_nnet3 import Nnet3Network
 from esgd_asr.train.nnet import evaluate
-from hybrid_fixture import make_hybrid_task
-from test_kaldi_nnet3 import every_feature_text
-from test_population_cli import CONFIGS, TINY, options
+from hybrid_fixture import CONFIGS, TINY, make_hybrid_task, options
+from nnet3_fixture import every_feature_text
 
 REPO = Path(__file__).resolve().parents[1]
 

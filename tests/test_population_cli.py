@@ -14,17 +14,10 @@ from esgd_asr.gmm.align import read_alignments, write_alignments
 from esgd_asr.models.anchor import load_hybrid_model
 from esgd_asr.population.algorithms import load_settings
 from esgd_asr.train.nnet import evaluate
-from hybrid_fixture import make_hybrid_task
+from hybrid_fixture import CONFIGS, TINY, make_hybrid_task, options
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["--esgd-config", str(REPO / "conf/esgd.yaml"), "--nnet-config", str(REPO / "conf/dnn.yaml")]
 MODEL = ["--model-opt", "splice=5", "--model-opt", "hidden=[24,24]", "--model-opt", "activations=[relu,sigmoid]"]
-TINY = {"mu": 5, "offspring": 8, "generations": 2, "pool.batch_sizes": [32, 64], "pool.lr_ranges.sgd": [0.05, 0.5],
-        "pool.lr_ranges.adam": [1e-3, 1e-2], "finetune.lr": 0.05, "finetune.max_epochs": 1}
-
-
-def options(values: dict) -> list[str]:
-    return [arg for key, value in values.items() for arg in ("--esgd-opt", f"{key}={value}")]
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ import torch
 
 from esgd_asr.cli import train_esgd, train_nnet
 from esgd_asr.models.anchor import load_hybrid_model
-from hybrid_fixture import make_hybrid_task
-from test_population_cli import TINY
+from hybrid_fixture import TINY, make_hybrid_task
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")

@@ -1,19 +1,11 @@
 """The shell layer: option parsing, usage messages, the job runner, and run.sh end to end on a tiny corpus."""
-import os
-import subprocess
-
 import pytest
 
-from conftest import REPO, TINY_CORPUS
+from conftest import REPO, TINY_CORPUS, bash
 
 STEP_SCRIPTS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("steps/*.sh") if p.name != "parse_options.sh") + [
     "local/make_synth_corpus.sh", "local/prepare_corpus.sh", "local/prepare_dict.sh", "local/train_lm.sh"]
 SINGLE_JOB_SCRIPTS = {"steps/mkgraph.sh", "local/prepare_dict.sh", "local/train_lm.sh"}  # one job: no --nj
-
-
-def bash(command, cwd=REPO, env=None):
-    full_env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", **(env or {}))
-    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, env=full_env)
 
 
 @pytest.mark.parametrize("script", STEP_SCRIPTS)

@@ -6,8 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO
-from test_recipe_shell import bash
+from conftest import REPO, bash
 
 STUB = '#!/usr/bin/env bash\necho "$0 $*" >> calls.log\n'
 

@@ -741,7 +741,7 @@ def _nonlinearity_text(name: str, kind: str, dim: int) -> str:
 
 
 def _nnet3_text(lines: list[str], components: list[str]) -> str:
-    return (f"<Nnet3> \n" + "\n".join(lines) + f"\n\n<NumComponents> {len(components)} \n" + "\n".join(components)
+    return ("<Nnet3> \n" + "\n".join(lines) + f"\n\n<NumComponents> {len(components)} \n" + "\n".join(components)
             + "\n</Nnet3> \n")
 
 
