@@ -63,6 +63,7 @@ def test_vision_recipe_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed == (exp / "results.txt").read_text()
     assert "valid err%" in printed and all(f"{r} " in printed for r in rows)
+    assert "openai_es (8 x 2 updates x 50) " in printed        # pseudo-offspring x updates x samples an update
     info = train_task.load_task_model(exp / "esgd" / "final.pt")[2]
     assert info["dataset"] == "mnist" and info["member_samples"] == 64 and info["total_samples"] == 128 and 0 <= info["test_error"] <= 100
     es_correlation.main(["--model-config", str(cnn), "--model", str(exp / "single" / "final.pt"), "--batch-sizes",
