@@ -142,10 +142,8 @@ def reconstruct_gradient(table: torch.Tensor, perturbations: Perturbations, rewa
 
 def centered_ranks(rewards: torch.Tensor) -> torch.Tensor:
     """Rewards of any shape -> their ranks among all of them scaled to [-0.5, 0.5]; tied rewards share their mean
-    rank, so that equal rewards give equal utilities (a constant reward: all zero)."""
+    rank, so that equal rewards give equal utilities (a constant reward: all zero). At least two rewards."""
     flat = rewards.flatten().double()
-    if flat.numel() == 1:
-        return torch.zeros_like(rewards, dtype=torch.float64)
     ordered = flat.sort().values
     below = torch.searchsorted(ordered, flat, right=False)
     up_to = torch.searchsorted(ordered, flat, right=True)
