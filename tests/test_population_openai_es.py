@@ -1,13 +1,14 @@
-"""OpenAI-ES: the estimate follows the true gradient, seeds-only reconstruction, antithetic offsets, resume."""
+"""OpenAI-ES: the estimate follows the true gradient, seeds-only reconstruction, antithetic offsets, centred-rank
+fitness shaping, weight decay, resume."""
 import pytest
 import torch
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.models import DNNConfig, FeedForwardDNN
 from esgd_asr.population.driver import run_algorithm
-from esgd_asr.population.openai_es import (OpenAIES, OpenAIESConfig, bucket_bounds, correlation,
+from esgd_asr.population.openai_es import (OpenAIES, OpenAIESConfig, bucket_bounds, centered_ranks, correlation,
                                            direct_gradient, load_openai_es_config, noise_matrix, noise_table,
-                                           reconstruct_gradient, sample_perturbations)
+                                           reconstruct_gradient, sample_perturbations, shape_fitness)
 from esgd_asr.train.data import gaussian_clusters
 from untimed import untimed
 
@@ -85,6 +86,34 @@ def test_antithetic_pairs_cancel_a_constant_reward_offset():
     assert float(one_sided.norm()) > 100 * float(plain.norm())
 
 
+def test_centered_ranks_span_minus_half_to_half_and_share_ties():
+    rewards = torch.tensor([[3.0, -1.0], [10.0, 3.0], [0.5, 7.0]])
+    # sorted: -1, 0.5, 3, 3, 7, 10 -> ranks 0, 1, 2.5, 2.5, 4, 5 of 5
+    expected = torch.tensor([[2.5, 0.0], [5.0, 2.5], [1.0, 4.0]], dtype=torch.float64) / 5 - 0.5
+    assert torch.equal(centered_ranks(rewards), expected)
+    assert torch.equal(centered_ranks(torch.full((4, 2), -2.3)), torch.zeros(4, 2, dtype=torch.float64))
+    assert torch.equal(shape_fitness(rewards, "none"), rewards)
+
+
+def test_rank_shaped_estimate_ignores_increasing_transforms_and_a_constant_reward():
+    generator = torch.Generator().manual_seed(4)
+    dims, sigma = 40, 0.002
+    theta, scale = torch.randn(dims, generator=generator), torch.rand(dims, generator=generator) + 0.5
+    table = noise_table(20_000, 6)
+    bounds = bucket_bounds(dims, None)
+    perturbations = sample_perturbations(300, bounds, len(table), generator)
+    eps = noise_matrix(table, perturbations, bounds, dims)
+    rewards = quadratic_rewards(theta, eps, sigma, scale)
+
+    def estimate(values):
+        return reconstruct_gradient(table, perturbations, centered_ranks(values), sigma, bounds, dims)
+    shaped = estimate(rewards)
+    assert torch.equal(shaped, estimate(torch.exp(rewards / rewards.abs().max()) * 7 + 100))   # same order
+    assert correlation(shaped, -(scale * theta)) > 0.5                     # still points along the gradient
+    assert not torch.equal(shaped, estimate(-rewards))
+    assert torch.count_nonzero(estimate(torch.full_like(rewards, 5.0))) == 0
+
+
 @pytest.fixture(scope="module")
 def data():
     features, targets = gaussian_clusters(600, MODEL.input_dim, MODEL.num_targets, torch.Generator().manual_seed(0),
@@ -109,6 +138,19 @@ def test_es_gradient_correlates_with_sgd_and_the_model_learns(data, tmp_path):
     limited = OpenAIES(settings(bucket_size=50, pairs=400), factory, *data)
     assert len(limited.bounds) - 1 == 6
     assert limited.update()["es_sgd_correlation"] > 0.1
+
+
+def test_rank_shaped_run_with_weight_decay_learns_and_decay_shrinks_theta(data):
+    shaped = OpenAIES(settings(fitness_shaping="centered_ranks", weight_decay=0.5), factory, *data)
+    start = float(shaped.evaluate()[0])
+    for _ in range(12):
+        shaped.update()
+    assert float(shaped.evaluate()[0]) < start
+    plain, decayed = (OpenAIES(settings(fitness_shaping="centered_ranks", weight_decay=w), factory, *data)
+                      for w in (0.0, 0.5))
+    plain.update()
+    decayed.update()   # same draws, so the only difference is the factor 1 - lr * weight_decay
+    assert torch.allclose(decayed.theta, plain.theta * (1 - 0.02 * 0.5))
 
 
 def test_gradient_correlation_is_pearsons_centred_over_the_parameters():
@@ -136,5 +178,7 @@ def test_config_section_and_errors():
     assert (config.sigma, config.bucket_size, config.pairs, config.batch_size) == (0.002, None, 10, 50)
     with pytest.raises(EsgdError, match="unknown option"):
         load_openai_es_config("conf/esgd.yaml", {"sigmaa": 1})
+    with pytest.raises(EsgdError, match="fitness_shaping must be one of none, centered_ranks"):
+        load_openai_es_config("conf/esgd.yaml", {"fitness_shaping": "ranks"})
     with pytest.raises(EsgdError, match="smaller than a bucket"):
         sample_perturbations(2, bucket_bounds(100, None), 50, torch.Generator())

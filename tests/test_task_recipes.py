@@ -11,6 +11,7 @@ import torch
 from esgd_asr.cli import es_correlation, prepare_images, prepare_lm_text, task_table, train_task
 from esgd_asr.errors import EsgdError
 from esgd_asr.train.task import Task
+from test_task_readers import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = "train:\n  default: {lr: 0.3, batch_size: 32, max_epochs: 1, epoch_frames: 64}\n"
@@ -62,6 +63,7 @@ def test_vision_recipe_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed == (exp / "results.txt").read_text()
     assert "valid err%" in printed and all(f"{r} " in printed for r in rows)
+    assert "openai_es (8 x 2 updates x 50) " in printed        # pseudo-offspring x updates x samples an update
     info = train_task.load_task_model(exp / "esgd" / "final.pt")[2]
     assert info["dataset"] == "mnist" and info["member_samples"] == 64 and info["total_samples"] == 128 and 0 <= info["test_error"] <= 100
     es_correlation.main(["--model-config", str(cnn), "--model", str(exp / "single" / "final.pt"), "--batch-sizes",
@@ -73,6 +75,29 @@ def test_vision_recipe_end_to_end(tmp_path, capsys):
         train("bad", "--algorithm", "anchored", "--esgd-config", str(esgd), "--anchor",
               str(exp / "resnet" / "final.pt"))
     assert "differs from the population's" in capsys.readouterr().err
+
+
+def test_resnet20_config_trains_on_a_tiny_cifar10_dir(tmp_path):
+    """The recipe's `--dataset cifar10 --model-config conf/resnet20.yaml` path: the real ResNet-20 (width 16, 3
+    blocks a stage) through stages 1-3 of one row (data, single model for one epoch, ESGD) on 30 CIFAR-format
+    images."""
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    write_cifar(cifar, count=6)                      # 5 batches of 6 -> 30 training images, 6 test images
+    task, exp = tmp_path / "task.pt", tmp_path / "exp"
+    resnet20 = tmp_path / "resnet20.yaml"
+    resnet20.write_text((ROOT / "egs" / "vision" / "conf" / "resnet20.yaml").read_text()
+                        .replace("max_epochs: 20", "max_epochs: 1"))
+    prepare_images.main(["--dataset", "cifar10", "--data-dir", str(cifar), "--valid", "6", str(task)])
+    train_task.main(["--algorithm", "single", "--model-config", str(resnet20), str(task), str(exp / "single")])
+    train_task.main(["--algorithm", "esgd", "--model-config", str(resnet20), "--esgd-config",
+                     str(ROOT / "egs" / "vision" / "conf" / "esgd.yaml"), *TINY_ESGD, str(task), str(exp / "esgd")])
+    for row in ("single", "esgd"):
+        config, state, info = train_task.load_task_model(exp / row / "final.pt")
+        assert (config.width, config.blocks, config.channels, config.image_size) == (16, 3, 3, 32)
+        assert sum(v.numel() for k, v in state.items() if "conv" in k) > 0.25e6     # ResNet-20's 0.27 M weights
+        assert info["dataset"] == "cifar10" and 0 <= info["test_error"] <= 100
+    assert train_task.load_task_model(exp / "single" / "final.pt")[2]["member_samples"] == 24   # one epoch
 
 
 def test_lm_recipe_end_to_end(tmp_path, capsys):

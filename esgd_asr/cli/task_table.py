@@ -18,11 +18,19 @@ COLUMNS = {"vision": [("valid CE", "valid_ce", 3), ("valid err%", "valid_error",
            "lm": [("valid CE", "valid_ce", 3), ("valid ppl", "valid_ppl", 2), ("test ppl", "test_ppl", 2)]}
 NOTE = ("top-1/4: range of the validation CE over the top quarter of mu (ESGD family); samples/mbr: training\n"
         "samples (LM: tokens) behind one member (anchored / inserted rows: on top of their anchor's); total: over\n"
-        "all members (Population Descent: mu x local steps; OpenAI-ES: forward passes of its pseudo-offspring).")
+        "all members (Population Descent: mu x local steps; OpenAI-ES: forward passes of its pseudo-offspring,\n"
+        "its label's pseudo-offspring an update x updates x samples an update).")
 
 
 def count(value: int) -> str:
     return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def es_budget(info: dict) -> str:
+    """An OpenAI-ES row's budget for its label: pseudo-offspring an update x updates x samples an update."""
+    budget = info.get("es_budget")
+    return (f" ({budget['pseudo_offspring']} x {budget['updates']} updates x {budget['batch_size']})" if budget
+            else "")
 
 
 def table(rows: list[tuple[str, Path]]) -> str:
@@ -38,7 +46,7 @@ def table(rows: list[tuple[str, Path]]) -> str:
     lines = []
     for label, path, info in infos:
         top = info.get("top_valid_ce") or []
-        lines.append([label, str(path), *[f"{info[key]:.{digits}f}" for _, key, digits in columns],
+        lines.append([label + es_budget(info), str(path), *[f"{info[key]:.{digits}f}" for _, key, digits in columns],
                       f"[{min(top):.3f}, {max(top):.3f}]" if top else "-", count(info["member_samples"]),
                       count(info["total_samples"]), f"{info['wall_seconds'] / 60:.1f}"])
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]

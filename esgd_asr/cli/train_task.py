@@ -12,7 +12,8 @@ esgd_asr.population.algorithms with their settings from --esgd-config (anchored 
 --anchor: the anchor, or the baseline always inserted). Writes <exp-dir>/final.pt: the best model, its config and
 info: validation and test CE with error rate % (vision) or perplexity (lm), the validation CE range of the top
 quarter (population rows), the budget (member_samples: training samples, or tokens, behind the final model;
-total_samples: over all members, or ES pseudo-offspring evaluations) and wall_seconds. Population runs also write
+total_samples: over all members, or ES pseudo-offspring evaluations; OpenAI-ES also es_budget: pseudo-offspring an
+update, updates, samples an update) and wall_seconds. Population runs also write
 checkpoint.pt, history.tsv / history.jsonl and fitness.png.
 """
 import dataclasses
@@ -76,7 +77,9 @@ def budget(trained, train) -> dict:
     if isinstance(trained, OpenAIES):
         member = trained.updates * trained.config.batch_size
         return {"member_samples": round(member * per_row),
-                "total_samples": round(member * 2 * trained.config.pairs * per_row)}
+                "total_samples": round(member * 2 * trained.config.pairs * per_row),
+                "es_budget": {"pseudo_offspring": 2 * trained.config.pairs, "updates": trained.updates,
+                              "batch_size": trained.config.batch_size}}
     raise EsgdError(f"no budget for {type(trained).__name__}")
 
 

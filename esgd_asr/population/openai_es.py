@@ -9,10 +9,15 @@ is reconstructed from SCALARS ONLY: each pseudo-offspring is named by its noise-
 sign, and reports its reward. Limited perturbation: the flat parameter vector is cut into buckets of at most
 `bucket_size` (5000) parameters and each pair perturbs one uniformly chosen bucket; the estimate is scaled by
 the number of buckets (each parameter is perturbed by 1 / buckets of the pairs), which keeps it unbiased.
-The update is Adam or SGD on -g_ES (the ES estimate of the loss gradient). Every `measure_every` updates the
-correlation between -g_ES and the exact (SGD) gradient of the same mini-batch is recorded, as the paper's Eq. 3: the
-Pearson correlation over the P parameters (both vectors centred). Defaults are the paper's: mini-batch 50,
-sigma 0.002, Adam at 0.001, 10,000 pseudo-offspring (the count is logged at the start).
+Fitness shaping (`fitness_shaping`): `none` uses the rewards themselves (Zhang et al.'s estimate of the true
+gradient); `centered_ranks` replaces them by their ranks over all 2N pseudo-offspring scaled to [-0.5, 0.5] (Salimans
+et al.; ties share their mean rank), which makes an update invariant to any increasing transform of the rewards.
+The update is Adam or SGD on -g_ES (the ES estimate of the loss gradient), then decoupled weight decay
+theta <- (1 - lr * weight_decay) theta, whose strength does not depend on the scale of the (shaped) estimate. Every
+`measure_every` updates the correlation between -g_ES and the exact (SGD) gradient of the same mini-batch is
+recorded, as the paper's Eq. 3: the Pearson correlation over the P parameters (both vectors centred). Defaults are
+Zhang et al.'s: mini-batch 50, sigma 0.002, Adam at 0.001, 10,000 pseudo-offspring (the count is logged at the
+start), raw rewards, no weight decay.
 """
 import dataclasses
 import logging
@@ -31,6 +36,7 @@ from esgd_asr.population.engine import Population
 from esgd_asr.train.data import as_tensors
 
 log = logging.getLogger(__name__)
+FITNESS_SHAPINGS = ("none", "centered_ranks")
 
 @dataclass
 class OpenAIESConfig:
@@ -41,6 +47,8 @@ class OpenAIESConfig:
     noise_seed: int = 123
     optimizer: str = "adam"         # adam or sgd on the ES gradient
     lr: float = 1e-3
+    weight_decay: float = 0.0       # decoupled: theta <- (1 - lr * weight_decay) theta after each update
+    fitness_shaping: str = "none"   # none (raw rewards) or centered_ranks (Salimans et al.)
     batch_size: int = 50            # training samples the rewards are measured on ("The mini-batch size is 50")
     updates_per_generation: int = 10
     generations: int = 20
@@ -53,6 +61,9 @@ class OpenAIESConfig:
         checks = [(self.pairs >= 1, "pairs must be at least 1"), (self.sigma > 0, "sigma must be positive"),
                   (self.bucket_size is None or self.bucket_size >= 1, "bucket_size must be positive or null"),
                   (self.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"), (self.lr > 0, "lr > 0"),
+                  (self.weight_decay >= 0, "weight_decay must be >= 0"),
+                  (self.fitness_shaping in FITNESS_SHAPINGS,
+                   f"fitness_shaping must be one of {', '.join(FITNESS_SHAPINGS)}"),
                   (min(self.batch_size, self.updates_per_generation, self.generations, self.eval_members,
                        self.fitness_chunk) >= 1, "sizes and counts must be positive"),
                   (self.measure_every >= 0, "measure_every must be >= 0")]
@@ -129,6 +140,22 @@ def reconstruct_gradient(table: torch.Tensor, perturbations: Perturbations, rewa
     return gradient.to(table.dtype)
 
 
+def centered_ranks(rewards: torch.Tensor) -> torch.Tensor:
+    """Rewards of any shape -> their ranks among all of them scaled to [-0.5, 0.5]; tied rewards share their mean
+    rank, so that equal rewards give equal utilities (a constant reward: all zero). At least two rewards."""
+    flat = rewards.flatten().double()
+    ordered = flat.sort().values
+    below = torch.searchsorted(ordered, flat, right=False)
+    up_to = torch.searchsorted(ordered, flat, right=True)
+    ranks = (below + up_to - 1).double() / 2
+    return (ranks / (flat.numel() - 1) - 0.5).view(rewards.shape)
+
+
+def shape_fitness(rewards: torch.Tensor, shaping: str) -> torch.Tensor:
+    """The utilities an update weighs the noise with: the rewards (`none`) or their centred ranks."""
+    return centered_ranks(rewards) if shaping == "centered_ranks" else rewards
+
+
 def direct_gradient(offspring_noise: torch.Tensor, rewards: torch.Tensor, sigma: float,
                     num_buckets: int = 1) -> torch.Tensor:
     """The textbook estimate from explicit perturbations v_i (N, P) = sigma * eps_i and rewards (N,):
@@ -172,8 +199,9 @@ class OpenAIES:
         self.finished = False
         self.fitness: torch.Tensor | None = None
         log.info("OpenAI-ES: %d pseudo-offspring per update (%d antithetic pairs; the paper: 10,000), %d buckets "
-                 "of parameters, mini-batch %d", 2 * config.pairs, config.pairs, len(self.bounds) - 1,
-                 config.batch_size)
+                 "of parameters, mini-batch %d, sigma %g, %s lr %g, weight decay %g, fitness shaping %s",
+                 2 * config.pairs, config.pairs, len(self.bounds) - 1, config.batch_size, config.sigma,
+                 config.optimizer, config.lr, config.weight_decay, config.fitness_shaping)
 
     @property
     def total_generations(self) -> int:
@@ -219,8 +247,9 @@ class OpenAIES:
         data = (features[batch], targets[batch])
         perturbations = sample_perturbations(self.config.pairs, self.bounds, self.config.noise_table_size, self.rng)
         rewards = self.rewards(perturbations, data)       # the only numbers the workers would send back
-        es_gradient = reconstruct_gradient(self.table, perturbations, rewards, self.config.sigma, self.bounds,
-                                           self.num_params)
+        es_gradient = reconstruct_gradient(self.table, perturbations,
+                                           shape_fitness(rewards, self.config.fitness_shaping), self.config.sigma,
+                                           self.bounds, self.num_params)
         record = {}
         self.updates += 1
         if self.config.measure_every and self.updates % self.config.measure_every == 0:
@@ -228,6 +257,9 @@ class OpenAIES:
         self.optimizer.zero_grad(set_to_none=True)
         self.theta.grad = -es_gradient                     # ascent on the reward = descent on the loss
         self.optimizer.step()
+        if self.config.weight_decay:
+            with torch.no_grad():
+                self.theta.mul_(1 - self.config.lr * self.config.weight_decay)
         record["batch_reward"] = float(rewards.mean())
         return record
 
