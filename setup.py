@@ -74,7 +74,7 @@ setup(
         "scikit-learn",  # the vision recipe's default images (sklearn.datasets.load_digits, shipped in the wheel)
     ],
     extras_require={
-        "dev": ["pytest>=8", "jiwer>=3"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "jiwer>=3"],
         "audio": ["torchaudio"],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
