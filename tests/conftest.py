@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthesised corpus (made once per session) and the repository root."""
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def data_copy(tiny_corpus, tmp_path):
     return dst
 
 
-def bash(command, cwd=REPO, env=None):
+def bash(command, cwd=REPO, env=None) -> subprocess.CompletedProcess:
+    """Run `command` under bash with the project's venv first on PATH, in a session of its own: a test that stops
+    (a failed assertion elsewhere, pytest-timeout) kills what it started, so no orphan keeps writing or locking."""
     full_env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", **(env or {}))
-    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, env=full_env)
+    with subprocess.Popen(["bash", "-c", command], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=full_env, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
