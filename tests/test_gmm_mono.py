@@ -12,6 +12,7 @@ import jiwer
 import kaldiio
 import numpy as np
 import pytest
+import torch
 
 from esgd_asr.cli import align as align_cli
 from esgd_asr.cli import decode_gmm, gmm_train, mkgraph, score
@@ -25,7 +26,7 @@ from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler
 from esgd_asr.decode.lattice_text import parse_lattice_text
 from esgd_asr.gmm.fst_arrays import fst_to_arrays
 from esgd_asr.gmm.lang_dir import LangDir
-from esgd_asr.gmm.model import GmmHmm
+from esgd_asr.gmm.model import GmmHmm, PdfScorer
 from esgd_asr.gmm.stats import EstimateOptions, GmmStats, estimate
 from esgd_asr.graph.lang import prepare_lang
 from gmm_fixture import LEXICON, NJ, NUM_ITERS, PHONES, make_lang, synth_data, train
@@ -249,6 +250,38 @@ def test_estimate_rejects_stats_of_another_model(system):
     stats = GmmStats.zeros(3, model.dim, model.trans_model.num_transition_ids)
     with pytest.raises(EsgdError, match="Gaussians"):
         estimate(model, stats, EstimateOptions())
+
+
+def test_aligned_statistics_equal_a_direct_computation(system):
+    """gmm-acc-stats-ali: per frame, posteriors over the Gaussians of its aligned pdf, weighted sums of x and x^2;
+    computed here in numpy from the AmDiagGmm's own parameters."""
+    model = GmmHmm.load(system["exp"] / "final.mdl")
+    scorer = PdfScorer(model.am)
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, model.dim))
+    tids = rng.integers(1, model.trans_model.num_transition_ids + 1, size=40)
+    pdfs = model.transitions().pdf[tids]
+    stats = GmmStats.zeros(scorer.num_gauss, model.dim, model.trans_model.num_transition_ids)
+    utt_ll = stats.add_utterance(scorer, torch.from_numpy(feats), pdfs, tids)
+    occ, first, total = np.zeros(scorer.num_gauss), np.zeros((scorer.num_gauss, model.dim)), 0.0
+    second = np.zeros_like(first)
+    offsets = np.cumsum([0] + [model.am.num_gauss_in_pdf(p) for p in range(model.num_pdfs)])
+    for x, pdf in zip(feats, pdfs):
+        gmm = model.am.get_pdf(int(pdf))
+        ll = (np.asarray(gmm.gconsts) + np.asarray(gmm.means_invvars, dtype=np.float64) @ x
+              - 0.5 * np.asarray(gmm.inv_vars, dtype=np.float64) @ (x * x))
+        frame_ll = np.logaddexp.reduce(ll)
+        post = np.exp(ll - frame_ll)
+        g = slice(offsets[pdf], offsets[pdf + 1])
+        occ[g] += post
+        first[g] += post[:, None] * x
+        second[g] += post[:, None] * x * x
+        total += frame_ll
+    assert utt_ll == pytest.approx(total, rel=1e-9) and stats.loglike == utt_ll and stats.frames == 40
+    np.testing.assert_allclose(stats.occ, occ, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats.x, first, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.x2, second, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(stats.trans, np.bincount(tids, minlength=len(stats.trans)))
 
 
 @pytest.mark.parametrize("script,args", [("train_mono.sh", 3), ("align_si.sh", 4), ("mkgraph.sh", 3),

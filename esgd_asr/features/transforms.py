@@ -5,6 +5,7 @@ front end as e.g. `Compose([ApplyCmvn(stats), AddDeltas()])` or `Compose([ApplyC
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -24,9 +25,10 @@ def _context_frames(feats: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return feats[index]
 
 
+@functools.cache
 def delta_scales(order: int, window: int) -> torch.Tensor:
     """(order + 1, 2 * order * window + 1) filters of Kaldi's DeltaFeatures, centred on the current frame:
-    order 0 is the identity, order i convolves order i-1 with j / sum_{j=-N}^{N} j^2."""
+    order 0 is the identity, order i convolves order i-1 with j / sum_{j=-N}^{N} j^2. Cached: do not modify."""
     if order < 0 or window < 1:
         raise EsgdError(f"delta order {order} and window {window}: need order >= 0 and window >= 1")
     width = order * window

@@ -264,16 +264,6 @@ class PdfScorer:
         total = torch.zeros(x.shape[0], num, dtype=ll.dtype).index_add_(1, gauss2pdf, torch.exp(ll - top[:, gauss2pdf]))
         return torch.log(total) + top
 
-    def aligned_gauss_loglikes(self, feats: torch.Tensor, pdfs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each frame, the log-likelihoods (T, width) of the Gaussians of its own pdf (`pdfs` (T,)), -inf in
-        padding slots, and those slots' Gaussian indices (T, width) (padding = num_gauss)."""
-        slots = self.slots[pdfs]
-        safe = slots.clamp_max(self.num_gauss - 1)
-        x = feats.to(self.dtype)
-        ll = (self.gconst[safe] + torch.einsum("td,twd->tw", x, self.mean_invvar[safe])
-              - 0.5 * torch.einsum("td,twd->tw", x * x, self.inv_var[safe]))
-        return ll.masked_fill(slots == self.num_gauss, -torch.inf), slots
-
 
 def tid_loglikes(pdf_loglikes: torch.Tensor, info: TransitionInfo, scale: float) -> np.ndarray:
     """(T, num_transition_ids) float32 matrix whose column t-1 is the scaled log-likelihood of transition-id t's pdf:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kaldi_hmm_gmm as khg
+import numba
 import numpy as np
 import torch
 
@@ -35,20 +36,10 @@ class GmmStats:
     def add_utterance(self, scorer: PdfScorer, feats: torch.Tensor, pdfs: np.ndarray, tids: np.ndarray) -> float:
         """Add one aligned utterance (Gaussian posteriors within each frame's pdf; only those Gaussians are
         evaluated); returns its log-likelihood."""
-        frame_ll, slots = scorer.aligned_gauss_loglikes(feats, torch.from_numpy(np.asarray(pdfs, dtype=np.int64)))
-        total = torch.logsumexp(frame_ll, dim=1)
-        post = torch.exp(frame_ll - total[:, None])  # padding columns get 0
-        x = feats.double()
-        flat = slots.reshape(-1)
-        keep = flat < scorer.num_gauss
-        index, weight = flat[keep], post.reshape(-1)[keep]
-        frame = torch.arange(x.shape[0]).repeat_interleave(slots.shape[1])[keep]
-        weighted = weight[:, None] * x[frame]
-        torch.from_numpy(self.occ).index_add_(0, index, weight)  # in place into the numpy arrays
-        torch.from_numpy(self.x).index_add_(0, index, weighted)
-        torch.from_numpy(self.x2).index_add_(0, index, weighted * x[frame])
+        utt_ll = _accumulate_aligned(feats.double().numpy(), np.asarray(pdfs, dtype=np.int64), scorer.slots.numpy(),
+                                     scorer.gconst.numpy(), scorer.mean_invvar.numpy(), scorer.inv_var.numpy(),
+                                     self.occ, self.x, self.x2)
         np.add.at(self.trans, tids, 1.0)
-        utt_ll = float(total.sum())
         self.loglike += utt_ll
         self.frames += len(tids)
         return utt_ll
@@ -79,6 +70,44 @@ class GmmStats:
                 return cls(z["occ"], z["x"], z["x2"], z["trans"], float(z["loglike"]), int(z["frames"]))
         except (OSError, KeyError, ValueError) as err:
             raise EsgdError(f"{path}: unreadable statistics ({err})") from None
+
+
+@numba.njit(cache=True)
+def _accumulate_aligned(feats, pdfs, slots, gconst, mean_invvar, inv_var, occ, xsum, x2sum) -> float:
+    """gmm-acc-stats-ali's inner loop: for each frame, the log-likelihoods of its pdf's Gaussians (`slots` row;
+    entries >= len(gconst) are padding), their posteriors, and the posterior-weighted zeroth, first and second-order
+    sums added into occ, xsum, x2sum (float64); returns the frames' total log-likelihood."""
+    num_gauss = gconst.shape[0]
+    width, dim = slots.shape[1], feats.shape[1]
+    ll = np.empty(width)
+    total = 0.0
+    for t in range(feats.shape[0]):
+        row = slots[pdfs[t]]
+        best = -np.inf
+        for w in range(width):
+            g = row[w]
+            ll[w] = -np.inf
+            if g < num_gauss:
+                v = gconst[g]
+                for d in range(dim):
+                    v += feats[t, d] * (mean_invvar[g, d] - 0.5 * feats[t, d] * inv_var[g, d])
+                ll[w] = v
+                best = max(best, v)
+        norm = 0.0
+        for w in range(width):
+            if row[w] < num_gauss:
+                norm += np.exp(ll[w] - best)
+        frame_ll = best + np.log(norm)
+        total += frame_ll
+        for w in range(width):
+            g = row[w]
+            if g < num_gauss:
+                post = np.exp(ll[w] - frame_ll)
+                occ[g] += post
+                for d in range(dim):
+                    xsum[g, d] += post * feats[t, d]
+                    x2sum[g, d] += post * feats[t, d] * feats[t, d]
+    return total
 
 
 @dataclass(frozen=True)
