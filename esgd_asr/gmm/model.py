@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kaldi_hmm_gmm as khg
+import numba
 import numpy as np
 import torch
 
@@ -212,57 +213,59 @@ _TUPLE_TYPE = _tuple_type()
 
 
 class PdfScorer:
-    """Pdfs' log-likelihoods for (T, dim) features in one batched torch computation: all pdfs, or chosen ones.
+    """Pdfs' log-likelihoods for (T, dim) features: the Gaussians' in one matrix product, then each pdf's
+    log-sum-exp over its Gaussians (held contiguously, pdf by pdf) in a compiled loop; all pdfs, or chosen ones.
 
     float64 by default (training statistics); float32 (Kaldi's BaseFloat) is enough for alignment and decoding."""
 
     def __init__(self, am: khg.AmDiagGmm, dtype: torch.dtype = torch.float64):
-        consts, mean_ivar, ivar, slots = [], [], [], []
-        offset = 0
+        consts, mean_ivar, ivar = [], [], []
         for pdf in range(am.num_pdfs):
             gmm = am.get_pdf(pdf)
-            inv_vars = np.asarray(gmm.inv_vars, dtype=np.float64)
             consts.append(np.asarray(gmm.gconsts, dtype=np.float64))
             mean_ivar.append(np.asarray(gmm.means_invvars, dtype=np.float64))
-            ivar.append(inv_vars)
-            slots.append(np.arange(offset, offset + inv_vars.shape[0]))
-            offset += inv_vars.shape[0]
-        width = max(len(s) for s in slots)
-        self.num_gauss, self.dtype = offset, dtype
-        # (num_pdfs, width) Gaussian index per slot; padding points at an extra column holding -inf
-        self.slots = torch.tensor(np.stack([np.pad(s, (0, width - len(s)), constant_values=offset) for s in slots]))
-        self.gauss2pdf = torch.tensor(np.repeat(np.arange(len(slots)), [len(s) for s in slots]))
+            ivar.append(np.asarray(gmm.inv_vars, dtype=np.float64))
+        # pdf p's Gaussians are rows bounds[p] .. bounds[p + 1] - 1
+        self.bounds = np.concatenate([[0], np.cumsum([len(c) for c in consts])]).astype(np.int64)
+        self.num_gauss, self.dtype = int(self.bounds[-1]), dtype
         self.gconst = torch.tensor(np.concatenate(consts), dtype=dtype)
         self.mean_invvar = torch.tensor(np.concatenate(mean_ivar), dtype=dtype)  # (G, D)
         self.inv_var = torch.tensor(np.concatenate(ivar), dtype=dtype)  # (G, D)
         self.proj = torch.cat([self.mean_invvar, -0.5 * self.inv_var], 1).T.contiguous()  # (2 * dim, G)
 
     def gauss_loglikes(self, feats: torch.Tensor) -> torch.Tensor:
-        """(T, G + 1) per-Gaussian log-likelihoods including weights; the last column is -inf padding."""
+        """(T, G) per-Gaussian log-likelihoods including weights."""
         x = feats.to(self.dtype)
-        ll = torch.addmm(self.gconst, torch.cat([x, x * x], 1), self.proj)
-        return torch.cat([ll, torch.full((x.shape[0], 1), -torch.inf, dtype=ll.dtype)], 1)
+        return torch.addmm(self.gconst, torch.cat([x, x * x], 1), self.proj)
 
     def pdf_loglikes(self, feats: torch.Tensor, pdfs=None) -> torch.Tensor:
         """(T, num_pdfs) log-likelihoods, or (T, len(pdfs)) of the given pdf ids only (Gaussians of other pdfs are
         not computed)."""
-        gauss2pdf = self.gauss2pdf
-        gauss = None
-        num = gauss2pdf.max().item() + 1 if self.num_gauss else 0
-        if pdfs is not None:
-            pdfs = torch.as_tensor(np.asarray(pdfs), dtype=torch.long)
-            slots = self.slots[pdfs]
-            gauss = slots[slots < self.num_gauss]
-            gauss2pdf = torch.arange(len(pdfs)).repeat_interleave((slots < self.num_gauss).sum(1))
-            num = len(pdfs)
+        if pdfs is None:
+            return torch.from_numpy(_segment_logsumexp(self.gauss_loglikes(feats).numpy(), self.bounds))
+        pdfs = np.asarray(pdfs, dtype=np.int64)
+        sizes = self.bounds[pdfs + 1] - self.bounds[pdfs]
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        gauss = torch.from_numpy(np.repeat(self.bounds[pdfs] - bounds[:-1], sizes) + np.arange(bounds[-1]))
         x = feats.to(self.dtype)
-        proj, gconst = (self.proj, self.gconst) if gauss is None else (self.proj[:, gauss], self.gconst[gauss])
-        ll = torch.addmm(gconst, torch.cat([x, x * x], 1), proj)
-        # log-sum-exp within each pdf, shifted by the pdf's best Gaussian in the frame
-        index = gauss2pdf.expand(x.shape[0], -1)
-        top = torch.full((x.shape[0], num), -torch.inf, dtype=ll.dtype).scatter_reduce_(1, index, ll, "amax")
-        total = torch.zeros(x.shape[0], num, dtype=ll.dtype).index_add_(1, gauss2pdf, torch.exp(ll - top[:, gauss2pdf]))
-        return torch.log(total) + top
+        ll = torch.addmm(self.gconst[gauss], torch.cat([x, x * x], 1), self.proj[:, gauss])
+        return torch.from_numpy(_segment_logsumexp(ll.numpy(), bounds))
+
+
+@numba.njit(cache=True)
+def _segment_logsumexp(ll, bounds):
+    """(T, len(bounds) - 1): row t's log-sum-exp over the columns bounds[p] .. bounds[p + 1] - 1 of `ll` (T, G)."""
+    out = np.empty((ll.shape[0], len(bounds) - 1), ll.dtype)
+    for t in range(ll.shape[0]):
+        for p in range(len(bounds) - 1):
+            best = ll[t, bounds[p]]
+            for g in range(bounds[p] + 1, bounds[p + 1]):
+                best = max(best, ll[t, g])
+            total = 0.0
+            for g in range(bounds[p], bounds[p + 1]):
+                total += np.exp(ll[t, g] - best)
+            out[t, p] = best + np.log(total)
+    return out
 
 
 def tid_loglikes(pdf_loglikes: torch.Tensor, info: TransitionInfo, scale: float) -> np.ndarray:

@@ -36,7 +36,7 @@ class GmmStats:
     def add_utterance(self, scorer: PdfScorer, feats: torch.Tensor, pdfs: np.ndarray, tids: np.ndarray) -> float:
         """Add one aligned utterance (Gaussian posteriors within each frame's pdf; only those Gaussians are
         evaluated); returns its log-likelihood."""
-        utt_ll = _accumulate_aligned(feats.double().numpy(), np.asarray(pdfs, dtype=np.int64), scorer.slots.numpy(),
+        utt_ll = _accumulate_aligned(feats.double().numpy(), np.asarray(pdfs, dtype=np.int64), scorer.bounds,
                                      scorer.gconst.numpy(), scorer.mean_invvar.numpy(), scorer.inv_var.numpy(),
                                      self.occ, self.x, self.x2)
         np.add.at(self.trans, tids, 1.0)
@@ -73,40 +73,33 @@ class GmmStats:
 
 
 @numba.njit(cache=True)
-def _accumulate_aligned(feats, pdfs, slots, gconst, mean_invvar, inv_var, occ, xsum, x2sum) -> float:
-    """gmm-acc-stats-ali's inner loop: for each frame, the log-likelihoods of its pdf's Gaussians (`slots` row;
-    entries >= len(gconst) are padding), their posteriors, and the posterior-weighted zeroth, first and second-order
+def _accumulate_aligned(feats, pdfs, bounds, gconst, mean_invvar, inv_var, occ, xsum, x2sum) -> float:
+    """gmm-acc-stats-ali's inner loop: for each frame, the log-likelihoods of its pdf's Gaussians (rows
+    bounds[pdf] .. bounds[pdf + 1] - 1), their posteriors, and the posterior-weighted zeroth, first and second-order
     sums added into occ, xsum, x2sum (float64); returns the frames' total log-likelihood."""
-    num_gauss = gconst.shape[0]
-    width, dim = slots.shape[1], feats.shape[1]
-    ll = np.empty(width)
+    dim = feats.shape[1]
+    ll = np.empty(np.max(bounds[1:] - bounds[:-1]))
     total = 0.0
     for t in range(feats.shape[0]):
-        row = slots[pdfs[t]]
+        lo, hi = bounds[pdfs[t]], bounds[pdfs[t] + 1]
         best = -np.inf
-        for w in range(width):
-            g = row[w]
-            ll[w] = -np.inf
-            if g < num_gauss:
-                v = gconst[g]
-                for d in range(dim):
-                    v += feats[t, d] * (mean_invvar[g, d] - 0.5 * feats[t, d] * inv_var[g, d])
-                ll[w] = v
-                best = max(best, v)
+        for g in range(lo, hi):
+            v = gconst[g]
+            for d in range(dim):
+                v += feats[t, d] * (mean_invvar[g, d] - 0.5 * feats[t, d] * inv_var[g, d])
+            ll[g - lo] = v
+            best = max(best, v)
         norm = 0.0
-        for w in range(width):
-            if row[w] < num_gauss:
-                norm += np.exp(ll[w] - best)
+        for g in range(lo, hi):
+            norm += np.exp(ll[g - lo] - best)
         frame_ll = best + np.log(norm)
         total += frame_ll
-        for w in range(width):
-            g = row[w]
-            if g < num_gauss:
-                post = np.exp(ll[w] - frame_ll)
-                occ[g] += post
-                for d in range(dim):
-                    xsum[g, d] += post * feats[t, d]
-                    x2sum[g, d] += post * feats[t, d] * feats[t, d]
+        for g in range(lo, hi):
+            post = np.exp(ll[g - lo] - frame_ll)
+            occ[g] += post
+            for d in range(dim):
+                xsum[g, d] += post * feats[t, d]
+                x2sum[g, d] += post * feats[t, d] * feats[t, d]
     return total
 
 
