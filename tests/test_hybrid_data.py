@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from esgd_asr.data.frames import IGNORE
-from esgd_asr.data.hybrid import NnetInput, prepare_hybrid_sets, read_pdf_counts, read_senones
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.align import ali_to_pdf, read_alignments
 from esgd_asr.gmm.model import GmmHmm
+from esgd_asr.hybrid.frames import IGNORE
+from esgd_asr.hybrid.prepare import NnetInput, prepare_hybrid_sets, read_pdf_counts, read_senones
+from esgd_asr.hybrid.sets import HybridSets
 from esgd_asr.models import BLSTMConfig, DNNConfig, build_model
-from esgd_asr.train.data import HybridSets
 from hybrid_fixture import IVECTOR_DIM, make_hybrid_task
 
 

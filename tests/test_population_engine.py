@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.models import BiLSTM, BLSTMConfig, DNNConfig, FeedForwardDNN
+from esgd_asr.population.data import gaussian_clusters
 from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerPool, OptimizerState, apply_update
 from esgd_asr.population.sgd import epoch_orders, sgd_with_backoff, train_epochs
-from esgd_asr.train.data import gaussian_clusters
 
 DNN = DNNConfig(feat_dim=4, splice=3, hidden=[16, 12], activations=["relu", "sigmoid"], num_targets=5)
 BLSTM = BLSTMConfig(input_dim=6, num_layers=2, cells=5, bottleneck=4, num_targets=5, chunk=7)

@@ -9,10 +9,10 @@ Usage: esgd-train-esgd --algorithm esgd|anchored|iterated|population|no-evolutio
                        [--num-threads N] [--resume true|false]
                        <train-data> <train-ali> <valid-data> <valid-ali> <exp-dir>
 
-The data are read as by esgd-train-nnet (esgd_asr.data.hybrid.prepare_hybrid_sets), the model shape from
+The data are read as by esgd-train-nnet (esgd_asr.hybrid.prepare.prepare_hybrid_sets), the model shape from
 --nnet-config, the algorithm's settings from --esgd-config (esgd_asr.population.algorithms: a preset per
 algorithm, then --esgd-opt dotted keys such as pool.lr_decay=0.8). --anchor (anchored, iterated) is a model file
-of ours, a bare state dict or a TorchScript module of the same architecture (esgd_asr.models.anchor.load_anchor), or
+of ours, a bare state dict or a TorchScript module of the same architecture (esgd_asr.hybrid.model_file.load_anchor), or
 a Kaldi nnet3 text model: the population then takes its architecture (a DNN, or a TDNN / TDNN-F as an
 esgd_asr.models.nnet3_architecture.Nnet3Config) and its declared input, checked before any data are prepared.
 Writes <exp-dir>/checkpoint.pt after every generation (--resume true continues exactly), history.tsv,
@@ -35,14 +35,15 @@ import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
 from esgd_asr.cli.train_nnet import model_option
-from esgd_asr.data.hybrid import NnetInput, network_input, prepare_hybrid_sets
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.models.anchor import config_kind, config_to_dict, load_anchor, save_hybrid_model
+from esgd_asr.hybrid.model_file import config_kind, config_to_dict, load_anchor, save_hybrid_model
+from esgd_asr.hybrid.prepare import NnetInput, network_input, prepare_hybrid_sets
+from esgd_asr.hybrid.sets import HybridSets
 from esgd_asr.models.config import build_model, load_model_config
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
+from esgd_asr.population.data import data_digest
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.esgd import ESGD
-from esgd_asr.train.data import HybridSets, data_digest
 from esgd_asr.train.nnet import evaluate
 
 log = logging.getLogger("esgd-train-esgd")

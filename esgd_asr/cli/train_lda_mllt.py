@@ -30,10 +30,10 @@ from esgd_asr.cli.options import (
     KaldiArgumentParser, add_dataclass_options, dataclass_from_args, read_config, run_job_command, split_configs)
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.affine_io import write_matrix
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 from esgd_asr.features.lda import LdaAccs, LdaMlltOptions
 from esgd_asr.features.mllt import DiagGaussians, MlltAccs, compose_mllt
 from esgd_asr.features.transforms import splice
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
 from esgd_asr.gmm.align import ali_to_pdf, read_alignment_dir, read_alignments
 from esgd_asr.gmm.front_end import LdaFrontEnd, ModelFeatures
 from esgd_asr.gmm.lang_dir import LangDir

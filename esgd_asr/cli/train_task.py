@@ -32,9 +32,9 @@ from esgd_asr.models.config import MODEL_TYPES, build_model, load_model_config, 
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.esgd import ESGD
+from esgd_asr.population.newbob import load_newbob_config, train_single_model
 from esgd_asr.population.openai_es import OpenAIES
 from esgd_asr.population.popdescent import PopulationDescent
-from esgd_asr.train.newbob import load_newbob_config, train_single_model
 from esgd_asr.train.nnet import evaluate
 from esgd_asr.train.task import Task
 

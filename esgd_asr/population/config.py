@@ -6,9 +6,9 @@ from pathlib import Path
 import yaml
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.population.newbob import NewBobConfig
 from esgd_asr.population.optim_pool import OptimizerPool
 from esgd_asr.population.precision import PRECISIONS
-from esgd_asr.train.newbob import NewBobConfig
 
 
 @dataclass

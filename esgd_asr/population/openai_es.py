@@ -32,8 +32,8 @@ import yaml
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.population.data import as_tensors
 from esgd_asr.population.engine import Population
-from esgd_asr.train.data import as_tensors
 
 log = logging.getLogger(__name__)
 FITNESS_SHAPINGS = ("none", "centered_ranks")

@@ -27,11 +27,11 @@ import yaml
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.population.data import as_tensors
 from esgd_asr.population.engine import Population
+from esgd_asr.population.newbob import NewBobConfig, train_newbob
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState, UpdateRule
 from esgd_asr.population.selection import living
-from esgd_asr.train.data import as_tensors
-from esgd_asr.train.newbob import NewBobConfig, train_newbob
 
 
 @dataclass

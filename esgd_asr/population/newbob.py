@@ -12,10 +12,10 @@ import yaml
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.population.data import as_tensors, samples_for
 from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
 from esgd_asr.population.sgd import train_epochs
-from esgd_asr.train.data import as_tensors, samples_for
 
 
 @dataclass
