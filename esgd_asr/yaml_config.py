@@ -64,14 +64,6 @@ def resolve(defaults: dict, presets: dict | None, preset: str, overrides: dict |
     return merge(values, nested(overrides or {}))
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """One `key=value` (dotted key) of --esgd-opt / --model-opt; the value is read as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise EsgdError(f"expected key=value, got '{text}'")
-    return key, yaml.safe_load(value)
-
-
 def yaml_numbers(value):
     """Numbers that YAML 1.1 reads as text (5e-4, 1e3: no dot or no signed exponent) as floats, recursively."""
     if isinstance(value, str):

@@ -33,8 +33,7 @@ from pathlib import Path
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
-from esgd_asr.cli.train_nnet import model_option
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, override_option, parse_bool
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.hybrid.model_file import config_kind, config_to_dict, load_anchor, save_hybrid_model
 from esgd_asr.hybrid.prepare import NnetInput, network_input, prepare_hybrid_sets
@@ -56,12 +55,12 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--esgd-preset", help="preset(s) of --esgd-config, comma-separated, merged in order "
                                               "(default: anchors for anchored, iterated "
                                               "for iterated, else default)")
-    parser.add_argument("--esgd-opt", type=model_option, action="append", default=[],
+    parser.add_argument("--esgd-opt", type=override_option, action="append", default=[],
                         help="override a setting, e.g. --esgd-opt mu=20 --esgd-opt pool.lr_decay=0.8")
     parser.add_argument("--nnet-config", help="model YAML (default: conf/<model-type>.yaml)")
     parser.add_argument("--model-type", choices=["dnn", "blstm"], help="must match the config's type")
     parser.add_argument("--preset", default="default", help="model preset of --nnet-config")
-    parser.add_argument("--model-opt", type=model_option, action="append", default=[],
+    parser.add_argument("--model-opt", type=override_option, action="append", default=[],
                         help="override a model config field, e.g. --model-opt hidden=[512,512]")
     parser.add_argument("--anchor", help="anchor model (anchored, iterated): ours, a state dict or TorchScript")
     parser.add_argument("--cmvn", type=parse_bool, default=False, help="per-speaker CMVN from cmvn.scp")

@@ -19,9 +19,8 @@ import logging
 
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
-import yaml
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, override_option, parse_bool
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.hybrid.model_file import config_kind, load_anchor
 from esgd_asr.hybrid.prepare import network_input, prepare_hybrid_sets
@@ -32,19 +31,12 @@ from esgd_asr.train.nnet import train_nnet
 log = logging.getLogger("esgd-train-nnet")
 
 
-def model_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise EsgdError(f"--model-opt: expected key=value, got '{text}'")
-    return key, yaml.safe_load(value)
-
-
 def build_parser() -> KaldiArgumentParser:
     parser = KaldiArgumentParser(prog="esgd-train-nnet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--nnet-config", help="model YAML (default: conf/<model-type>.yaml)")
     parser.add_argument("--model-type", choices=["dnn", "blstm"], help="must match the config's type")
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--model-opt", type=model_option, action="append", default=[],
+    parser.add_argument("--model-opt", type=override_option, action="append", default=[],
                         help="override a model config field, e.g. --model-opt hidden=[512,512]")
     for name, kind in [("lr", float), ("batch-size", int), ("max-epochs", int), ("min-lr", float),
                        ("halving-factor", float), ("epoch-frames", int)]:
