@@ -42,7 +42,8 @@ def _subpackage(module: str) -> str | None:
 
 def subpackage_graph() -> dict[tuple[str, str], set[str]]:
     """(importer, imported) subpackage edges, each with the importing modules that make it."""
-    nodes = {path.stem for path in PACKAGE.iterdir() if path.is_dir() or path.suffix == ".py"}
+    nodes = {path.stem for path in PACKAGE.iterdir()
+             if not path.name.startswith("__") and (path.is_dir() or path.suffix == ".py")}
     edges = defaultdict(set)
     for path in sorted(PACKAGE.rglob("*.py")):
         source = _subpackage(_module_name(path))

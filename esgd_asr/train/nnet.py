@@ -1,6 +1,6 @@
 """The single-model hybrid baseline run (steps/train_nnet.sh): new-bob epochs with an atomic checkpoint after each,
 exact `resume`, validation CE and frame accuracy per epoch (history.tsv, TensorBoard, training.png), and
-final.pt (esgd_asr.hybrid.model_file model file: weights, config, nnet input, senone counts) at the end.
+final.pt (a hybrid model file, esgd_asr.hybrid.model_file: weights, config, nnet input, senone counts) at the end.
 
 The checkpoint (out_dir/checkpoint.pt) holds the model, fitness, learning rate, the shuffling generator, every
 global RNG and the history, so a run killed at any point continues from its last finished epoch exactly as if it
