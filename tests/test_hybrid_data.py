@@ -47,7 +47,7 @@ def test_dnn_sets_are_spliced_normalised_frames_with_senone_targets(task):
 
 
 def test_blstm_sets_are_chunks_with_ivectors(task):
-    config = BLSTMConfig(num_layers=1, cells=4, bottleneck=3, chunk=7)
+    config = BLSTMConfig(num_layers=1, cells=4, bottleneck=3, chunk=7, chunk_left_context=0, chunk_right_context=0)
     sets = prepare_hybrid_sets(config, task["data"], task["train_ali"], task["data"], task["valid_ali"],
                                task["ivectors"], task["ivectors"], cmvn=True)
     x, y = sets.valid

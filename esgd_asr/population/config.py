@@ -69,15 +69,11 @@ class ESGDConfig:
         return max(1, min(round(self.elite_fraction * self.mu), selectable))
 
 
-def esgd_config_from_dict(values: dict, where: str = "esgd config") -> ESGDConfig:
-    return dataclass_from_dict(ESGDConfig, values, where)
-
-
 def load_esgd_config(path: str | Path, preset: str = "default", overrides: dict | None = None) -> ESGDConfig:
     """Read conf/esgd.yaml: `default`, then `presets.<preset>` merged over it (several, comma-separated, merge in
     order: "anchors,blstm_batches"), then dotted overrides such as {"mu": 10, "pool.lr_decay": 0.8}."""
     document = read_yaml(path, "esgd config")
     if not isinstance(document.get("default"), dict):
         raise EsgdError(f"{path}: an esgd config needs a 'default' mapping")
-    return esgd_config_from_dict(resolve(document["default"], document.get("presets"), preset, overrides, str(path)),
-                                 str(path))
+    values = resolve(document["default"], document.get("presets"), preset, overrides, str(path))
+    return dataclass_from_dict(ESGDConfig, values, str(path))
