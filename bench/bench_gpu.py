@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from esgd_asr.models import build_model, load_model_config  # noqa: E402
 from esgd_asr.population import esgd as esgd_module, sgd as sgd_module  # noqa: E402
 from esgd_asr.population.config import load_esgd_config  # noqa: E402
+from esgd_asr.population.data import gaussian_clusters  # noqa: E402
 from esgd_asr.population.engine import Population  # noqa: E402
 from esgd_asr.population.esgd import ESGD  # noqa: E402
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState  # noqa: E402
 from esgd_asr.population.precision import precision_scope  # noqa: E402
 from esgd_asr.population.sgd import train_epochs  # noqa: E402
-from esgd_asr.train.data import gaussian_clusters  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,9 @@ import time
 
 import torch
 
+from esgd_asr.features.feature_source import FrontEnd
 from esgd_asr.features.ivector import IvectorExtractor, PosteriorOptions
-from esgd_asr.features.ubm import FrontEnd, init_from_frames
+from esgd_asr.features.ubm import init_from_frames
 
 FRAMES_PER_SECOND = 100
 

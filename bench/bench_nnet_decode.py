@@ -17,13 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kaldi_hmm_gmm  # noqa: E402,F401  (before kaldifst: import-order trap)
 import torch  # noqa: E402
 
-from esgd_asr.data.frames import FrameSet  # noqa: E402
 from esgd_asr.decode.hclg import read_hclg  # noqa: E402
 from esgd_asr.decode.hybrid import HybridScorer  # noqa: E402
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder  # noqa: E402
 from esgd_asr.errors import EsgdError, cli_main  # noqa: E402
 from esgd_asr.gmm.model import GmmHmm, tid_loglikes  # noqa: E402
-from esgd_asr.models.anchor import load_hybrid_model  # noqa: E402
+from esgd_asr.hybrid.frames import FrameSet  # noqa: E402
+from esgd_asr.hybrid.model_file import load_hybrid_model  # noqa: E402
 
 
 def one_utterance(frames: FrameSet, u: int) -> FrameSet:

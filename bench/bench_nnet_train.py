@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from esgd_asr.models import build_model, load_model_config  # noqa: E402
+from esgd_asr.population.data import gaussian_clusters  # noqa: E402
 from esgd_asr.population.engine import Population  # noqa: E402
-from esgd_asr.train.data import gaussian_clusters  # noqa: E402
-from esgd_asr.train.newbob import NewBobConfig, newbob_epoch  # noqa: E402
+from esgd_asr.population.newbob import NewBobConfig, newbob_epoch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

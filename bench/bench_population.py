@@ -39,11 +39,11 @@ import torch
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.models import build_model, load_model_config
 from esgd_asr.population.config import load_esgd_config
+from esgd_asr.population.data import gaussian_clusters
 from esgd_asr.population.engine import Population
 from esgd_asr.population.esgd import ESGD
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState, UpdateRule
 from esgd_asr.population.sgd import train_epochs
-from esgd_asr.train.data import gaussian_clusters
 
 
 def synchronize(device: torch.device) -> None:

@@ -52,9 +52,8 @@ for f in "$data/feats.scp" "$data/text" "$lang/L.fst" "$lang/phones/roots.int" "
          "$alidir/ali.1.ark" "$alidir/num_jobs" "$lda_config" "$tree_config"; do
   [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
 done
-conf_value() { sed -n "s/^--$1=\([^ #]*\).*/\1/p" "$lda_config" | tail -n 1; }
-left=$(conf_value left-context)
-right=$(conf_value right-context)
+context=$(esgd-recipe-query lda-context "$lda_config") || exit 1
+read -r left right <<< "$context"
 lda_opts=(--config "$lda_config" --num-iters "$num_iters" --mllt-iters "${mllt_iters// /,}")
 mkdir -p "$dir/log"
 . "$(dirname "$0")/libs/resume.sh"
@@ -70,7 +69,7 @@ fi
 if [ "$stage" -le -4 ]; then
   $cmd "$dir/log/lda_est.log" esgd-train-lda-mllt est-lda "${lda_opts[@]}" --nj "$nj" "$dir"
 fi
-front_end=(--lda-mat "$dir/0.mat" --left-context "${left:-4}" --right-context "${right:-4}")
+front_end=(--lda-mat "$dir/0.mat" --left-context "$left" --right-context "$right")
 . "$(dirname "$0")/libs/triphone.sh"
 # as in Kaldi: on the passes of $mllt_iters, realign (when due), then MLLT on those alignments, then this pass's
 # statistics on the new features (est-mllt rewrites $1.mdl: kept by pass_state)

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.hybrid.model_file import export_torchscript, load_anchor, load_hybrid_model, save_hybrid_model
 from esgd_asr.models import BLSTMConfig, DNNConfig, build_model
-from esgd_asr.models.anchor import export_torchscript, load_anchor, load_hybrid_model, save_hybrid_model
 from esgd_asr.models.nnet3_architecture import Nnet3Config
 
 DNN = DNNConfig(feat_dim=5, splice=3, hidden=[8, 6], activations=["relu", "sigmoid"], num_targets=7)

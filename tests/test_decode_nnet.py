@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from esgd_asr.cli import decode_nnet, mkgraph, nnet_forward, score, train_nnet
-from esgd_asr.data.hybrid import prepare_hybrid_sets, read_senones
 from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.decode.hybrid import BLOCKED_LOG_PRIOR, HybridScorer, log_priors
 from esgd_asr.decode.lattice import best_paths, read_lattice_archive
@@ -25,8 +24,9 @@ from esgd_asr.gmm.align import read_alignments
 from esgd_asr.gmm.kaldi_model import load_transitions
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm
+from esgd_asr.hybrid.model_file import load_hybrid_model, save_hybrid_model
+from esgd_asr.hybrid.prepare import prepare_hybrid_sets, read_senones
 from esgd_asr.models import DNNConfig, build_model
-from esgd_asr.models.anchor import load_hybrid_model, save_hybrid_model
 from hybrid_fixture import IVECTOR_DIM, IVECTOR_PERIOD, make_hybrid_task
 from nnet3_fixture import every_feature_text, matrix, vector
 

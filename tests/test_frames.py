@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from esgd_asr.data.frames import IGNORE, all_spliced, chunks, frame_batches, load_frame_set, spliced
 from esgd_asr.data.kaldi_dir import DataDir
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.feature_io import ArkScpWriter
 from esgd_asr.features.transforms import splice
+from esgd_asr.hybrid.frames import IGNORE, all_spliced, chunks, frame_batches, load_frame_set, spliced
 
 LENGTHS = {"spkA-1": 7, "spkA-2": 3, "spkB-1": 12}
 

@@ -20,7 +20,7 @@ from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.decode.hclg import read_hclg
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder, best_paths
 from esgd_asr.errors import EsgdError
-from esgd_asr.features.ubm import FeatureSource
+from esgd_asr.features.feature_source import FeatureSource
 from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler, ali_to_phones, read_alignments,
                                 read_graphs, viterbi_align)
 from esgd_asr.decode.lattice_text import parse_lattice_text

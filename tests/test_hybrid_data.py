@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from esgd_asr.data.frames import IGNORE
-from esgd_asr.data.hybrid import NnetInput, prepare_hybrid_sets, read_pdf_counts, read_senones
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.align import ali_to_pdf, read_alignments
 from esgd_asr.gmm.model import GmmHmm
+from esgd_asr.hybrid.frames import IGNORE
+from esgd_asr.hybrid.prepare import NnetInput, prepare_hybrid_sets, read_pdf_counts, read_senones
+from esgd_asr.hybrid.sets import HybridSets
 from esgd_asr.models import BLSTMConfig, DNNConfig, build_model
-from esgd_asr.train.data import HybridSets
 from hybrid_fixture import IVECTOR_DIM, make_hybrid_task
 
 
@@ -47,7 +47,7 @@ def test_dnn_sets_are_spliced_normalised_frames_with_senone_targets(task):
 
 
 def test_blstm_sets_are_chunks_with_ivectors(task):
-    config = BLSTMConfig(num_layers=1, cells=4, bottleneck=3, chunk=7)
+    config = BLSTMConfig(num_layers=1, cells=4, bottleneck=3, chunk=7, chunk_left_context=0, chunk_right_context=0)
     sets = prepare_hybrid_sets(config, task["data"], task["train_ali"], task["data"], task["valid_ali"],
                                task["ivectors"], task["ivectors"], cmvn=True)
     x, y = sets.valid

@@ -12,8 +12,9 @@ from esgd_asr.cli import extract_ivectors, train_diag_ubm, train_ivector_extract
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.ivector import (IvectorExtractor, IvectorTrainOptions, PosteriorOptions, TrainingStats,
                                        em_iteration, train_extractor)
-from esgd_asr.features.ubm import DiagGmm, FrontEnd, GmmStats, UbmOptions, mle_update, train_diag_ubm as train_ubm
+from esgd_asr.features.feature_source import FrontEnd
 from esgd_asr.features.speaker_eval import cosine_eer, equal_error_rate
+from esgd_asr.features.ubm import DiagGmm, GmmStats, UbmOptions, mle_update, train_diag_ubm as train_ubm
 
 DIM, BASE_GAUSS, RANK = 10, 8, 4
 REPO = Path(__file__).resolve().parents[1]

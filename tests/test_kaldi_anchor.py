@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from esgd_asr.cli import decode_nnet, export_nnet3, train_esgd, train_nnet
-from esgd_asr.data.hybrid import network_input, prepare_hybrid_sets
 from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.decode.hybrid import HybridScorer
 from esgd_asr.decode.lattice import read_lattice_archive
-from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.hybrid.model_file import load_hybrid_model
+from esgd_asr.hybrid.prepare import network_input, prepare_hybrid_sets
 from esgd_asr.models.dnn import FeedForwardDNN
 from esgd_asr.models.kaldi_nnet3 import Nnet3Network
 from esgd_asr.train.nnet import evaluate

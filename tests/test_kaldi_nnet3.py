@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from esgd_asr.errors import EsgdError
-from esgd_asr.models.anchor import load_anchor, load_hybrid_model
+from esgd_asr.hybrid.model_file import load_anchor, load_hybrid_model
 from esgd_asr.models.dnn import FeedForwardDNN
 from esgd_asr.models.kaldi_nnet3 import (Nnet3Network, fold_fixed_affine, nnet3_network_text, parse_nnet3_text,
                                          read_nnet3_graph, read_nnet3_model)

@@ -6,11 +6,11 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models import DNNConfig, FeedForwardDNN
 from esgd_asr.population.anchors import AnchoredESGD
 from esgd_asr.population.config import ESGDConfig
+from esgd_asr.population.data import gaussian_clusters
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.engine import Population
+from esgd_asr.population.newbob import NewBobConfig, train_single_model
 from esgd_asr.population.optim_pool import OptimizerPool
-from esgd_asr.train.data import gaussian_clusters
-from esgd_asr.train.newbob import NewBobConfig, train_single_model
 from untimed import untimed
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[24, 24], activations=["relu", "sigmoid"], num_targets=6)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from esgd_asr.cli import show_results, train_esgd
-from esgd_asr.data.hybrid import prepare_hybrid_sets
 from esgd_asr.errors import EsgdError
 from esgd_asr.gmm.align import read_alignments, write_alignments
-from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.hybrid.model_file import load_hybrid_model
+from esgd_asr.hybrid.prepare import prepare_hybrid_sets
 from esgd_asr.population.algorithms import load_settings
 from esgd_asr.train.nnet import evaluate
 from hybrid_fixture import CONFIGS, TINY, make_hybrid_task, options

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.models import BiLSTM, BLSTMConfig, DNNConfig, FeedForwardDNN
+from esgd_asr.population.data import gaussian_clusters
 from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerPool, OptimizerState, apply_update
 from esgd_asr.population.sgd import epoch_orders, sgd_with_backoff, train_epochs
-from esgd_asr.train.data import gaussian_clusters
 
 DNN = DNNConfig(feat_dim=4, splice=3, hidden=[16, 12], activations=["relu", "sigmoid"], num_targets=5)
 BLSTM = BLSTMConfig(input_dim=6, num_layers=2, cells=5, bottleneck=4, num_targets=5, chunk=7)
@@ -174,8 +174,9 @@ def test_pool_draws_follow_the_configured_ranges():
     hyper = pool.sample(4000, generation=3, generator=torch.Generator().manual_seed(0))
     sgd = hyper.kind == 0
     scale = 0.9 ** 3
-    assert hyper.lr[sgd].min() >= 1e-4 * scale * 0.999 and hyper.lr[sgd].max() <= 2e-3 * scale * 1.001
-    assert hyper.lr[~sgd].max() <= 1e-3 * scale * 1.001
+    (sgd_low, sgd_high), adam_high = pool.lr_ranges["sgd"], pool.lr_ranges["adam"][1]
+    assert hyper.lr[sgd].min() >= sgd_low * scale * 0.999 and hyper.lr[sgd].max() <= sgd_high * scale * 1.001
+    assert hyper.lr[~sgd].max() <= adam_high * scale * 1.001
     with_momentum = hyper.momentum > 0
     assert not with_momentum[~sgd].any()
     assert with_momentum[sgd].float().mean() == pytest.approx(0.8, abs=0.03)

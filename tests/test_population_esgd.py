@@ -8,13 +8,13 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models import DNNConfig, FeedForwardDNN
 from esgd_asr.population.baselines import NoEvolutionESGD, PopulationBaseline
 from esgd_asr.population.config import ESGDConfig, load_esgd_config
+from esgd_asr.population.data import gaussian_clusters
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.engine import Population
 from esgd_asr.population.esgd import ESGD, random_subset
+from esgd_asr.population.newbob import NewBobConfig, train_newbob
 from esgd_asr.population.optim_pool import OptimizerPool
 from esgd_asr.population.selection import m_elitist, roulette, roulette_parents, roulette_probabilities
-from esgd_asr.train.data import gaussian_clusters
-from esgd_asr.train.newbob import NewBobConfig, train_newbob
 from untimed import untimed
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[24, 24], activations=["relu", "sigmoid"], num_targets=6)

@@ -9,7 +9,7 @@ from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.openai_es import (OpenAIES, OpenAIESConfig, bucket_bounds, centered_ranks, correlation,
                                            direct_gradient, load_openai_es_config, noise_matrix, noise_table,
                                            reconstruct_gradient, sample_perturbations, shape_fitness)
-from esgd_asr.train.data import gaussian_clusters
+from esgd_asr.population.data import gaussian_clusters
 from untimed import untimed
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[16], activations=["relu"], num_targets=4)

@@ -10,7 +10,7 @@ from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.engine import Population
 from esgd_asr.population.popdescent import (PopDescentConfig, PopulationDescent, load_popdescent_config, mutate,
                                             normalised_fitness)
-from esgd_asr.train.data import gaussian_clusters
+from esgd_asr.population.data import gaussian_clusters
 from untimed import untimed
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[24, 24], activations=["relu", "sigmoid"], num_targets=6)

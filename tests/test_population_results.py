@@ -4,8 +4,8 @@ import pytest
 
 from conftest import REPO
 from esgd_asr.cli import show_results
+from esgd_asr.hybrid.model_file import save_hybrid_model
 from esgd_asr.models import DNNConfig, build_model
-from esgd_asr.models.anchor import save_hybrid_model
 
 CONFIG = DNNConfig(feat_dim=3, splice=1, hidden=[4], activations=["relu"], num_targets=5)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from esgd_asr.cli import train_esgd, train_nnet
-from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.hybrid.model_file import load_hybrid_model
 from hybrid_fixture import TINY, make_hybrid_task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models import DNNConfig, FeedForwardDNN
 from esgd_asr.population import fastpath, memory
 from esgd_asr.population.config import ESGDConfig
+from esgd_asr.population.data import gaussian_clusters
 from esgd_asr.population.engine import Population
 from esgd_asr.population.selection import make_offspring
-from esgd_asr.train.data import gaussian_clusters
 
 DNN = DNNConfig(feat_dim=4, splice=3, hidden=[16, 12], activations=["relu", "sigmoid"], num_targets=5)
 

@@ -10,12 +10,12 @@ import torch
 
 from esgd_asr.cli import show_results
 from esgd_asr.cli import train_nnet as train_nnet_cli
-from esgd_asr.data.hybrid import prepare_hybrid_sets
 from esgd_asr.errors import EsgdError
+from esgd_asr.hybrid.model_file import load_hybrid_model
+from esgd_asr.hybrid.prepare import prepare_hybrid_sets
 from esgd_asr.models import BLSTMConfig, DNNConfig, build_model
-from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.population.newbob import NewBobConfig
 from esgd_asr.train import nnet
-from esgd_asr.train.newbob import NewBobConfig
 from hybrid_fixture import make_hybrid_task
 
 REPO = Path(__file__).resolve().parents[1]

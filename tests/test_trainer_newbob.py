@@ -4,9 +4,9 @@ import torch
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.models import DNNConfig, FeedForwardDNN
+from esgd_asr.population.data import as_tensors, gaussian_clusters
 from esgd_asr.population.engine import Population
-from esgd_asr.train.data import as_tensors, gaussian_clusters
-from esgd_asr.train.newbob import NewBobConfig, newbob_epoch, train_newbob, train_single_model
+from esgd_asr.population.newbob import NewBobConfig, newbob_epoch, train_newbob, train_single_model
 
 MODEL = DNNConfig(feat_dim=4, splice=3, hidden=[24], activations=["relu"], num_targets=6)
 

@@ -30,7 +30,7 @@ from esgd_asr.atomic import atomic_write_text
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args, run_job_command
 from esgd_asr.data.kaldi_dir import read_table
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler, equal_align, pdf_counts,
                                 read_alignments, read_graphs, viterbi_align, write_alignments, write_graphs)
 from esgd_asr.gmm.front_end import ModelFeatures

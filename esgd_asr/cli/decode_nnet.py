@@ -24,16 +24,16 @@ import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
-from esgd_asr.data.hybrid import read_ivector_period, read_pdf_counts
 from esgd_asr.decode.hclg import check_graph_model, read_hclg_arrays
 from esgd_asr.decode.hybrid import HYBRID_ACWT, HybridScorer
 from esgd_asr.decode.job import decode_job
 from esgd_asr.decode.lattice import DecodeOptions, LatticeDecoder
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 from esgd_asr.gmm.kaldi_model import load_transitions
 from esgd_asr.gmm.model import tid_loglikes
-from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.hybrid.model_file import load_hybrid_model
+from esgd_asr.hybrid.prepare import read_ivector_period, read_pdf_counts
 
 log = logging.getLogger("esgd-decode-nnet")
 

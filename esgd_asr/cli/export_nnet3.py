@@ -19,7 +19,7 @@ import logging
 from esgd_asr.atomic import atomic_write_text
 from esgd_asr.cli.options import KaldiArgumentParser
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.hybrid.model_file import load_hybrid_model
 from esgd_asr.models.dnn import DNNConfig
 from esgd_asr.models.kaldi_nnet3 import Nnet3Network, nnet3_dnn_text, nnet3_network_text
 

@@ -24,8 +24,8 @@ from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dat
 from esgd_asr.cli.train_ivector_extractor import model_path
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_io import ArkScpWriter
+from esgd_asr.features.feature_source import FeatureSource
 from esgd_asr.features.ivector import IvectorExtractor
-from esgd_asr.features.ubm import FeatureSource
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from esgd_asr.atomic import atomic_path
 from esgd_asr.cli.decode_nnet import load_scorer
 from esgd_asr.cli.options import KaldiArgumentParser, add_device_option
 from esgd_asr.errors import cli_main
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 
 log = logging.getLogger("esgd-nnet-forward")
 

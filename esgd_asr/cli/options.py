@@ -1,44 +1,16 @@
-"""Kaldi-style option handling: `--config FILE` holding `--name=value` lines, overridden by the command line."""
+"""Kaldi-style option handling: `--config FILE` holding `--name=value` lines (esgd_asr.option_file), overridden by
+the command line."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
 import sys
-from pathlib import Path
+
+import yaml
 
 from esgd_asr.errors import EsgdError
-
-
-def read_config(path: str) -> list[str]:
-    """Options of a Kaldi config file: one `--name=value` per line, `#` starts a comment."""
-    if not Path(path).is_file():
-        raise EsgdError(f"{path}: config file not found")
-    options = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if not line.startswith("--"):
-            raise EsgdError(f"{path}:{lineno}: expected --name=value, got '{line}'")
-        options.append(line)
-    return options
-
-
-def split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(the files of `--config FILE` / `--config=FILE` in argv, the other arguments in order)."""
-    configs, rest, i = [], [], 0
-    while i < len(argv):
-        if argv[i] == "--config" and i + 1 < len(argv):
-            configs.append(argv[i + 1])
-            i += 2
-            continue
-        if argv[i].startswith("--config="):
-            configs.append(argv[i].split("=", 1)[1])
-        else:
-            rest.append(argv[i])
-        i += 1
-    return configs, rest
+from esgd_asr.option_file import expand_option_files
 
 
 class KaldiArgumentParser(argparse.ArgumentParser):
@@ -49,8 +21,7 @@ class KaldiArgumentParser(argparse.ArgumentParser):
         self.add_argument("--config", action="append", default=[], help="Kaldi-style config file(s)")
 
     def parse_args(self, argv=None, namespace=None):
-        configs, rest = split_configs(list(sys.argv[1:] if argv is None else argv))
-        return super().parse_args([opt for path in configs for opt in read_config(path)] + rest, namespace)
+        return super().parse_args(expand_option_files(list(sys.argv[1:] if argv is None else argv)), namespace)
 
     def error(self, message):
         raise EsgdError(message)
@@ -75,6 +46,15 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, exclude: tuple[s
 def dataclass_from_args(cls, args: argparse.Namespace, **given):
     """The dataclass built from parsed options; fields in `given` are taken from there instead."""
     return cls(**{f.name: given[f.name] if f.name in given else getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def override_option(text: str) -> tuple[str, object]:
+    """One `key=value` of --model-opt / --esgd-opt: a dotted key (pool.lr_decay) and a value read as YAML, merged
+    over the config file's settings (esgd_asr.yaml_config)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got '{text}'")
+    return key, yaml.safe_load(value)
 
 
 def parse_bool(value: str) -> bool:

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.features.ubm import FeatureSource, FrontEnd, UbmOptions, train_diag_ubm
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
+from esgd_asr.features.ubm import UbmOptions, train_diag_ubm
 
 log = logging.getLogger(__name__)
 

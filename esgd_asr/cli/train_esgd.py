@@ -9,10 +9,10 @@ Usage: esgd-train-esgd --algorithm esgd|anchored|iterated|population|no-evolutio
                        [--num-threads N] [--resume true|false]
                        <train-data> <train-ali> <valid-data> <valid-ali> <exp-dir>
 
-The data are read as by esgd-train-nnet (esgd_asr.data.hybrid.prepare_hybrid_sets), the model shape from
+The data are read as by esgd-train-nnet (esgd_asr.hybrid.prepare.prepare_hybrid_sets), the model shape from
 --nnet-config, the algorithm's settings from --esgd-config (esgd_asr.population.algorithms: a preset per
 algorithm, then --esgd-opt dotted keys such as pool.lr_decay=0.8). --anchor (anchored, iterated) is a model file
-of ours, a bare state dict or a TorchScript module of the same architecture (esgd_asr.models.anchor.load_anchor), or
+of ours, a bare state dict or a TorchScript module of the same architecture (esgd_asr.hybrid.model_file.load_anchor), or
 a Kaldi nnet3 text model: the population then takes its architecture (a DNN, or a TDNN / TDNN-F as an
 esgd_asr.models.nnet3_architecture.Nnet3Config) and its declared input, checked before any data are prepared.
 Writes <exp-dir>/checkpoint.pt after every generation (--resume true continues exactly), history.tsv,
@@ -33,16 +33,16 @@ from pathlib import Path
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
-from esgd_asr.cli.train_nnet import model_option
-from esgd_asr.data.hybrid import NnetInput, network_input, prepare_hybrid_sets
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, override_option, parse_bool
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.models.anchor import config_kind, config_to_dict, load_anchor, save_hybrid_model
+from esgd_asr.hybrid.model_file import config_kind, config_to_dict, load_anchor, save_hybrid_model
+from esgd_asr.hybrid.prepare import NnetInput, network_input, prepare_hybrid_sets
+from esgd_asr.hybrid.sets import HybridSets
 from esgd_asr.models.config import build_model, load_model_config
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
+from esgd_asr.population.data import data_digest
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.esgd import ESGD
-from esgd_asr.train.data import HybridSets, data_digest
 from esgd_asr.train.nnet import evaluate
 
 log = logging.getLogger("esgd-train-esgd")
@@ -55,12 +55,12 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--esgd-preset", help="preset(s) of --esgd-config, comma-separated, merged in order "
                                               "(default: anchors for anchored, iterated "
                                               "for iterated, else default)")
-    parser.add_argument("--esgd-opt", type=model_option, action="append", default=[],
+    parser.add_argument("--esgd-opt", type=override_option, action="append", default=[],
                         help="override a setting, e.g. --esgd-opt mu=20 --esgd-opt pool.lr_decay=0.8")
     parser.add_argument("--nnet-config", help="model YAML (default: conf/<model-type>.yaml)")
     parser.add_argument("--model-type", choices=["dnn", "blstm"], help="must match the config's type")
     parser.add_argument("--preset", default="default", help="model preset of --nnet-config")
-    parser.add_argument("--model-opt", type=model_option, action="append", default=[],
+    parser.add_argument("--model-opt", type=override_option, action="append", default=[],
                         help="override a model config field, e.g. --model-opt hidden=[512,512]")
     parser.add_argument("--anchor", help="anchor model (anchored, iterated): ours, a state dict or TorchScript")
     parser.add_argument("--cmvn", type=parse_bool, default=False, help="per-speaker CMVN from cmvn.scp")

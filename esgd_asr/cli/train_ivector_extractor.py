@@ -19,7 +19,8 @@ from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dat
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ivector import (IvectorExtractor, IvectorTrainOptions, PosteriorOptions, TrainingStats,
                                        train_extractor, utterance_stats)
-from esgd_asr.features.ubm import DiagGmm, FeatureSource
+from esgd_asr.features.feature_source import FeatureSource
+from esgd_asr.features.ubm import DiagGmm
 
 log = logging.getLogger(__name__)
 

@@ -26,18 +26,18 @@ import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import numpy as np
 import torch
 
-from esgd_asr.cli.options import (
-    KaldiArgumentParser, add_dataclass_options, dataclass_from_args, read_config, run_job_command, split_configs)
+from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args, run_job_command
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.affine_io import write_matrix
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 from esgd_asr.features.lda import LdaAccs, LdaMlltOptions
 from esgd_asr.features.mllt import DiagGaussians, MlltAccs, compose_mllt
 from esgd_asr.features.transforms import splice
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
 from esgd_asr.gmm.align import ali_to_pdf, read_alignment_dir, read_alignments
 from esgd_asr.gmm.front_end import LdaFrontEnd, ModelFeatures
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm, transform_means
+from esgd_asr.option_file import expand_option_files
 
 log = logging.getLogger("esgd-train-lda-mllt")
 
@@ -157,17 +157,10 @@ def build_parser() -> KaldiArgumentParser:
     return parser
 
 
-def expand_config(argv: list[str]) -> list[str]:
-    """`--config FILE` anywhere -> FILE's options right after the subcommand (KaldiArgumentParser puts them first,
-    where a subcommand's parser does not see them); later command-line options still override them."""
-    configs, out = split_configs(argv)
-    options = [opt for path in configs for opt in read_config(path)]
-    return out[:1] + options + out[1:]
-
-
 @cli_main
 def main(argv=None):
-    run_job_command(build_parser(), expand_config(list(sys.argv[1:] if argv is None else argv)))
+    # --config FILE's options right after the subcommand, where its parser sees them
+    run_job_command(build_parser(), expand_option_files(list(sys.argv[1:] if argv is None else argv), after=1))
 
 
 if __name__ == "__main__":

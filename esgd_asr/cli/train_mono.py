@@ -18,7 +18,7 @@ import torch
 
 from esgd_asr.cli.options import KaldiArgumentParser, run_job_command
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import init_flat_model
 

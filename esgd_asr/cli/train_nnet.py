@@ -7,7 +7,7 @@ Usage: esgd-train-nnet [--nnet-config conf/dnn.yaml] [--model-type dnn|blstm] [-
                        <train-data> <train-ali> <valid-data> <valid-ali> <exp-dir>
 
 The model shape comes from --nnet-config (`default` or `presets.<preset>`, then --model-opt), its input width and
-senone count from the data (esgd_asr.data.hybrid.prepare_hybrid_sets); the schedule from the config's `train`
+senone count from the data (esgd_asr.hybrid.prepare.prepare_hybrid_sets); the schedule from the config's `train`
 section, then --lr/--batch-size/--max-epochs/--min-lr/--halving-factor. Plain SGD, new-bob: after an epoch
 whose validation CE rose, back off to the previous weights and halve the lr (esgd_asr.train.nnet). Writes
 <exp-dir>/checkpoint.pt after every epoch, history.tsv, tensorboard/, training.png and, when done, final.pt.
@@ -19,24 +19,16 @@ import logging
 
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 import torch
-import yaml
 
-from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
-from esgd_asr.data.hybrid import network_input, prepare_hybrid_sets
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, override_option, parse_bool
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.models.anchor import config_kind, load_anchor
+from esgd_asr.hybrid.model_file import config_kind, load_anchor
+from esgd_asr.hybrid.prepare import network_input, prepare_hybrid_sets
 from esgd_asr.models.config import build_model, load_model_config
-from esgd_asr.train.newbob import load_newbob_config
+from esgd_asr.population.newbob import load_newbob_config
 from esgd_asr.train.nnet import train_nnet
 
 log = logging.getLogger("esgd-train-nnet")
-
-
-def model_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise EsgdError(f"--model-opt: expected key=value, got '{text}'")
-    return key, yaml.safe_load(value)
 
 
 def build_parser() -> KaldiArgumentParser:
@@ -44,7 +36,7 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--nnet-config", help="model YAML (default: conf/<model-type>.yaml)")
     parser.add_argument("--model-type", choices=["dnn", "blstm"], help="must match the config's type")
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--model-opt", type=model_option, action="append", default=[],
+    parser.add_argument("--model-opt", type=override_option, action="append", default=[],
                         help="override a model config field, e.g. --model-opt hidden=[512,512]")
     for name, kind in [("lr", float), ("batch-size", int), ("max-epochs", int), ("min-lr", float),
                        ("halving-factor", float), ("epoch-frames", int)]:

@@ -25,16 +25,15 @@ from pathlib import Path
 import torch
 
 from esgd_asr.atomic import atomic_torch_save, load_tagged
-from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, parse_bool
-from esgd_asr.cli.train_nnet import model_option
+from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, override_option, parse_bool
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.models.config import MODEL_TYPES, build_model, load_model_config, model_config_from_dict
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.esgd import ESGD
+from esgd_asr.population.newbob import load_newbob_config, train_single_model
 from esgd_asr.population.openai_es import OpenAIES
 from esgd_asr.population.popdescent import PopulationDescent
-from esgd_asr.train.newbob import load_newbob_config, train_single_model
 from esgd_asr.train.nnet import evaluate
 from esgd_asr.train.task import Task
 
@@ -88,10 +87,10 @@ def build_parser() -> KaldiArgumentParser:
     parser.add_argument("--algorithm", required=True, help=f"single or one of {', '.join(ALGORITHMS)}")
     parser.add_argument("--model-config", required=True, help="model YAML (type, default, presets, train)")
     parser.add_argument("--preset", default="default", help="model preset of --model-config")
-    parser.add_argument("--model-opt", type=model_option, action="append", default=[])
+    parser.add_argument("--model-opt", type=override_option, action="append", default=[])
     parser.add_argument("--esgd-config", help="population settings (conf/esgd.yaml layout)")
     parser.add_argument("--esgd-preset", help="preset(s) of --esgd-config, comma-separated")
-    parser.add_argument("--esgd-opt", type=model_option, action="append", default=[])
+    parser.add_argument("--esgd-opt", type=override_option, action="append", default=[])
     parser.add_argument("--anchor", help="anchored / iterated: the anchor; inserted: the baseline (a final.pt)")
     parser.add_argument("--seed", type=int, default=0, help="single: initialisation and shuffling")
     add_device_option(parser)

@@ -1,1 +1,1 @@
-"""Kaldi data dirs, lhotse manifests, corpus preparation and synthesis, feature/alignment datasets."""
+"""Kaldi data dirs, lhotse manifests, corpus preparation and synthesis, the secondary recipes' images and LM text."""

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from esgd_asr.data.frames import FrameSet
-from esgd_asr.data.hybrid import NnetInput
 from esgd_asr.errors import EsgdError
-from esgd_asr.models.anchor import HybridModel
+from esgd_asr.hybrid.frames import FrameSet
+from esgd_asr.hybrid.model_file import HybridModel
+from esgd_asr.hybrid.prepare import NnetInput
 from esgd_asr.models.kaldi_nnet3 import Nnet3Network
 
 BLOCKED_LOG_PRIOR = 1.0e10
@@ -38,7 +38,7 @@ class HybridScorer:
     def __init__(self, model: HybridModel, counts, batch_size: int = 4096, device: str = "cpu"):
         if model.nnet_input is None:
             raise EsgdError(f"{model.source}: the model carries no nnet input description (front end, context, "
-                            f"normalisation); export it with esgd_asr.models.anchor.export_torchscript")
+                            f"normalisation); export it with esgd_asr.hybrid.model_file.export_torchscript")
         self.nnet_input = NnetInput.from_dict(model.nnet_input, str(model.source))
         self.module = model.module.to(device).eval()
         self.log_priors = log_priors(counts)

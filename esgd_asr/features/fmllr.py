@@ -32,10 +32,10 @@ import torch
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.affine_io import (TransformTable, apply_affine, as_matrix, compose_affine, identity_affine,
                                          load_stats, read_matrix, save_stats)
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 from esgd_asr.features.lda import as_posteriors
 from esgd_asr.features.mllt import CHUNK, DiagGaussians
 from esgd_asr.features.transforms import splice
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ import torch
 
 from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
-from esgd_asr.features.ubm import CHUNK_FRAMES, DiagGmm, FrontEnd, load_state
+from esgd_asr.features.feature_source import FrontEnd
+from esgd_asr.features.ubm import CHUNK_FRAMES, DiagGmm, load_state
 
 log = logging.getLogger(__name__)
 

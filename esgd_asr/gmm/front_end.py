@@ -2,7 +2,7 @@
 
 A model's front end turns a data dir's feats.scp (+ cmvn.scp) into its input, so alignment and decoding reproduce
 the features it was trained on:
-- `FrontEnd` (esgd_asr.features.ubm): per-speaker CMVN, then deltas (mono, tri1);
+- `FrontEnd` (esgd_asr.features.feature_source): per-speaker CMVN, then deltas (mono, tri1);
 - `LdaFrontEnd`: per-speaker CMVN, splicing +-context frames, then final.mat (LDA, or LDA+MLLT) (tri2, tri3).
 Speaker adaptation (fMLLR, SAT) is not part of the model: `ModelFeatures` applies per-speaker transforms (a
 trans.scp / ark keyed by speaker) on top of the model's front end, as Kaldi's transform-feats --utt2spk does.
@@ -18,9 +18,9 @@ import torch
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.affine_io import TransformTable, apply_affine, as_matrix
+from esgd_asr.features.feature_source import FeatureSource, FrontEnd
 from esgd_asr.features.fmllr import SpeakerAdaptedLda
 from esgd_asr.features.transforms import splice
-from esgd_asr.features.ubm import FeatureSource, FrontEnd
 
 
 @dataclass(eq=False)

@@ -31,7 +31,7 @@ import torch
 from esgd_asr.atomic import atomic_write_bytes
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.affine_io import split_affine
-from esgd_asr.features.ubm import FrontEnd
+from esgd_asr.features.feature_source import FrontEnd
 from esgd_asr.gmm.front_end import LdaFrontEnd, front_end_from_state, front_end_state
 from esgd_asr.gmm.tree import ContextTree, hmm_pdf_classes_of
 

@@ -60,6 +60,7 @@ import torch
 
 from esgd_asr.atomic import atomic_path, atomic_write_text
 from esgd_asr.errors import EsgdError
+from esgd_asr.option_file import read_option_file
 
 PDF_CLASS = -1  # Kaldi's kPdfClass event key
 ABSENT = -1  # value of a context position that was not recorded (context-independent phones)
@@ -968,12 +969,8 @@ class TreeOptions:
 
     @classmethod
     def from_conf(cls, path: str | Path) -> "TreeOptions":
-        """From a Kaldi-style config file: one `--name=value` per line, `#` comments."""
-        path = Path(path)
-        if not path.is_file():
-            raise EsgdError(f"{path}: no such file")
-        args = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
-        return cls.from_args([a for a in args if a], str(path))
+        """From a Kaldi option file (esgd_asr.option_file): one `--name=value` per line, `#` comments."""
+        return cls.from_args(read_option_file(path), str(path))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ _LEGACY_KEY = re.compile(r"^(.*)layers\.(\d+)\.([01])\.(input|hidden)_gates\.(we
 class BLSTMConfig:
     """Shape of a BiLSTM: input_dim = LDA dim + i-vector dim, trained on chunks of `chunk` frames, each seen with
     up to `chunk_left_context` / `chunk_right_context` frames around it that carry no targets (the data's
-    windows; the network itself takes any length)."""
+    windows; the network itself takes any length). The defaults are conf/blstm.yaml's (the recipe's scale; the
+    papers' SWB300 shape is its preset swb300); input_dim and num_targets are set from the data."""
 
     input_dim: int = 140
     num_layers: int = 2
@@ -29,8 +30,8 @@ class BLSTMConfig:
     bottleneck: int = 32
     num_targets: int = 500
     chunk: int = 21
-    chunk_left_context: int = 0
-    chunk_right_context: int = 0
+    chunk_left_context: int = 10
+    chunk_right_context: int = 10
 
     def __post_init__(self):
         if min(self.input_dim, self.num_layers, self.cells, self.bottleneck, self.num_targets, self.chunk) < 1:

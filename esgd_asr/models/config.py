@@ -1,8 +1,7 @@
-"""Model configs from YAML: a scaled-down `default` plus named presets (the papers' shapes)."""
+"""Model configs from YAML: a scaled-down `default` plus named presets (the papers' shapes) merged over it."""
 import dataclasses
 from pathlib import Path
 
-import yaml
 from torch import nn
 
 from esgd_asr.errors import EsgdError
@@ -12,6 +11,7 @@ from esgd_asr.models.dnn import DNNConfig, FeedForwardDNN
 from esgd_asr.models.lstm_lm import LSTMLM, LSTMLMConfig
 from esgd_asr.models.nnet3_architecture import Nnet3Config, build_nnet3_network
 from esgd_asr.models.resnet import ResNet, ResNetConfig
+from esgd_asr.yaml_config import read_yaml, resolve
 
 # acoustic models (dnn, blstm, an imported Kaldi nnet3 architecture), image classifiers (cnn, resnet) and the
 # language model (lstm_lm)
@@ -33,23 +33,12 @@ def model_config_from_dict(kind: str, values: dict, source: str = "config"):
 
 
 def load_model_config(path: str | Path, preset: str = "default", **overrides):
-    """Read a model YAML (conf/dnn.yaml, conf/blstm.yaml, egs/*/conf/*.yaml): `type`, `default` and
-    `presets.<name>`; overrides win."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise EsgdError(f"{path}: cannot read model config ({err.__class__.__name__})") from err
-    if not isinstance(document, dict) or "type" not in document or "default" not in document:
+    """Read a model YAML (conf/dnn.yaml, conf/blstm.yaml, egs/*/conf/*.yaml): `type`, then `default` with
+    `presets.<name>` merged over it and the (dotted) overrides last (esgd_asr.yaml_config)."""
+    document = read_yaml(path, "model config")
+    if "type" not in document or "default" not in document:
         raise EsgdError(f"{path}: a model config needs the keys 'type' and 'default'")
-    if preset == "default":
-        values = dict(document["default"])
-    else:
-        presets = document.get("presets") or {}
-        if preset not in presets:
-            raise EsgdError(f"{path}: no preset {preset!r} (have: default, {', '.join(sorted(presets))})")
-        values = dict(presets[preset])
-    values.update(overrides)
+    values = resolve(document["default"], document.get("presets"), preset, overrides, str(path))
     return model_config_from_dict(document["type"], values, source=str(path))
 
 

@@ -11,12 +11,14 @@ ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 @dataclass
 class DNNConfig:
-    """Shape of a FeedForwardDNN: input = splice x feat_dim, one activation per hidden layer."""
+    """Shape of a FeedForwardDNN: input = splice x feat_dim, one activation per hidden layer. The defaults are
+    conf/dnn.yaml's (the recipe's scale; the papers' BN50 shape is its preset bn50); feat_dim and num_targets are
+    set from the data (esgd_asr.hybrid.sets.fit_config)."""
 
     feat_dim: int = 40
     splice: int = 9
-    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
-    activations: list[str] = field(default_factory=lambda: ["relu", "relu", "sigmoid"])
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    activations: list[str] = field(default_factory=lambda: ["relu", "relu", "sigmoid", "sigmoid"])
     num_targets: int = 500
 
     def __post_init__(self):

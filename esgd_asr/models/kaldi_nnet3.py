@@ -685,7 +685,7 @@ def read_nnet3_graph(path: str | Path) -> Nnet3Graph:
 
 
 def declared_input(network: Nnet3Network) -> dict:
-    """The nnet input (esgd_asr.data.hybrid.NnetInput fields) an imported network declares: its context as a
+    """The nnet input (esgd_asr.hybrid.prepare.NnetInput fields) an imported network declares: its context as a
     splice, online i-vectors (every 10 frames, Kaldi's default) where it has an i-vector input, and identity
     normalisation statistics (a Kaldi model normalises its own input)."""
     dim = network.frame_dim

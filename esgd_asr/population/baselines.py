@@ -1,6 +1,6 @@
 """The papers' baselines on the same engine and the same per-member budget (K x Ks + Kf epochs).
 
-The single-model baseline is `esgd_asr.train.newbob.train_single_model` (steps/train_nnet.sh).
+The single-model baseline is `esgd_asr.population.newbob.train_single_model` (steps/train_nnet.sh).
 """
 from esgd_asr.population.esgd import ESGD
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState

@@ -1,22 +1,22 @@
 """ESGD-family settings from conf/esgd.yaml: a `default` section, named presets, dotted overrides."""
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from esgd_asr.errors import EsgdError
+from esgd_asr.population.newbob import NewBobConfig
 from esgd_asr.population.optim_pool import OptimizerPool
 from esgd_asr.population.precision import PRECISIONS
-from esgd_asr.train.newbob import NewBobConfig
+from esgd_asr.yaml_config import dataclass_from_dict, read_yaml, resolve
 
 
 @dataclass
 class ESGDConfig:
-    """Settings of ESGD (NeurIPS 2018, Algorithm 1), ESGD with anchors (Interspeech 2019) and the baselines."""
+    """Settings of ESGD (NeurIPS 2018, Algorithm 1), ESGD with anchors (Interspeech 2019) and the baselines. The
+    defaults are conf/esgd.yaml's `default`, the recipe's 2-core scale; the papers' scale is its `paper_scale`
+    (mu 100, lambda 400, K 15, Kf 5, whole epochs), merged into the presets bn50, swb300 and their anchored kin."""
 
-    mu: int = 100                      # parent population (with anchors: including the anchor)
-    offspring: int = 400               # lambda
+    mu: int = 4                        # parent population (with anchors: including the anchor)
+    offspring: int = 8                 # lambda
     rho: int = 2                       # parents per offspring
     sgd_epochs: int = 1                # Ks
     evolution_steps: int = 1           # Kv (evolution steps per generation, Algorithm 1)
@@ -25,18 +25,18 @@ class ESGDConfig:
     sigma0: float = 0.01
     sigma_schedule: str = "inverse"    # inverse: sigma_k = sigma0 / k; constant: sigma_k = sigma0
     backoff_prob: float = 1.0          # probability of backing off a member whose fitness got worse
-    generations: int = 15              # K (with anchors: generations per round)
+    generations: int = 2               # K (with anchors: generations per round)
     rounds: int = 1                    # anchors: iterated rounds, the best of a round is the next anchor
     finetune_each_round: bool = False  # anchors: fine-tune at the end of every round, the best anchors the next
     anchor_prob: float = 0.25          # anchors: p_a, probability that the anchor is a parent of an offspring
     seed: int = 0
-    epoch_frames: int | None = None    # frames of one SGD epoch, each member's own draw per epoch (None: all)
+    epoch_frames: int | None = 131072  # frames of one SGD epoch, each member's own draw per epoch (None: all)
     fitness_frames: int | None = None  # validation frames of the fitness, one fixed draw per run (None: all)
     fitness_chunk: int = 4096          # validation samples per batched fitness pass (frames; BiLSTM: chunks)
     fitness_members: int = 64          # members per batched fitness pass (bounds logits memory on the GPU)
     precision: str = "bf16"            # GPU passes: bf16 (fp32 master weights), tf32 or fp32; the CPU is always fp32
     pool: OptimizerPool = field(default_factory=OptimizerPool)
-    finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=1e-4, max_epochs=5))  # Kf = 5
+    finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=0.1, max_epochs=1, min_lr=1e-6))  # Kf
 
     def __post_init__(self):
         checks = [(self.mu >= 2, "mu must be at least 2"), (self.offspring >= 1, "offspring must be at least 1"),
@@ -69,73 +69,11 @@ class ESGDConfig:
         return max(1, min(round(self.elite_fraction * self.mu), selectable))
 
 
-def _yaml_numbers(value):
-    """Numbers that YAML 1.1 reads as text (5e-4, 1e3: no dot or no signed exponent) as floats, recursively."""
-    if isinstance(value, str):
-        try:
-            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
-        except ValueError:
-            return value
-    if isinstance(value, list):
-        return [_yaml_numbers(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _yaml_numbers(v) for k, v in value.items()}
-    return value
-
-
-def _build(config_class, values: dict, where: str):
-    known = {f.name: f for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise EsgdError(f"{where}: unknown option {unknown[0]!r}")
-    nested = {"pool": OptimizerPool, "finetune": NewBobConfig}
-    built = {}
-    for name, value in values.items():
-        if name in nested and config_class is ESGDConfig:
-            if not isinstance(value, dict):
-                raise EsgdError(f"{where}: {name} must be a mapping")
-            built[name] = _build(nested[name], value, f"{where}: {name}")
-        else:
-            built[name] = _yaml_numbers(value)
-    try:
-        return config_class(**built)
-    except TypeError as err:
-        raise EsgdError(f"{where}: {err}") from err
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
-def esgd_config_from_dict(values: dict, where: str = "esgd config") -> ESGDConfig:
-    return _build(ESGDConfig, values, where)
-
-
 def load_esgd_config(path: str | Path, preset: str = "default", overrides: dict | None = None) -> ESGDConfig:
     """Read conf/esgd.yaml: `default`, then `presets.<preset>` merged over it (several, comma-separated, merge in
     order: "anchors,blstm_batches"), then dotted overrides such as {"mu": 10, "pool.lr_decay": 0.8}."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise EsgdError(f"{path}: cannot read esgd config ({err.__class__.__name__})") from err
-    if not isinstance(document, dict) or not isinstance(document.get("default"), dict):
+    document = read_yaml(path, "esgd config")
+    if not isinstance(document.get("default"), dict):
         raise EsgdError(f"{path}: an esgd config needs a 'default' mapping")
-    values = document["default"]
-    presets = document.get("presets") or {}
-    for name in preset.split(","):
-        if name == "default":
-            continue
-        if name not in presets:
-            raise EsgdError(f"{path}: no preset {name!r} (have: default, {', '.join(sorted(presets))})")
-        values = _merge(values, presets[name])
-    for dotted, value in (overrides or {}).items():
-        *parents, leaf = dotted.split(".")
-        update = {leaf: value}
-        for parent in reversed(parents):
-            update = {parent: update}
-        values = _merge(values, update)
-    return esgd_config_from_dict(values, str(path))
+    values = resolve(document["default"], document.get("presets"), preset, overrides, str(path))
+    return dataclass_from_dict(ESGDConfig, values, str(path))

@@ -19,13 +19,13 @@ from torch import nn
 from esgd_asr.errors import EsgdError
 from esgd_asr.models.blstm import rename_legacy_keys
 from esgd_asr.population.config import ESGDConfig
+from esgd_asr.population.data import Data, as_tensors, samples_for
 from esgd_asr.population.engine import Population
 from esgd_asr.population.memory import check_fits
+from esgd_asr.population.newbob import finished, newbob_epoch
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
 from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix, roulette_parents
 from esgd_asr.population.sgd import sgd_with_backoff, train_epochs
-from esgd_asr.train.data import Data, as_tensors, samples_for
-from esgd_asr.train.newbob import finished, newbob_epoch
 
 
 class ESGD:

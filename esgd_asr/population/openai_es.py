@@ -19,7 +19,6 @@ recorded, as the paper's Eq. 3: the Pearson correlation over the P parameters (b
 Zhang et al.'s: mini-batch 50, sigma 0.002, Adam at 0.001, 10,000 pseudo-offspring (the count is logged at the
 start), raw rewards, no weight decay.
 """
-import dataclasses
 import logging
 import math
 import time
@@ -28,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.population.data import as_tensors
 from esgd_asr.population.engine import Population
-from esgd_asr.train.data import as_tensors
+from esgd_asr.yaml_config import dataclass_from_dict, read_yaml, resolve
 
 log = logging.getLogger(__name__)
 FITNESS_SHAPINGS = ("none", "centered_ranks")
@@ -73,17 +72,9 @@ class OpenAIESConfig:
 
 
 def load_openai_es_config(path: str | Path, overrides: dict | None = None) -> OpenAIESConfig:
-    """The `openai_es` section of conf/esgd.yaml with optional overrides."""
-    path = Path(path)
-    try:
-        section = (yaml.safe_load(Path(path).read_text()) or {}).get("openai_es") or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise EsgdError(f"{path}: cannot read config ({err.__class__.__name__})") from err
-    values = {**section, **(overrides or {})}
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(OpenAIESConfig)})
-    if unknown:
-        raise EsgdError(f"{path}: unknown option {unknown[0]!r}")
-    return OpenAIESConfig(**values)
+    """The `openai_es` section of conf/esgd.yaml with the (dotted) overrides merged over it."""
+    section = read_yaml(path, "config").get("openai_es") or {}
+    return dataclass_from_dict(OpenAIESConfig, resolve(section, None, "default", overrides, str(path)), str(path))
 
 
 def noise_table(size: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:

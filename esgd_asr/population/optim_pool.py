@@ -14,10 +14,11 @@ OPTIMIZER_KINDS = ("sgd", "adam")
 
 @dataclass
 class OptimizerPool:
-    """Ranges the hyperparameters are drawn from each generation (ESGD supplement, Tables 2-3)."""
+    """Ranges the hyperparameters are drawn from each generation (ESGD supplement, Tables 2-3); the defaults are
+    conf/esgd.yaml's, the papers' lr ranges its presets bn50 and swb300."""
 
     kinds: dict[str, float] = field(default_factory=lambda: {"sgd": 0.5, "adam": 0.5})
-    lr_ranges: dict[str, list[float]] = field(default_factory=lambda: {"sgd": [1e-4, 2e-3], "adam": [1e-4, 1e-3]})
+    lr_ranges: dict[str, list[float]] = field(default_factory=lambda: {"sgd": [0.05, 0.5], "adam": [5e-4, 5e-3]})
     lr_decay: float = 0.9
     momentum_prob: float = 0.8
     momentum_range: list[float] = field(default_factory=lambda: [0.1, 0.9])

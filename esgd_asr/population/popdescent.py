@@ -16,22 +16,21 @@ A memetic m-elitist algorithm. Each iteration (one driver generation):
 The population size is invariant. Unlike ESGD there is no back-off, so (as the paper notes) the population's
 best may get worse through the local updates; the selection itself never loses an elite member.
 """
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.population.data import as_tensors
 from esgd_asr.population.engine import Population
+from esgd_asr.population.newbob import NewBobConfig, train_newbob
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState, UpdateRule
 from esgd_asr.population.selection import living
-from esgd_asr.train.data import as_tensors
-from esgd_asr.train.newbob import NewBobConfig, train_newbob
+from esgd_asr.yaml_config import dataclass_from_dict, read_yaml, resolve
 
 
 @dataclass
@@ -54,7 +53,7 @@ class PopDescentConfig:
     seed: int = 0
     fitness_chunk: int = 4096
     fitness_members: int = 64
-    finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=1e-4, max_epochs=0))
+    finetune: NewBobConfig = field(default_factory=lambda: NewBobConfig(lr=1e-4, max_epochs=0, min_lr=1e-6))
 
     def __post_init__(self):
         checks = [(self.mu >= 2, "mu must be at least 2"), (1 <= self.elite < self.mu, "elite must be in [1, mu)"),
@@ -71,29 +70,10 @@ class PopDescentConfig:
                 raise EsgdError(f"popdescent config: {message}")
 
 
-def popdescent_config_from_dict(values: dict, where: str = "popdescent config") -> PopDescentConfig:
-    known = {f.name for f in dataclasses.fields(PopDescentConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise EsgdError(f"{where}: unknown option {unknown[0]!r}")
-    values = dict(values)
-    if isinstance(values.get("finetune"), dict):
-        values["finetune"] = NewBobConfig(**values["finetune"])
-    try:
-        return PopDescentConfig(**values)
-    except TypeError as err:
-        raise EsgdError(f"{where}: {err}") from err
-
-
 def load_popdescent_config(path: str | Path, overrides: dict | None = None) -> PopDescentConfig:
-    """The `popdescent` section of conf/esgd.yaml with optional overrides."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise EsgdError(f"{path}: cannot read config ({err.__class__.__name__})") from err
-    section = (document or {}).get("popdescent") or {}
-    return popdescent_config_from_dict({**section, **(overrides or {})}, str(path))
+    """The `popdescent` section of conf/esgd.yaml with the (dotted) overrides merged over it."""
+    section = read_yaml(path, "config").get("popdescent") or {}
+    return dataclass_from_dict(PopDescentConfig, resolve(section, None, "default", overrides, str(path)), str(path))
 
 
 def normalised_fitness(loss: torch.Tensor) -> torch.Tensor:

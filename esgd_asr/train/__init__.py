@@ -1,1 +1,2 @@
-"""Single-model training: cross-entropy, new-bob learning-rate halving with back-off, fine-tune."""
+"""Single-model training: the hybrid models with new-bob on the population engine (a population of one), and the
+secondary recipes' tasks."""

@@ -1,6 +1,6 @@
 """The single-model hybrid baseline run (steps/train_nnet.sh): new-bob epochs with an atomic checkpoint after each,
 exact `resume`, validation CE and frame accuracy per epoch (history.tsv, TensorBoard, training.png), and
-final.pt (esgd_asr.models.anchor model file: weights, config, nnet input, senone counts) at the end.
+final.pt (a hybrid model file, esgd_asr.hybrid.model_file: weights, config, nnet input, senone counts) at the end.
 
 The checkpoint (out_dir/checkpoint.pt) holds the model, fitness, learning rate, the shuffling generator, every
 global RNG and the history, so a run killed at any point continues from its last finished epoch exactly as if it
@@ -19,12 +19,13 @@ from torch import nn
 
 from esgd_asr.atomic import atomic_torch_save
 from esgd_asr.errors import EsgdError
-from esgd_asr.models.anchor import ModelConfig, config_to_dict, save_hybrid_model
+from esgd_asr.hybrid.model_file import ModelConfig, config_to_dict, save_hybrid_model
+from esgd_asr.hybrid.sets import HybridSets
 from esgd_asr.population.checkpoint import check_finite, retract_outputs, rng_states, set_rng_states
+from esgd_asr.population.data import as_tensors, data_digest, samples_for
 from esgd_asr.population.engine import Population
-from esgd_asr.train.data import HybridSets, as_tensors, data_digest, samples_for
+from esgd_asr.population.newbob import NewBobConfig, finished, newbob_epoch
 from esgd_asr.train.epoch_log import EpochLog
-from esgd_asr.train.newbob import NewBobConfig, finished, newbob_epoch
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -14,7 +14,7 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.models.cnn import CNNConfig
 from esgd_asr.models.lstm_lm import LSTMLMConfig
 from esgd_asr.models.resnet import ResNetConfig
-from esgd_asr.train.data import Data
+from esgd_asr.population.data import Data
 
 TASK_FORMAT = "esgd-task"
 KINDS = ("vision", "lm")

@@ -1,6 +1,6 @@
 """Training data of the hybrid DNN / BiLSTM: a data dir's features, a GMM system's alignments (senone targets) and
 optionally online i-vectors, turned into the (features, targets) tensors the trainers take
-(`esgd_asr.train.data.as_tensors`).
+(`esgd_asr.population.data.as_tensors`).
 
     config = load_model_config("conf/dnn.yaml")          # or conf/blstm.yaml (chunks, i-vectors)
     sets = prepare_hybrid_sets(config, "data/train_fmllr", "exp/tri3_ali", "data/dev_fmllr", "exp/tri3_ali_dev",
@@ -30,19 +30,20 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from esgd_asr.data.frames import FrameSet, all_spliced, chunks, load_frame_set, spliced
 from esgd_asr.errors import EsgdError
 from esgd_asr.features.cmvn import cmvn_offset_scale, cmvn_stats
 from esgd_asr.features.feature_io import ScpReader
-from esgd_asr.features.ubm import FrontEnd
+from esgd_asr.features.feature_source import FrontEnd
 from esgd_asr.gmm.align import ali_to_pdf, read_alignments
 from esgd_asr.gmm.kaldi_model import load_transitions
-from esgd_asr.models.anchor import load_hybrid_model
+from esgd_asr.hybrid.frames import FrameSet, all_spliced, chunks, load_frame_set, spliced
+from esgd_asr.hybrid.model_file import load_hybrid_model
+from esgd_asr.hybrid.sets import HybridSets, fit_config
 from esgd_asr.models.blstm import BLSTMConfig
 from esgd_asr.models.dnn import DNNConfig
 from esgd_asr.models.kaldi_nnet3 import is_nnet3_file
 from esgd_asr.models.nnet3_architecture import Nnet3Config
-from esgd_asr.train.data import Data, HybridSets, fit_config
+from esgd_asr.population.data import Data
 
 log = logging.getLogger(__name__)
 KINDS = ("dnn", "blstm")

@@ -6,7 +6,7 @@ A model file of ours (exp/<dir>/final.pt, torch.save of a dict, readable with we
 
 Also accepted: a bare state dict (the population's final.pt) together with the model config it fits, and a
 TorchScript module with the same input/output contract as ours: input = the normalised network input of
-esgd_asr.data.hybrid.NnetInput, (batch, splice * dim) for a DNN or (batch, frames, dim) for a BiLSTM; output =
+esgd_asr.hybrid.prepare.NnetInput, (batch, splice * dim) for a DNN or (batch, frames, dim) for a BiLSTM; output =
 per-frame senone logits (or log-posteriors), (batch, senones) / (batch, frames, senones). `export_torchscript`
 writes one, with the nnet input description inside (extra file `esgd/nnet_input.json`). A Kaldi nnet3 model in
 text form is imported by esgd_asr.models.kaldi_nnet3 (a FeedForwardDNN where it is one, else an Nnet3Network
@@ -203,7 +203,7 @@ def load_anchor(path: str | Path, config: ModelConfig, nnet_input: dict | None =
 
 
 def _check_same_input(theirs: dict, ours: dict, path: Path) -> None:
-    from esgd_asr.data.hybrid import NnetInput  # Kaldi packages: only where data are read
+    from esgd_asr.hybrid.prepare import NnetInput  # Kaldi packages: only where data are read
 
     # a field the model file predates has the value it had then: NnetInput's default
     theirs = {**dataclasses.asdict(NnetInput()), **theirs}
