@@ -254,11 +254,25 @@ stage_plp() {
     steps/validate_data_dir.sh --audio false --cmd "$train_cmd" "data/$x" || return 1
   done
 }
+# newest_pass DIR SUFFIX: N of the newest DIR/N.SUFFIX (a trainer's model after N passes), if any
+newest_pass() {
+  ls "$1" 2>/dev/null | sed -n "s/^\([0-9][0-9]*\)\.$2\$/\1/p" | sort -n | tail -n 1
+}
 stage_ivector() {
-  steps/train_diag_ubm.sh --cmd "$train_cmd" --device "$device" --seed "$seed" data/train "$ubm_gauss" exp/diag_ubm \
-    || return 1
+  local ubm_stage=-1 ie_stage=-1 n
+  if $stage_resume; then  # a stopped stage continues each trainer from its newest model
+    n=$(newest_pass exp/diag_ubm dubm)
+    [ -n "$n" ] && ubm_stage=$n
+    n=$(newest_pass exp/ivector_extractor ie)
+    # an extractor begun on the final UBM of the stopped run (not an older one's)
+    [ -n "$n" ] && [ exp/ivector_extractor/$n.ie -nt exp/diag_ubm/final.dubm ] && ie_stage=$n
+  fi
+  if [ ! -f exp/diag_ubm/final.dubm ] || [ "$ie_stage" -lt 0 ]; then
+    steps/train_diag_ubm.sh --cmd "$train_cmd" --device "$device" --seed "$seed" --stage "$ubm_stage" data/train \
+      "$ubm_gauss" exp/diag_ubm || return 1
+  fi
   steps/train_ivector_extractor.sh --cmd "$train_cmd" --device "$device" --seed "$seed" --ivector-dim "$ivector_dim" \
-    data/train exp/diag_ubm exp/ivector_extractor || return 1
+    --stage "$ie_stage" data/train exp/diag_ubm exp/ivector_extractor || return 1
   local x
   for x in train $(eval_sets); do
     steps/extract_ivectors.sh --nj "$nj" --cmd "$train_cmd" --device "$device" "data/$x" exp/ivector_extractor \

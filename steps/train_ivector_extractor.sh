@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train a total-variability i-vector extractor by EM on top of a diagonal UBM -> final.ie.
 set -euo pipefail
+stage=-1
 nj=1
 cmd=${train_cmd:-esgd-queue}
 ivector_dim=100
@@ -10,6 +11,8 @@ seed=0
 help_message="Usage: $0 [options] <data-dir> <diag-ubm-dir> <exp-dir>
 e.g.: $0 data/train exp/diag_ubm exp/ivector_extractor
 Options:
+  --stage <n>          # -1: afresh; N >= 0: continue a stopped run from <exp-dir>/N.ie, the model after
+                       # N EM passes (default: $stage)
   --ivector-dim <n>    # i-vector dimension (default: $ivector_dim)
   --num-iters <n>      # EM iterations (default: $num_iters)
   --device <cpu|cuda>  # where EM runs (default: $device)
@@ -22,4 +25,4 @@ data=$1; ubmdir=$2; dir=$3
 for f in "$data/feats.scp" "$ubmdir/final.dubm"; do [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }; done
 mkdir -p "$dir/log"
 $cmd "$dir/log/train_ivector_extractor.log" esgd-train-ivector-extractor --ivector-dim "$ivector_dim" \
-  --num-iters "$num_iters" --device "$device" --srand "$seed" "$data" "$ubmdir" "$dir"
+  --num-iters "$num_iters" --device "$device" --stage "$stage" --srand "$seed" "$data" "$ubmdir" "$dir"

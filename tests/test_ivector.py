@@ -278,3 +278,57 @@ def test_same_seed_same_models_another_seed_other_ones(tmp_path):
         models[run] = [(ubm / "final.dubm").read_bytes(), (ie / "final.ie").read_bytes()]
     assert models["a"] == models["b"]
     assert models["a"][0] != models["c"][0] and models["a"][1] != models["c"][1]
+
+
+def test_trainers_stopped_after_a_pass_continue_to_the_same_models(tmp_path, monkeypatch, capsys, caplog):
+    """--stage N of the UBM and extractor trainers: a run stopped during pass 2 (after 1.dubm / 1.ie) and continued
+    from its newest model ends with the models of an uninterrupted run, byte for byte; the extractor reuses the
+    stopped run's complete statistics; a numbered model of another UBM is refused."""
+    caplog.set_level("INFO")
+    data = tmp_path / "data"
+    write_data_dir(data, synthetic_speakers(4, 2, 60, seed=4))
+    ubm_opts = ["--num-gauss=8", "--num-iters-init=4", "--num-iters=3", "--num-gselect=4", "--subsample=1",
+                "--delta-order=1", str(data)]
+    ie_opts = ["--ivector-dim=5", "--num-iters=3", "--gaussian-min-count=1", "--posterior-scale=1.0", str(data)]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train_diag_ubm.main(ubm_opts + [str(whole / "ubm")])
+    train_ivector_extractor.main(ie_opts + [str(whole / "ubm"), str(whole / "ie")])
+    assert sorted(p.name for p in (whole / "ubm").glob("[0-9]*")) == ["3.dubm"]  # the newest only
+
+    def stop_in_pass(module, name, n):  # the n-th call of a pass function raises, as a kill would stop it
+        real, calls = getattr(module, name), []
+
+        def stopping(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, stopping)
+
+    import esgd_asr.features.ivector as ivector_module
+    import esgd_asr.features.ubm as ubm_module
+    stop_in_pass(ubm_module.GmmStats, "accumulate", 4 + 2)  # 4 initialisation passes, EM pass 1
+    with pytest.raises(SystemExit, match="130"):  # the commands' exit status when interrupted
+        train_diag_ubm.main(ubm_opts + [str(split / "ubm")])
+    monkeypatch.undo()
+    assert [p.name for p in (split / "ubm").glob("[0-9]*")] == ["1.dubm"] and not (split / "ubm/final.dubm").exists()
+    train_diag_ubm.main(ubm_opts[:-1] + ["--stage=1", str(data), str(split / "ubm")])
+    assert (split / "ubm/final.dubm").read_bytes() == (whole / "ubm/final.dubm").read_bytes()
+
+    stop_in_pass(ivector_module, "em_iteration", 2)
+    with pytest.raises(SystemExit, match="130"):
+        train_ivector_extractor.main(ie_opts + [str(split / "ubm"), str(split / "ie")])
+    monkeypatch.undo()
+    assert (split / "ie/1.ie").is_file() and (split / "ie/stats.tmp/complete").is_file()
+    train_ivector_extractor.main(ie_opts[:-1] + ["--stage=1", str(data), str(split / "ubm"), str(split / "ie")])
+    assert "using the stats of the stopped run" in caplog.text
+    assert (split / "ie/final.ie").read_bytes() == (whole / "ie/final.ie").read_bytes()
+    assert not (split / "ie/stats.tmp").exists()
+
+    # the extractor's numbered model belongs to another UBM: refused in one line
+    train_diag_ubm.main(ubm_opts[:-1] + ["--srand=5", str(data), str(tmp_path / "other_ubm")])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train_ivector_extractor.main(ie_opts[:-1] + ["--stage=3", str(data), str(tmp_path / "other_ubm"),
+                                                     str(split / "ie")])
+    assert "was trained on another UBM" in capsys.readouterr().err

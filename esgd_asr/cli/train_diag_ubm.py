@@ -3,7 +3,9 @@
 Usage: train_diag_ubm.py [options] <data-dir> <exp-dir>
 Reads <data-dir>/feats.scp (with utt2spk and cmvn.scp for --cmvn=true), keeps every --subsample'th frame (at
 most --max-frames of them, a uniform random sample beyond that) in memory, and writes <exp-dir>/final.dubm,
-which records the front end (CMVN, deltas) for the later i-vector stages.
+which records the front end (CMVN, deltas) for the later i-vector stages. The model after the initialisation
+(0.dubm) and after each EM pass N (N.dubm) is kept, the newest only: --stage N continues a stopped run from it,
+ending with the model of an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from tqdm import tqdm
 from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_source import FeatureSource, FrontEnd
-from esgd_asr.features.ubm import UbmOptions, train_diag_ubm
+from esgd_asr.features.ubm import DiagGmm, UbmOptions, keep_newest, train_diag_ubm
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ def main(argv=None):
     parser.add_argument("--subsample", type=int, default=2, help="keep every n'th frame (default: 2)")
     parser.add_argument("--max-frames", type=int, default=2000000, help="frames kept in memory (default: 2000000)")
     add_device_option(parser)
+    parser.add_argument("--stage", type=int, default=-1,
+                        help="-1: afresh; N >= 0: continue a stopped run from <exp-dir>/N.dubm (default: -1)")
     parser.add_argument("data_dir")
     parser.add_argument("exp_dir")
     args = parser.parse_args(argv)
@@ -66,17 +70,32 @@ def main(argv=None):
     for name in ("subsample", "max_frames", "num_gauss", "num_frames"):
         if getattr(args, name) < 1:
             raise EsgdError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.stage > args.num_iters:
+        raise EsgdError(f"--stage {args.stage}: there are only --num-iters {args.num_iters} passes")
     device = torch.device(args.device)
     front_end, opts = dataclass_from_args(FrontEnd, args), dataclass_from_args(UbmOptions, args)
-    source = FeatureSource(args.data_dir, front_end)
-    frames = collect_frames(source, args.subsample, args.max_frames, opts.srand)
-    log.info("training a %d-Gaussian UBM on %d frames of dimension %d", opts.num_gauss, *frames.shape)
-    gmm = train_diag_ubm(torch.from_numpy(frames), opts, device)
-    out = Path(args.exp_dir) / "final.dubm"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    exp_dir = Path(args.exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    start = None
+    if args.stage < 0:
+        for old in exp_dir.glob("[0-9]*.dubm"):
+            old.unlink()
+    else:
+        gmm, saved_front_end = DiagGmm.load(exp_dir / f"{args.stage}.dubm")
+        if saved_front_end != front_end:
+            raise EsgdError(f"--stage {args.stage}: {exp_dir / f'{args.stage}.dubm'} has another front end "
+                            f"({saved_front_end}) than the options ({front_end})")
+        start = (args.stage, gmm)
+        log.info("continuing from %s", exp_dir / f"{args.stage}.dubm")
+    if start is None or args.stage < opts.num_iters:
+        source = FeatureSource(args.data_dir, front_end)
+        frames = collect_frames(source, args.subsample, args.max_frames, opts.srand)
+        log.info("training a %d-Gaussian UBM on %d frames of dimension %d", opts.num_gauss, *frames.shape)
+        gmm = train_diag_ubm(torch.from_numpy(frames), opts, device, start=start,
+                             checkpoint=keep_newest(exp_dir, ".dubm", lambda model, path: model.save(path, front_end)))
+    out = exp_dir / "final.dubm"
     gmm.save(out, front_end)
     log.info("wrote %s (%d Gaussians)", out, gmm.num_gauss)
-
 
 if __name__ == "__main__":
     main()

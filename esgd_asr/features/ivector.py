@@ -26,7 +26,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -319,11 +319,15 @@ def _min_divergence_prior(M: torch.Tensor, mean: torch.Tensor, scatter: torch.Te
 
 
 def train_extractor(ie: IvectorExtractor, stats: TrainingStats, opts: IvectorTrainOptions = IvectorTrainOptions(),
-                    history: list[dict] | None = None) -> IvectorExtractor:
-    """`opts.num_iters` EM passes; the objective per frame of each pass's starting model goes to `history`."""
-    for it in range(opts.num_iters):
+                    history: list[dict] | None = None, first_iter: int = 0,
+                    checkpoint: Callable[[int, IvectorExtractor], None] | None = None) -> IvectorExtractor:
+    """EM passes `first_iter` .. `opts.num_iters` - 1 (`ie` is the model before pass `first_iter`); the objective
+    per frame of each pass's starting model goes to `history`, the model after pass n to `checkpoint(n + 1, ie)`."""
+    for it in range(first_iter, opts.num_iters):
         ie, objf = em_iteration(ie, stats, opts)
         log.info("iteration %d: objective per frame %.5f", it, objf)
         if history is not None:
             history.append({"iter": it, "objf": objf})
+        if checkpoint is not None:
+            checkpoint(it + 1, ie)
     return ie

@@ -18,6 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -134,6 +135,15 @@ def load_state(path: str | Path, expected_format: str) -> dict:
     return state
 
 
+def keep_newest(exp_dir: Path, suffix: str, write: Callable[[object, Path], None]) -> Callable[[int, object], None]:
+    """A checkpoint callback of train_diag_ubm / train_extractor: writes the model after pass n with
+    `write(model, path)` as <exp_dir>/n<suffix> and removes n-1's."""
+    def save(n: int, model) -> None:
+        write(model, exp_dir / f"{n}{suffix}")
+        (exp_dir / f"{n - 1}{suffix}").unlink(missing_ok=True)
+    return save
+
+
 @dataclass
 class GmmStats:
     """Zeroth, first and (diagonal) second-order statistics of frames under a GMM, in float64."""
@@ -225,23 +235,34 @@ def init_from_frames(frames: torch.Tensor, num_gauss: int, num_gauss_init: int, 
 
 
 def train_diag_ubm(frames: torch.Tensor, opts: UbmOptions = UbmOptions(), device: str | torch.device = "cpu",
-                   history: list[dict] | None = None) -> DiagGmm:
+                   history: list[dict] | None = None, start: tuple[int, DiagGmm] | None = None,
+                   checkpoint: Callable[[int, DiagGmm], None] | None = None) -> DiagGmm:
     """Train a UBM on `frames` (N, D): initialise on a random subset of `num_frames`, then `num_iters` EM
-    passes over all frames with top-`num_gselect` posteriors. Per-iteration log-likelihoods go to `history`."""
-    generator = torch.Generator().manual_seed(opts.srand)
+    passes over all frames with top-`num_gselect` posteriors. Per-iteration log-likelihoods go to `history`.
+    `checkpoint(n, gmm)` gets the model after the initialisation (n = 0) and after each EM pass n; `start = (n,
+    gmm)` continues from such a model (no initialisation), ending with the model of an uninterrupted run."""
     frames = frames.to(device=device, dtype=torch.float32)
-    subset = frames
-    if frames.shape[0] > opts.num_frames:
-        subset = frames[torch.randperm(frames.shape[0], generator=generator)[:opts.num_frames].to(frames.device)]
-    num_gauss_init = max(1, int(opts.initial_gauss_proportion * opts.num_gauss))
-    gmm = init_from_frames(subset, opts.num_gauss, num_gauss_init, opts.num_iters_init, opts.min_variance,
-                           opts.min_gaussian_weight, generator, history)
-    for it in range(opts.num_iters):
+    if start is None:
+        generator = torch.Generator().manual_seed(opts.srand)
+        subset = frames
+        if frames.shape[0] > opts.num_frames:
+            subset = frames[torch.randperm(frames.shape[0], generator=generator)[:opts.num_frames].to(frames.device)]
+        num_gauss_init = max(1, int(opts.initial_gauss_proportion * opts.num_gauss))
+        gmm = init_from_frames(subset, opts.num_gauss, num_gauss_init, opts.num_iters_init, opts.min_variance,
+                               opts.min_gaussian_weight, generator, history)
+        first = 0
+        if checkpoint is not None:
+            checkpoint(0, gmm)
+    else:
+        first, gmm = start[0], start[1].to(device=frames.device, dtype=torch.float32)
+    for it in range(first, opts.num_iters):
         stats = GmmStats.accumulate(gmm, frames, opts.num_gselect)
         _log_iter("em", it, stats, gmm, history)
         last = it == opts.num_iters - 1
         gmm = mle_update(gmm, stats, opts.min_variance, opts.min_gaussian_weight,
                          remove_low_count=last and opts.remove_low_count_gaussians)
+        if checkpoint is not None:
+            checkpoint(it + 1, gmm)
     return gmm
 
 
