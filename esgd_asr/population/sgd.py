@@ -35,18 +35,19 @@ def train_epochs(population: Population, state: OptimizerState, hyper: HyperPara
         buffers = population.buffers if whole else {k: v[members.to(v.device)] for k, v in population.buffers.items()}
         group_state = state if whole else state.select(members)
         rule = UpdateRule(hyper if whole else hyper.select(members), group_state.steps.device)
+        low = population.compute_weights(params) if rule.fused else None   # bf16 copies the update keeps current
         for epoch in range(epochs):
             order = orders[epoch] if whole else orders[epoch][members.to(orders.device)]
             for start in range(0, order.shape[1], batch_size):
                 batch = order[:, start:start + batch_size]
-                if rule.plain_sgd and population.fast:
-                    # plain SGD: the update is fused into the batched backward pass
+                if rule.plain_sgd and population.fast and low is None:
+                    # plain SGD in fp32: the update is fused into the batched backward pass
                     population.sgd_step(params, buffers, features[batch], targets[batch], rule.sgd_lr, per_member=True)
                     group_state.steps += 1
                 else:
                     grads, _ = population.loss_and_grads(params, buffers, features[batch], targets[batch],
-                                                         reuse_buffers=True, per_member=True)
-                    rule.apply(params, grads, group_state)
+                                                         reuse_buffers=True, per_member=True, low=low)
+                    rule.apply(params, grads, group_state, low)
         if not whole:
             for name, stack in population.params.items():
                 stack[members.to(stack.device)] = params[name]
