@@ -82,6 +82,11 @@ class HyperParams:
                    beta1=torch.full((size,), 0.9), beta2=torch.full((size,), 0.999), eps=torch.full((size,), 1e-8),
                    batch_size=torch.full((size,), int(batch_size), dtype=torch.long))
 
+    def variant(self) -> torch.Tensor:
+        """Per member 0 plain SGD, 1 SGD with momentum, 2 Adam."""
+        adam = self.kind == OPTIMIZER_KINDS.index("adam")
+        return torch.where(adam, 2, (self.momentum != 0).long())
+
     def select(self, indices: torch.Tensor) -> "HyperParams":
         indices = indices.cpu()
         return HyperParams(**{name: value[indices] for name, value in vars(self).items()})
@@ -176,6 +181,14 @@ class UpdateRule:
         self.uniform_lr = float(hyper.lr[0]) if bool((hyper.lr == hyper.lr[0]).all()) else None
         beta1, beta2 = hyper.beta1.cpu().float(), hyper.beta2.cpu().float()
         self.plain_sgd = not self.any_momentum   # every member plain SGD (no momentum, no Adam)
+        # the fused step's calls: runs of members of one kind (plain SGD, momentum, Adam), each touching only the
+        # buffers its kind uses; members not ordered by kind (sgd.train_epochs orders them) take one call
+        variant = hyper.variant()
+        edges = [0, *(torch.nonzero(variant[1:] != variant[:-1]).flatten() + 1).tolist(), len(variant)]
+        self.runs = [(start, stop, int(variant[start]) > 0, int(variant[start]) == 2)
+                     for start, stop in zip(edges, edges[1:])]
+        if len(self.runs) > 3:
+            self.runs = [(0, len(variant), self.any_momentum, self.any_adam)]
         self.fused = device.type == "cuda" if fused is None else fused
 
         def put(values):
@@ -244,11 +257,18 @@ class UpdateRule:
     def _apply_fused(self, params: dict, grads: dict, state: "OptimizerState", low: dict | None) -> None:
         state.steps += 1
         names = list(params)
-        step = _compiled_step() if state.steps.is_cuda else stacked_step
-        step([params[n] for n in names], [grads[n] for n in names], [state.first[n] for n in names],
-             [state.second[n] for n in names], None if low is None else [low[n] for n in names], state.steps,
-             self.lr, self.first_decay, self.first_gain, self.nesterov_gain, self.nesterov_grad, self.second_gain,
-             self.beta1, self.beta2, self.eps, self.is_adam, momentum=self.any_momentum, adam=self.any_adam)
+        compiled = state.steps.is_cuda
+        stacks = [[part[n] for n in names] for part in (params, grads, state.first, state.second, low or params)]
+        coefficients = [state.steps, self.lr, self.first_decay, self.first_gain, self.nesterov_gain,
+                        self.nesterov_grad, self.second_gain, self.beta1, self.beta2, self.eps, self.is_adam]
+        for start, stop, momentum, adam in self.runs:
+            tensors = [[t[start:stop] for t in stack] for stack in stacks]
+            values = [t[start:stop] for t in coefficients]
+            if compiled:   # one kernel per tensor shape for any member count
+                for tensor in [*(t for stack in tensors for t in stack), *values]:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+            (_compiled_step() if compiled else stacked_step)(
+                *tensors[:4], tensors[4] if low is not None else None, *values, momentum=momentum, adam=adam)
 
 
 def stacked_step(params: list, grads: list, firsts: list, seconds: list, lows: list | None, steps: torch.Tensor,
@@ -283,7 +303,7 @@ def stacked_step(params: list, grads: list, firsts: list, seconds: list, lows: l
 
 @functools.cache
 def _compiled_step():
-    return torch.compile(stacked_step, dynamic=True)
+    return torch.compile(stacked_step)
 
 
 @torch.no_grad()
