@@ -267,8 +267,9 @@ class UpdateRule:
             if compiled:   # one kernel per tensor shape for any member count
                 for tensor in [*(t for stack in tensors for t in stack), *values]:
                     torch._dynamo.maybe_mark_dynamic(tensor, 0)
-            (_compiled_step() if compiled else stacked_step)(
-                *tensors[:4], tensors[4] if low is not None else None, *values, momentum=momentum, adam=adam)
+            step = _compiled_step(momentum, adam) if compiled else functools.partial(
+                stacked_step, momentum=momentum, adam=adam)
+            step(*tensors[:4], tensors[4] if low is not None else None, *values)
 
 
 def stacked_step(params: list, grads: list, firsts: list, seconds: list, lows: list | None, steps: torch.Tensor,
@@ -301,9 +302,23 @@ def stacked_step(params: list, grads: list, firsts: list, seconds: list, lows: l
             lows[index].copy_(new)
 
 
+def _plain_step(*args):
+    stacked_step(*args, momentum=False, adam=False)
+
+
+def _momentum_step(*args):
+    stacked_step(*args, momentum=True, adam=False)
+
+
+def _adam_step(*args):
+    stacked_step(*args, momentum=True, adam=True)
+
+
 @functools.cache
-def _compiled_step():
-    return torch.compile(stacked_step)
+def _compiled_step(momentum: bool, adam: bool):
+    """stacked_step compiled for one kind, each kind its own function: torch.compile keeps a few graphs per function
+    (with and without weight copies, one member and more) and would fall back to eager beyond them."""
+    return torch.compile(_adam_step if adam else _momentum_step if momentum else _plain_step)
 
 
 @torch.no_grad()
