@@ -10,8 +10,10 @@ gradient of the first layer is never computed. The cross-entropy gradient is sof
 (and a per-member loop) to float32 rounding.
 
 With a compute `dtype` (bf16, precision.py) the weights and inputs are cast once per pass and the matmuls run in
-it, with fp32 master weights: the log-softmax and its gradient are fp32, the weight gradients are cast back to
-fp32 before they reach the weights or the optimizer (the rounding torch.autocast does).
+it, with fp32 master weights: the log-softmax and its gradient are fp32, the weight gradients are rounded to bf16
+once and applied to the fp32 weights in fp32 (the rounding torch.autocast does). On the GPU the cross-entropy and its
+gradient are one compiled expression (cross_entropy_and_grad) and a training loop passes the bf16 weight copies that
+the optimizer keeps (`low`) instead of casting every step.
 
 `linear_plan(template)` returns None for any other module; the engine then uses the generic vmap path.
 """
@@ -284,6 +286,7 @@ def loss_sum(plan, params: Tensors, features: torch.Tensor, targets: torch.Tenso
     index = torch.where(labelled, targets, 0).view(1, -1, 1)
     if logits.is_cuda:
         return compiled_on_gpu(cross_entropy_sums, logits)(logits, index, labelled.view(1, -1, 1).float())
-    log_probs = torch.log_softmax(logits, dim=-1, dtype=fp32.dtype, out=_new(workspace, "log_probs", logits.shape, fp32))
+    log_probs = torch.log_softmax(logits, dim=-1, dtype=fp32.dtype,
+                                  out=_new(workspace, "log_probs", logits.shape, fp32))
     picked = log_probs.gather(-1, index.expand(logits.shape[0], -1, 1)).squeeze(-1)
     return -(picked * labelled.to(picked.dtype)).sum(dim=1)

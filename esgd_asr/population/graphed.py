@@ -13,6 +13,8 @@ the `MAX_GRAPHS` most recently used graphs are kept (each holds its own activati
 arguments are copied into the graph's static tensors, so callers pass any tensors of those shapes. The outputs
 are the graph's own tensors: the next replay overwrites them. On the CPU `function` is called directly.
 The captured function must not synchronise with the host (no .item(), no data-dependent shapes).
+GraphedSteps replays a whole training step instead (the DNN population's, optimizer included), whose weights and
+optimizer state are updated in place and so need no copying.
 """
 from collections import OrderedDict
 
