@@ -7,14 +7,17 @@ fraction of the measured bf16 matmul peak (FLOPs per frame: 6 x parameters for a
   python bench/bench_gpu.py --device cuda                       # everything at the papers' shapes
   python bench/bench_gpu.py --device cpu --tiny                 # a smoke run with small shapes
 Parts: peak (bf16 8192^3 matmul), dnn (BN50, mu 100: SGD epoch and fitness), blstm (SWB300, mu 8 and 100), single
-(one SWB300 BiLSTM), esgd (one generation of the bn50 ESGD preset with the time split). --parts picks some.
+(one SWB300 BiLSTM), precision (the engine in bf16 and fp32 against fp32 torch.optim BN50 members), esgd (one
+generation of the bn50 ESGD preset with the time split). --parts picks some.
 
-Measured on one NVIDIA H200 (torch 2.11, bf16, --repeats 2, peak 764 TFLOP/s), engine against reference in
-member-frames/s: BN50 mu 100 SGD 2.76 M vs 0.091 M (30.4x, 16.6 % of peak), Adam 1.33 M vs 0.084 M (15.9x), fitness
-12.6 M vs 7.8 M (1.6x); SWB300 BiLSTM mu 8 SGD 1.11 M vs 0.294 M (3.77x, 26.1 %), fitness 1.01 M vs 0.70 M (1.45x);
-mu 100 (64 chunks) SGD 0.84 M vs 0.078 M (10.8x), fitness 2.36 M vs 0.52 M (4.6x); single SWB300 BiLSTM 0.535 M vs
-0.154 M frames/s (3.48x; tf32 0.373 M vs 0.221 M). ESGD bn50 generation: 156.4 s (SGD 150.6, fitness 5.7, offspring
-0.1, selection 0.1), peak 68.4 GiB.
+Measured on one NVIDIA H200 (torch 2.11, bf16), engine against reference in member-frames/s. DNN (--parts
+peak,dnn,precision --repeats 1, peak 750 TFLOP/s): BN50 mu 100 SGD 3.62 M vs 0.097 M (37.2x, 22.1 % of peak), Adam
+2.63 M vs 0.085 M (31.0x), fitness 16.4 M vs 7.1 M (2.3x); against fp32 torch.optim members the validation CE differs
+by at most 9.5e-7 (fp32) and 1.9e-5 (bf16). ESGD bn50 generation: 94.2 s the first (kernel compilation included),
+64.8 s the second (SGD 61.1, fitness 3.6, offspring and selection 0.1), peak 39.8 GiB. BiLSTM (--repeats 2, peak
+764 TFLOP/s, before the compiled optimizer step): SWB300 mu 8 SGD 1.11 M vs 0.294 M (3.77x, 26.1 %), fitness 1.01 M
+vs 0.70 M (1.45x); mu 100 (64 chunks) SGD 0.84 M vs 0.078 M (10.8x), fitness 2.36 M vs 0.52 M (4.6x); single SWB300
+BiLSTM 0.535 M vs 0.154 M frames/s (3.48x; tf32 0.373 M vs 0.221 M).
 """
 import argparse
 import statistics
@@ -36,7 +39,7 @@ from esgd_asr.population.engine import Population  # noqa: E402
 from esgd_asr.population.esgd import ESGD  # noqa: E402
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState  # noqa: E402
 from esgd_asr.population.precision import precision_scope  # noqa: E402
-from esgd_asr.population.sgd import train_epochs  # noqa: E402
+from esgd_asr.population.sgd import epoch_orders, train_epochs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,10 +249,57 @@ def esgd_part(args, device, peak):
         print(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB", flush=True)
 
 
+def precision_part(args, device):
+    """bf16 and fp32 against what a user would write: 16 BN50 members (optimizers and batch sizes drawn from the bn50
+    pool) trained one epoch by the engine in each precision and as separate fp32 nn.Linear models with torch.optim on
+    the same per-member batches (sgd.epoch_orders), their validation CE compared member by member."""
+    config = load_model_config(REPO / "conf/dnn.yaml", args.dnn_preset, **args.overrides.get("dnn", {}))
+    settings = load_esgd_config(REPO / "conf/esgd.yaml", args.esgd_preset, {})
+    generator = torch.Generator().manual_seed(0)
+    count = args.dnn_samples * 4
+    features, targets = (t.to(device) for t in gaussian_clusters(count + args.valid_samples, config.input_dim,
+                                                                  config.num_targets, generator))
+    train, valid = (features[:count], targets[:count]), (features[count:], targets[count:])
+    torch.manual_seed(0)
+    models = [build_model(config).to(device) for _ in range(16)]
+    hyper = settings.pool.sample(len(models), 1, generator)
+    before = Population.from_modules(models, device, precision="fp32").fitness(valid)
+    order = epoch_orders(torch.Generator().manual_seed(1), 1, len(models), count, None, device)[0]
+    with precision_scope("fp32", device):
+        for member, model in enumerate(models):
+            described = hyper.describe(member)
+            if described["optimizer"] == "adam":
+                optimizer = torch.optim.Adam(model.parameters(), lr=described["lr"])
+            else:
+                optimizer = torch.optim.SGD(model.parameters(), lr=described["lr"], momentum=described["momentum"],
+                                            nesterov=described["nesterov"])
+            for start in range(0, count, described["batch_size"]):
+                rows = order[member, start:start + described["batch_size"]]
+                loss = F.cross_entropy(model(features[rows]), targets[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    reference = Population.from_modules(models, device, precision="fp32").fitness(valid)
+    print(f"engine against fp32 torch.optim members, {args.dnn_preset}, 16 members, one epoch of {count} frames, "
+          f"batch sizes {settings.pool.batch_sizes}, SGD / momentum / Nesterov / Adam: validation CE "
+          f"{float(before.mean()):.4f} -> {float(reference.mean()):.4f} (mean of the reference)", flush=True)
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        population = Population.from_modules([build_model(config) for _ in range(16)], device, precision=precision)
+        train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1,
+                     torch.Generator().manual_seed(1))
+        after = population.fitness(valid)
+        population.precision = "fp32"
+        scored = population.fitness(valid)
+        print(f"  engine {precision}: largest |CE - reference| {float((after - reference).abs().max()):.2e} "
+              f"(scored in fp32: {float((scored - reference).abs().max()):.2e}), ranking "
+              f"{'the same' if torch.equal(after.argsort(), reference.argsort()) else 'differs'}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--parts", default="peak,dnn,blstm,single,esgd")
+    parser.add_argument("--parts", default="peak,dnn,blstm,single,precision,esgd")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "tf32", "fp32"])
     parser.add_argument("--tiny", action="store_true", help="small shapes (a smoke run on the CPU)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -294,6 +344,8 @@ def main() -> None:
                             optimizers=("sgd",))
     if "single" in parts:
         single_part(args, device, peak)
+    if "precision" in parts:
+        precision_part(args, device)
     if "esgd" in parts:
         esgd_part(args, device, peak)
 

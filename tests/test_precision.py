@@ -31,6 +31,13 @@ def test_bf16_passes_track_fp32_and_keep_fp32_master_weights():
     for name, grad in grads.items():
         assert low_grads[name].dtype == torch.float32
         assert torch.allclose(low_grads[name], grad, atol=2e-2 * grad.abs().max()), name
+    low = {k: v.to(torch.bfloat16) for k, v in params.items()}   # the copies the optimizer keeps (bf16 training)
+    kept_grads, kept_losses = fastpath.loss_and_grads(plan, params, features, targets, per_member=True,
+                                                      dtype=torch.bfloat16, low=low)
+    assert torch.equal(kept_losses, low_losses)
+    for name, grad in kept_grads.items():
+        assert grad.dtype == (torch.bfloat16 if grad.dim() == 3 else torch.float32)
+        assert torch.equal(grad.float(), low_grads[name]), name
     shared = (features[0], targets[0])
     assert torch.allclose(fastpath.loss_sum(plan, params, *shared, dtype=torch.bfloat16),
                           fastpath.loss_sum(plan, params, *shared), rtol=2e-2)

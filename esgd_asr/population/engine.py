@@ -181,20 +181,29 @@ class Population:
                 shaped = mask.to(stack.device).view(-1, *([1] * (stack.dim() - 1)))
                 stack.copy_(torch.where(shaped, saved[name], stack))
 
-    def loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets,
-                       reuse_buffers: bool = False, per_member: bool = False) -> tuple[Tensors, torch.Tensor]:
+    def compute_weights(self, params: Tensors) -> Tensors | None:
+        """Copies of `params` in the compute dtype for the batched-matmul passes (bf16 on a GPU), which
+        loss_and_grads takes as `low` and UpdateRule.apply keeps current; None when the passes compute in fp32."""
+        dtype = compute_dtype(self.precision, self.device)
+        if self.plan is None or dtype is None:
+            return None
+        return {k: v.to(dtype) for k, v in params.items()}
+
+    def loss_and_grads(self, params: Tensors, buffers: Tensors, features, targets, reuse_buffers: bool = False,
+                       per_member: bool = False, low: Tensors | None = None) -> tuple[Tensors, torch.Tensor]:
         """Gradients (stacked like params) and mean losses (members,) for one shared batch, or with `per_member`
         for each member's own batch (features and targets with a leading member dimension), all members at once.
 
         `reuse_buffers`: the returned gradients may live in buffers that the next call with it overwrites (a
-        training loop that consumes them at once saves the allocations)."""
+        training loop that consumes them at once saves the allocations). `low`: compute_weights() of params,
+        current (the weight gradients then come in that dtype)."""
         if self.plan is not None:
             if reuse_buffers and self._workspace is None:
                 self._workspace = fastpath.Workspace()
             with precision_scope(self.precision, features.device):
                 return fastpath.loss_and_grads(self.plan, params, features, targets,
                                                self._workspace if reuse_buffers else None, per_member=per_member,
-                                               dtype=compute_dtype(self.precision, features.device))
+                                               dtype=compute_dtype(self.precision, features.device), low=low)
         grads, losses = self._autograd_loss_and_grads(params, buffers, features, targets, per_member)
         if self.stacked is not None and features.is_cuda and not reuse_buffers:
             grads = {k: v.clone() for k, v in grads.items()}   # the CUDA graph's next replay overwrites its outputs
@@ -292,6 +301,7 @@ class Population:
         for first in range(0, self.size, member_chunk):
             members = slice(first, first + member_chunk)
             params = {k: v[members] for k, v in self.params.items()}
+            params = self.compute_weights(params) or params   # cast once for all data chunks
             buffers = {k: v[members] for k, v in self.buffers.items()}
             for start in range(0, features.shape[0], chunk_size):
                 stop = start + chunk_size

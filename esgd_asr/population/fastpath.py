@@ -10,8 +10,10 @@ gradient of the first layer is never computed. The cross-entropy gradient is sof
 (and a per-member loop) to float32 rounding.
 
 With a compute `dtype` (bf16, precision.py) the weights and inputs are cast once per pass and the matmuls run in
-it, with fp32 master weights: the log-softmax and its gradient are fp32, the weight gradients are cast back to
-fp32 before they reach the weights or the optimizer (the rounding torch.autocast does).
+it, with fp32 master weights: the log-softmax and its gradient are fp32, the weight gradients are rounded to bf16
+once and applied to the fp32 weights in fp32 (the rounding torch.autocast does). On the GPU the cross-entropy and its
+gradient are one compiled expression (cross_entropy_and_grad) and a training loop passes the bf16 weight copies that
+the optimizer keeps (`low`) instead of casting every step.
 
 `linear_plan(template)` returns None for any other module; the engine then uses the generic vmap path.
 """
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from esgd_asr.population.stacked import compiled_on_gpu
 
 Tensors = dict[str, torch.Tensor]
 ACTIVATION_NAMES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: None}
@@ -171,42 +175,70 @@ def _flat_inputs(features: torch.Tensor, targets: torch.Tensor, per_member: bool
     return features.reshape(-1, features.shape[-1]), targets.reshape(-1)
 
 
+def cross_entropy_and_grad(logits: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cross-entropy of stacked logits (mu, frames, classes) and its gradient as one expression, compiled on the
+    GPU into a pass over the logits that never writes fp32 copies of them: losses (mu,) = -sum of weight x
+    log-softmax at `index`, gradient (softmax - one-hot) x weight x scale in the dtype of the logits. index: targets
+    (mu or 1, frames, 1); weight: (labelled / labelled frames) (mu or 1, frames, 1); scale (mu, 1, 1)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    losses = -(log_probs.gather(-1, index.expand(logits.shape[0], -1, -1)) * weight).sum(dim=(1, 2))
+    one_hot = torch.arange(logits.shape[-1], device=logits.device) == index
+    return losses, ((log_probs.exp() - one_hot.float()) * (weight * scale)).to(logits.dtype)
+
+
+def cross_entropy_sums(logits: torch.Tensor, index: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy (mu,) over the labelled frames, index and labelled (1, frames, 1) (compiled on the GPU)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return -(log_probs.gather(-1, index.expand(logits.shape[0], -1, -1)) * labelled).sum(dim=(1, 2))
+
+
 def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch.Tensor,
                    workspace: Workspace | None = None, sgd_lr: float | torch.Tensor | None = None,
-                   per_member: bool = False, dtype: torch.dtype | None = None) -> tuple[Tensors, torch.Tensor]:
+                   per_member: bool = False, dtype: torch.dtype | None = None, low: Tensors | None = None
+                   ) -> tuple[Tensors, torch.Tensor]:
     """Mean cross-entropy (mu,) and its gradients, stacked like `params`, for one batch shared by all members, or
     with `per_member` for each member's own batch (features (mu, batch, in), targets (mu, batch)).
 
     With a `workspace` the gradients and intermediates live in its buffers, valid until the next call with it.
     With `sgd_lr` (a float, or a (mu,) tensor of per-member learning rates) the plain-SGD step
     param <- param - lr * grad is fused into the weight-gradient GEMMs (W.baddbmm_(-lr * dZ^T, H)) and applied in
-    place; no gradient is materialised and the returned dict is empty. `dtype`: the compute dtype (module doc).
+    place; no gradient is materialised and the returned dict is empty. `dtype`: the compute dtype (module doc);
+    `low`: the weights already in it (the copies UpdateRule keeps), which saves the cast, and then the weight
+    gradients come back in it too (the optimizer reads them as fp32).
     """
     features, targets = _flat_inputs(features, targets, per_member)
     master = params
-    params, features = cast(params, features, dtype)
+    if low is None:
+        params, features = cast(params, features, dtype)
+    else:
+        params, features = low, features.to(dtype)
     logits, outputs = forward(plan, params, features, keep=True, workspace=workspace, per_member=per_member)
     members = logits.shape[0]
     labelled = (targets != -100).expand(members, -1) if per_member else (targets != -100).view(1, -1)
     frames = labelled.sum(dim=1, keepdim=True)
     index = torch.where(labelled, targets, 0).expand(members, -1).unsqueeze(-1)
     fp32 = master[plan[-1].weight]
-    grad = torch.log_softmax(logits, dim=-1, dtype=fp32.dtype,
-                             out=_new(workspace, "log_probs", logits.shape, fp32))
-    picked = grad.gather(-1, index)
-    weight = (labelled.to(grad.dtype) / frames).unsqueeze(-1)   # nan without labelled frames, as F.cross_entropy
-    losses = -(picked * weight).sum(dim=(1, 2))
-    grad.exp_()                                                 # softmax
-    grad.scatter_add_(-1, index, torch.full_like(picked, -1.0))
+    weight = (labelled.to(fp32.dtype) / frames).unsqueeze(-1)   # nan without labelled frames, as F.cross_entropy
     fused = sgd_lr is not None
     alpha = 1.0
+    scale = torch.ones(members, 1, 1, device=fp32.device)
     if fused and isinstance(sgd_lr, torch.Tensor):
-        weight = weight * -sgd_lr.to(grad.device, grad.dtype).view(-1, 1, 1)   # -lr_m / frames
+        scale = -sgd_lr.to(fp32.device, fp32.dtype).view(-1, 1, 1)   # grad carries -lr_m / frames
     elif fused:
         alpha = -float(sgd_lr)
-    grad.mul_(weight)
-    if dtype is not None:
-        grad = grad.to(dtype)
+    if logits.is_cuda:
+        losses, grad = compiled_on_gpu(cross_entropy_and_grad, logits)(logits, index, weight, scale)
+    else:   # the CPU keeps its in-place passes over reused buffers (and the figures measured with them)
+        grad = torch.log_softmax(logits, dim=-1, dtype=fp32.dtype,
+                                 out=_new(workspace, "log_probs", logits.shape, fp32))
+        picked = grad.gather(-1, index)
+        losses = -(picked * weight).sum(dim=(1, 2))
+        grad.exp_()                                                 # softmax
+        grad.scatter_add_(-1, index, torch.full_like(picked, -1.0))
+        grad.mul_(weight * scale)
+        if dtype is not None:
+            grad = grad.to(dtype)
     grads = {}
     for position in range(len(plan) - 1, -1, -1):
         layer = plan[position]
@@ -233,10 +265,11 @@ def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch
             if layer.bias:
                 grads[layer.bias] = torch.sum(grad, dim=1, dtype=fp32.dtype, out=_new(
                     workspace, ("grad", layer.bias), master[layer.bias].shape, fp32))
-            weight_grad = _new(workspace, ("grad", layer.weight), weight_tensor.shape, fp32)
-            if dtype is None:
-                grads[layer.weight] = torch.bmm(grad.transpose(1, 2), inputs, out=weight_grad)
+            if dtype is None or low is not None:
+                grads[layer.weight] = torch.bmm(grad.transpose(1, 2), inputs, out=_new(
+                    workspace, ("grad", layer.weight), weight_tensor.shape, grad))
             else:
+                weight_grad = _new(workspace, ("grad", layer.weight), weight_tensor.shape, fp32)
                 grads[layer.weight] = weight_grad.copy_(torch.bmm(grad.transpose(1, 2), inputs))
         grad = below
     return ({} if fused else {name: grads[name] for name in master}), losses
@@ -244,13 +277,16 @@ def loss_and_grads(plan, params: Tensors, features: torch.Tensor, targets: torch
 
 def loss_sum(plan, params: Tensors, features: torch.Tensor, targets: torch.Tensor,
              workspace: Workspace | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Summed cross-entropy over the labelled frames of a batch, per member (mu,); `dtype` as in loss_and_grads."""
+    """Summed cross-entropy over the labelled frames of a batch, per member (mu,); `dtype` as in loss_and_grads
+    (params may already be in it: the fitness casts each member chunk's weights once, not once per data chunk)."""
     features, targets = _flat_inputs(features, targets)
-    fp32 = params[plan[-1].weight]
+    fp32 = params[plan[-1].weight]   # on the CPU (never cast ahead) the fp32 weights
     logits, _ = forward(plan, *cast(params, features, dtype), workspace=workspace)
     labelled = targets != -100
-    index = torch.where(labelled, targets, 0).view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    index = torch.where(labelled, targets, 0).view(1, -1, 1)
+    if logits.is_cuda:
+        return compiled_on_gpu(cross_entropy_sums, logits)(logits, index, labelled.view(1, -1, 1).float())
     log_probs = torch.log_softmax(logits, dim=-1, dtype=fp32.dtype,
                                   out=_new(workspace, "log_probs", logits.shape, fp32))
-    picked = log_probs.gather(-1, index).squeeze(-1)
+    picked = log_probs.gather(-1, index.expand(logits.shape[0], -1, 1)).squeeze(-1)
     return -(picked * labelled.to(picked.dtype)).sum(dim=1)

@@ -13,6 +13,8 @@ the `MAX_GRAPHS` most recently used graphs are kept (each holds its own activati
 arguments are copied into the graph's static tensors, so callers pass any tensors of those shapes. The outputs
 are the graph's own tensors: the next replay overwrites them. On the CPU `function` is called directly.
 The captured function must not synchronise with the host (no .item(), no data-dependent shapes).
+GraphedSteps replays a whole training step instead (the DNN population's, optimizer included), whose weights and
+optimizer state are updated in place and so need no copying.
 """
 from collections import OrderedDict
 
@@ -57,3 +59,37 @@ class GraphedPass:
         with torch.cuda.graph(graph):
             outputs = function(*static_args)
         return graph, static, outputs
+
+
+class GraphedSteps:
+    """`step(batch)` (a training step that reads its mini-batch through the (members, batch) sample indices
+    `batch` and updates tensors in place) replayed as a CUDA graph: the first call runs eagerly on a side stream
+    (a real step, which also compiles and warms up its kernels), the second is captured and replayed, later calls
+    of that shape copy their indices in and replay. Every tensor the step updates must stay the same object
+    between calls (a group's weights and optimizer state in sgd.train_epochs). Other shapes (an epoch's last,
+    smaller batch) and CPU tensors run eagerly."""
+
+    def __init__(self, step):
+        self.step = step
+        self.graph = self.indices = None
+        self.warm = False
+
+    def __call__(self, batch: torch.Tensor) -> None:
+        if not batch.is_cuda or (self.indices is not None and batch.shape != self.indices.shape):
+            self.step(batch)
+            return
+        if not self.warm:
+            side = torch.cuda.Stream(batch.device)
+            side.wait_stream(torch.cuda.current_stream(batch.device))
+            with torch.cuda.stream(side):
+                self.step(batch)
+            torch.cuda.current_stream(batch.device).wait_stream(side)
+            self.warm = True
+            return
+        if self.graph is None:
+            self.indices = batch.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.step(self.indices)
+        self.indices.copy_(batch)
+        self.graph.replay()

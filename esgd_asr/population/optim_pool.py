@@ -3,6 +3,7 @@
 SGD, momentum, Nesterov and Adam are one set of in-place tensor ops over the member dimension with per-member
 coefficients (UpdateRule); they match torch.optim.SGD / torch.optim.Adam (no weight decay, no dampening).
 """
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -82,6 +83,11 @@ class HyperParams:
                    beta1=torch.full((size,), 0.9), beta2=torch.full((size,), 0.999), eps=torch.full((size,), 1e-8),
                    batch_size=torch.full((size,), int(batch_size), dtype=torch.long))
 
+    def variant(self) -> torch.Tensor:
+        """Per member 0 plain SGD, 1 SGD with momentum, 2 Adam."""
+        adam = self.kind == OPTIMIZER_KINDS.index("adam")
+        return torch.where(adam, 2, (self.momentum != 0).long())
+
     def select(self, indices: torch.Tensor) -> "HyperParams":
         indices = indices.cpu()
         return HyperParams(**{name: value[indices] for name, value in vars(self).items()})
@@ -157,19 +163,14 @@ class UpdateRule:
     Adam members the step is five passes (lerp / mul-add of the moments, sqrt, scale-shift, addcdiv), the
     -lr * f factor folded into the denominator, since a full pass over mu stacked models is what costs.
 
-    With `fused` (the default on a GPU when any member has momentum or Adam) each member's step is instead one call of torch's fused multi-tensor
-    optimizer kernels (those of torch.optim.SGD / Adam with fused=True) over its parameter slices: one pass that
-    reads and writes each weight, gradient and moment once, where the stacked ops above pass over them several
-    times (the step is memory-bound at small batches). Same formulas; it differs by float rounding only.
+    With `fused` (the default on a GPU) the step is instead stacked_step: the same formulas written as one
+    expression per tensor, compiled on the GPU into one kernel per stacked tensor that reads and writes each
+    weight, gradient and moment once for all members (the step is memory-bound at small batches); it also refreshes
+    the bf16 copies of the weights that the next pass computes with (`low`). Same formulas; float rounding only.
     """
 
     def __init__(self, hyper: HyperParams, device: torch.device | str, fused: bool | None = None):
         device = torch.device(device)
-        self.members = [(bool(adam), float(lr), float(mu), bool(nest), float(b1), float(b2), float(eps))
-                        for adam, lr, mu, nest, b1, b2, eps in zip(
-                            (hyper.kind == OPTIMIZER_KINDS.index("adam")).tolist(), hyper.lr.tolist(),
-                            hyper.momentum.tolist(), hyper.nesterov.tolist(), hyper.beta1.tolist(),
-                            hyper.beta2.tolist(), hyper.eps.tolist())]
         kind = hyper.kind.cpu()
         is_adam = kind == OPTIMIZER_KINDS.index("adam")
         self.any_adam = bool(is_adam.any())
@@ -181,8 +182,15 @@ class UpdateRule:
         self.uniform_lr = float(hyper.lr[0]) if bool((hyper.lr == hyper.lr[0]).all()) else None
         beta1, beta2 = hyper.beta1.cpu().float(), hyper.beta2.cpu().float()
         self.plain_sgd = not self.any_momentum   # every member plain SGD (no momentum, no Adam)
-        # plain SGD is one pass over the stacked tensors already; the fused kernels pay off with moments
-        self.fused = (device.type == "cuda" and self.any_momentum) if fused is None else fused
+        # the fused step's calls: runs of members of one kind (plain SGD, momentum, Adam), each touching only the
+        # buffers its kind uses; members not ordered by kind (sgd.train_epochs orders them) take one call
+        variant = hyper.variant()
+        edges = [0, *(torch.nonzero(variant[1:] != variant[:-1]).flatten() + 1).tolist(), len(variant)]
+        self.runs = [(start, stop, int(variant[start]) > 0, int(variant[start]) == 2)
+                     for start, stop in zip(edges, edges[1:])]
+        if len(self.runs) > 3:
+            self.runs = [(0, len(variant), self.any_momentum, self.any_adam)]
+        self.fused = device.type == "cuda" if fused is None else fused
 
         def put(values):
             return values.to(device=device, dtype=torch.float32)
@@ -202,10 +210,10 @@ class UpdateRule:
         return values.view(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
-    def apply(self, params: dict, grads: dict, state: "OptimizerState") -> None:
-        """One step of every member in place."""
+    def apply(self, params: dict, grads: dict, state: "OptimizerState", low: dict | None = None) -> None:
+        """One step of every member in place; `low` (fused only): compute-dtype copies of params, refreshed."""
         if self.fused:
-            return self._apply_fused(params, grads, state)
+            return self._apply_fused(params, grads, state, low)
         state.steps += 1
         step_grad = -self.lr * self.nesterov_grad
         if self.any_adam:
@@ -247,23 +255,71 @@ class UpdateRule:
                           out=denom)
             param.addcdiv_(first, denom)
 
-    def _apply_fused(self, params: dict, grads: dict, state: "OptimizerState") -> None:
+    def _apply_fused(self, params: dict, grads: dict, state: "OptimizerState", low: dict | None) -> None:
         state.steps += 1
         names = list(params)
-        grads = {name: grad.contiguous() for name, grad in grads.items()}   # the kernels take dense tensors
-        views = [list(zip(*[stack[name].unbind(0) for name in names]))
-                 for stack in (params, grads, state.first, state.second)]
-        steps = state.steps.unbind(0)
-        for member, (adam, lr, momentum, nesterov, beta1, beta2, eps) in enumerate(self.members):
-            weights, gradients, first, second = (list(v[member]) for v in views)
+        compiled = state.steps.is_cuda
+        stacks = [[part[n] for n in names] for part in (params, grads, state.first, state.second, low or params)]
+        coefficients = [state.steps, self.lr, self.first_decay, self.first_gain, self.nesterov_gain,
+                        self.nesterov_grad, self.second_gain, self.beta1, self.beta2, self.eps, self.is_adam]
+        for start, stop, momentum, adam in self.runs:
+            tensors = [[t[start:stop] for t in stack] for stack in stacks]
+            values = [t[start:stop] for t in coefficients]
+            if compiled:   # one kernel per tensor shape for any member count
+                for tensor in [*(t for stack in tensors for t in stack), *values]:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+            step = _compiled_step(momentum, adam) if compiled else functools.partial(
+                stacked_step, momentum=momentum, adam=adam)
+            step(*tensors[:4], tensors[4] if low is not None else None, *values)
+
+
+def stacked_step(params: list, grads: list, firsts: list, seconds: list, lows: list | None, steps: torch.Tensor,
+                 lr, first_decay, first_gain, nesterov_gain, nesterov_grad, second_gain, beta1, beta2, eps, is_adam,
+                 momentum: bool, adam: bool) -> None:
+    """UpdateRule's step over stacked tensors (members first) with per-member coefficients (members,), as one
+    expression per tensor: gradients of any float dtype are read as fp32; `momentum` / `adam`: whether any member
+    has a first / second moment (else those buffers are not touched); `lows` receive the new weights cast."""
+    adam_member = is_adam > 0
+    step_first = torch.where(adam_member, -lr / (1 - beta1 ** steps), -lr * nesterov_gain)
+    step_grad = -lr * nesterov_grad
+    denom_scale = torch.where(adam_member, (1 - beta2 ** steps).rsqrt(), 0.0)
+    denom_shift = torch.where(adam_member, eps, 1.0)
+    for index, (param, grad) in enumerate(zip(params, grads)):
+        shape = (-1, *([1] * (param.dim() - 1)))
+        grad = grad.float()
+        if not momentum:
+            new = param - lr.view(shape) * grad
+        else:
+            first = first_decay.view(shape) * firsts[index] + first_gain.view(shape) * grad
+            firsts[index].copy_(first)
+            update = step_first.view(shape) * first + step_grad.view(shape) * grad
             if adam:
-                torch._fused_adam_(weights, gradients, first, second, [], [steps[member]] * len(names),
-                                   amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps,
-                                   maximize=False)
-            else:
-                torch._fused_sgd_(weights, gradients, first if momentum else [], weight_decay=0.0,
-                                  momentum=momentum, lr=lr, dampening=0.0, nesterov=nesterov, maximize=False,
-                                  is_first_step=False)
+                second = seconds[index] + second_gain.view(shape) * (grad * grad - seconds[index])
+                seconds[index].copy_(second)
+                update = update / (denom_scale.view(shape) * second.sqrt() + denom_shift.view(shape))
+            new = param + update
+        param.copy_(new)
+        if lows is not None:
+            lows[index].copy_(new)
+
+
+def _plain_step(*args):
+    stacked_step(*args, momentum=False, adam=False)
+
+
+def _momentum_step(*args):
+    stacked_step(*args, momentum=True, adam=False)
+
+
+def _adam_step(*args):
+    stacked_step(*args, momentum=True, adam=True)
+
+
+@functools.cache
+def _compiled_step(momentum: bool, adam: bool):
+    """stacked_step compiled for one kind, each kind its own function: torch.compile keeps a few graphs per function
+    (with and without weight copies, one member and more) and would fall back to eager beyond them."""
+    return torch.compile(_adam_step if adam else _momentum_step if momentum else _plain_step)
 
 
 @torch.no_grad()

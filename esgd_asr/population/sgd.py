@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import torch
 
 from esgd_asr.population.engine import Population
+from esgd_asr.population.graphed import GraphedSteps
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState, UpdateRule
 
 
@@ -28,25 +29,33 @@ def train_epochs(population: Population, state: OptimizerState, hyper: HyperPara
         return 0
     features, targets = train
     orders = epoch_orders(generator, epochs, population.size, features.shape[0], samples, features.device)
+    variant = hyper.variant()
     for batch_size in sorted(set(hyper.batch_size.tolist())):
         members = torch.nonzero(hyper.batch_size == batch_size).flatten()
-        whole = len(members) == population.size
+        members = members[torch.argsort(variant[members], stable=True)]   # optimizer kinds in runs (UpdateRule)
+        whole = torch.equal(members, torch.arange(population.size))
         params = population.params if whole else {k: v[members.to(v.device)] for k, v in population.params.items()}
         buffers = population.buffers if whole else {k: v[members.to(v.device)] for k, v in population.buffers.items()}
         group_state = state if whole else state.select(members)
         rule = UpdateRule(hyper if whole else hyper.select(members), group_state.steps.device)
+        low = population.compute_weights(params) if rule.fused else None   # bf16 copies the update keeps current
+
+        def step(batch, params=params, buffers=buffers, rule=rule, group_state=group_state, low=low):
+            if rule.plain_sgd and population.fast and low is None:
+                # plain SGD in fp32: the update is fused into the batched backward pass
+                population.sgd_step(params, buffers, features[batch], targets[batch], rule.sgd_lr, per_member=True)
+                group_state.steps += 1
+            else:
+                grads, _ = population.loss_and_grads(params, buffers, features[batch], targets[batch],
+                                                     reuse_buffers=True, per_member=True, low=low)
+                rule.apply(params, grads, group_state, low)
+
+        # the batched-matmul path's steps replay as a CUDA graph on the GPU (the launches cost as much as the work)
+        step = GraphedSteps(step) if population.fast else step
         for epoch in range(epochs):
             order = orders[epoch] if whole else orders[epoch][members.to(orders.device)]
             for start in range(0, order.shape[1], batch_size):
-                batch = order[:, start:start + batch_size]
-                if rule.plain_sgd and population.fast:
-                    # plain SGD: the update is fused into the batched backward pass
-                    population.sgd_step(params, buffers, features[batch], targets[batch], rule.sgd_lr, per_member=True)
-                    group_state.steps += 1
-                else:
-                    grads, _ = population.loss_and_grads(params, buffers, features[batch], targets[batch],
-                                                         reuse_buffers=True, per_member=True)
-                    rule.apply(params, grads, group_state)
+                step(order[:, start:start + batch_size])
         if not whole:
             for name, stack in population.params.items():
                 stack[members.to(stack.device)] = params[name]
