@@ -98,7 +98,7 @@ class ESGD:
 
     def sgd_step(self, k: int) -> dict:
         """Ks epochs of every member with a freshly drawn optimizer, backing off members that get worse."""
-        self.hyper = self.config.pool.sample(self.population.size, k, self.rng)
+        self.hyper = self.config.pool.sample(self.trainable_size, k, self.rng)
         self.optimizer_state = OptimizerState.zeros_like(self.population.params)
         return self.run_sgd(self.hyper, self.optimizer_state)
 

@@ -162,22 +162,26 @@ class UpdateRule:
     times (the step is memory-bound at small batches). Same formulas; it differs by float rounding only.
     """
 
-    def __init__(self, hyper: HyperParams, device: torch.device | str, fused: bool | None = None):
+    def __init__(self, hyper: HyperParams, device: torch.device | str, fused: bool | None = None,
+                 paths: HyperParams | None = None):
         device = torch.device(device)
         self.members = [(bool(adam), float(lr), float(mu), bool(nest), float(b1), float(b2), float(eps))
                         for adam, lr, mu, nest, b1, b2, eps in zip(
                             (hyper.kind == OPTIMIZER_KINDS.index("adam")).tolist(), hyper.lr.tolist(),
                             hyper.momentum.tolist(), hyper.nesterov.tolist(), hyper.beta1.tolist(),
                             hyper.beta2.tolist(), hyper.eps.tolist())]
-        kind = hyper.kind.cpu()
-        is_adam = kind == OPTIMIZER_KINDS.index("adam")
-        self.any_adam = bool(is_adam.any())
-        self.all_adam = bool(is_adam.all())
+        # which branches run is decided by `paths` (a group these members are part of), so that a member's
+        # arithmetic does not depend on the part of its group that a process holds
+        paths = hyper if paths is None else paths
+        path_adam = paths.kind.cpu() == OPTIMIZER_KINDS.index("adam")
+        self.any_adam = bool(path_adam.any())
+        self.all_adam = bool(path_adam.all())
+        self.any_momentum = bool((torch.where(path_adam, 0.0, paths.momentum.cpu().float()) != 0).any()) or self.any_adam
+        self.any_nesterov = bool((paths.nesterov.cpu() & ~path_adam).any())
+        self.uniform_lr = float(paths.lr[0]) if bool((paths.lr == paths.lr[0]).all()) else None
+        is_adam = hyper.kind.cpu() == OPTIMIZER_KINDS.index("adam")
         momentum = torch.where(is_adam, 0.0, hyper.momentum.cpu().float())
         nesterov = hyper.nesterov.cpu() & ~is_adam
-        self.any_momentum = bool((momentum != 0).any()) or self.any_adam
-        self.any_nesterov = bool(nesterov.any())
-        self.uniform_lr = float(hyper.lr[0]) if bool((hyper.lr == hyper.lr[0]).all()) else None
         beta1, beta2 = hyper.beta1.cpu().float(), hyper.beta2.cpu().float()
         self.plain_sgd = not self.any_momentum   # every member plain SGD (no momentum, no Adam)
         # plain SGD is one pass over the stacked tensors already; the fused kernels pay off with moments
