@@ -54,7 +54,7 @@ from esgd_asr.population.checkpoint import CHECKPOINT_NAME
 from esgd_asr.population.distributed import SHARDED, build_sharded
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.launch import launch
-from esgd_asr.population.ranks import Ranks
+from esgd_asr.population.ranks import PeerLost, Ranks
 from esgd_asr.population.esgd import ESGD
 from esgd_asr.train.data import HybridSets, data_digest
 from esgd_asr.train.nnet import evaluate
@@ -206,9 +206,13 @@ def main(argv=None):
                  "top quarter CE %s; %s", path, info["valid_ce"], 100 * info["valid_acc"], info["fitness_ce"],
                  ", ".join(f"{ce:.4f}" for ce in info["top_valid_ce"]), budget)
 
-    history = run_algorithm(algorithm, args.exp_dir, args.resume, progress=args.progress,
-                            tensorboard=args.tensorboard, plot=args.plot, fingerprint=fingerprint,
-                            save_model=save_final)
+    try:
+        history = run_algorithm(algorithm, args.exp_dir, args.resume, progress=args.progress,
+                                tensorboard=args.tensorboard, plot=args.plot, fingerprint=fingerprint,
+                                save_model=save_final)
+    except PeerLost as err:   # not the cause: the launcher's line names the rank that stopped the run
+        log.warning("%s; stopping", err)
+        sys.exit(err.status)
     last = [r for r in history if "generation" in r][-1]
     log.info("%s: %d generations, best fitness %.4f%s", args.exp_dir, last["generation"], last["best"],
              "".join(f", after the fine-tune {r['best']:.4f}" for r in history if "finish" in r))
