@@ -148,5 +148,9 @@ def test_two_processes_train_what_one_process_trains(task, tmp_path, capsys):
                   (tmp_path / run / "history.jsonl").read_text().splitlines()] for run in ("one", "two")]
     assert histories[0] == histories[1] and len(histories[0]) == 3   # 2 generations and the fine-tune
     with pytest.raises(SystemExit):
-        train(task, tmp_path / "bad", "popdescent", ["--nproc", "2"])
+        train(task, tmp_path / "bad", "esgd", ["--nproc", "6"])
+    assert "6 processes for mu 5 and lambda 8: each process needs at least one member" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_esgd.main(["--algorithm", "popdescent", *CONFIGS, *options({"mu": 3}), "--nproc", "2", *data_args(task),
+                         str(tmp_path / "bad")])
     assert "--algorithm popdescent runs in one process only" in capsys.readouterr().err

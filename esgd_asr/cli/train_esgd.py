@@ -51,7 +51,7 @@ from esgd_asr.models.anchor import config_kind, config_to_dict, load_anchor, sav
 from esgd_asr.models.config import build_model, load_model_config
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
 from esgd_asr.population.checkpoint import CHECKPOINT_NAME
-from esgd_asr.population.distributed import SHARDED, build_sharded
+from esgd_asr.population.distributed import build_sharded, check_distributable
 from esgd_asr.population.driver import run_algorithm
 from esgd_asr.population.launch import launch
 from esgd_asr.population.ranks import PeerLost, Ranks
@@ -131,11 +131,9 @@ def top_quarter(settings) -> int:
     return max(1, settings.mu // 4)
 
 
-def start_processes(args, argv: list[str]) -> None:
-    """The launcher's side of --nproc / --nnodes: check what the ranks will need, then start them on this node."""
-    if args.algorithm not in SHARDED:
-        raise EsgdError(f"--nproc/--nnodes: --algorithm {args.algorithm} runs in one process only "
-                        f"(distributed: {', '.join(SHARDED)})")
+def start_processes(args, settings, argv: list[str]) -> None:
+    """The launcher's side of --nproc / --nnodes: check the run can be sharded, then start the ranks of this node."""
+    check_distributable(args.algorithm, settings, args.nproc * args.nnodes)
     program = Path(sys.executable).parent / "esgd-train-esgd"
     command = [sys.executable, *([str(program)] if program.is_file() else ["-m", __name__])]
     launch(command + argv, args.nproc, Path(args.exp_dir) / CHECKPOINT_NAME, args.nnodes, args.rdzv_endpoint,
@@ -148,20 +146,20 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     check_anchor(args.algorithm, bool(args.anchor))
+    settings = load_settings(args.algorithm, args.esgd_config, args.esgd_preset, dict(args.esgd_opt))
+    nnet_config = args.nnet_config or f"conf/{args.model_type or 'dnn'}.yaml"
+    config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
+    if args.model_type and config_kind(config) != args.model_type:
+        raise EsgdError(f"--model-type {args.model_type}, but {nnet_config} describes a {config_kind(config)}")
     ranks = Ranks.from_environment(args.device) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
     if ranks is None and args.nproc * args.nnodes > 1:
-        return start_processes(args, argv)
+        return start_processes(args, settings, argv)
     if ranks is not None and not ranks.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     elif int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:   # the node's cores shared out among its processes
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
-    settings = load_settings(args.algorithm, args.esgd_config, args.esgd_preset, dict(args.esgd_opt))
-    nnet_config = args.nnet_config or f"conf/{args.model_type or 'dnn'}.yaml"
-    config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
-    if args.model_type and config_kind(config) != args.model_type:
-        raise EsgdError(f"--model-type {args.model_type}, but {nnet_config} describes a {config_kind(config)}")
     config, nnet_input = network_input(config, args.train_data, args.train_ali, args.train_ivectors, args.cmvn,
                                        args.norm_vars, args.delta_order, args.anchor)
     with ranks.main_first() if ranks is not None and args.egs else nullcontext():   # rank 0 writes the cache

@@ -29,9 +29,7 @@ class Sharded:
     state_dict() (the driver calls it after every generation), None elsewhere."""
 
     def __init__(self, config, factory, train, valid, device, ranks: Ranks):
-        if not ranks.size <= min(config.mu, config.offspring):
-            raise EsgdError(f"distributed run: {ranks.size} processes for mu {config.mu} and lambda "
-                            f"{config.offspring}: each process needs at least one member and one offspring")
+        check_processes(config, ranks.size)
         super().__init__(config, factory, train, valid, device)
         self.ranks = ranks
         self.main_process = ranks.is_main
@@ -63,14 +61,16 @@ class Sharded:
             self.sgd_frames += self.config.mu * result.frames
         best = int(torch.argmin(torch.where(torch.isfinite(self.fitness), self.fitness, torch.inf)))
         living(self.fitness, f"generation {self.generation + 1} after the SGD step")
-        return {"backed_off": int(self.gather(backed_off, self.config.mu).sum()), "best_optimizer": hyper.describe(best),
+        return {"backed_off": int(self.gather(backed_off, self.config.mu).sum()),
+                "best_optimizer": hyper.describe(best),
                 "optimizers": [hyper.describe(i) for i in range(hyper.lr.shape[0])]}
 
     def breed(self, k: int) -> tuple[Population, torch.Tensor]:
         """This rank's block of the offspring, from parents fetched from the ranks that hold them; their fitness is
         the whole brood's."""
         picks = self.parent_indices()
-        wanted = [sorted(set(picks[brood.rows].flatten().tolist())) for brood in self.ranks.shards(self.config.offspring)]
+        wanted = [sorted(set(picks[brood.rows].flatten().tolist()))
+                  for brood in self.ranks.shards(self.config.offspring)]
         parents = self.fetch(self.population, self.ranks.blocks(self.config.mu), wanted)
         column = {index: position for position, index in enumerate(wanted[self.ranks.rank])}
         columns = torch.tensor([[column[p] for p in row] for row in picks[self.brood.rows].tolist()])
@@ -89,7 +89,8 @@ class Sharded:
         offspring, offspring_fitness = self.breed(k)
         mu = self.config.mu
         combined_fitness = torch.cat([self.fitness, offspring_fitness])
-        keep = m_elitist(combined_fitness, mu, self.config.elite(mu), self.rng, f"generation {self.generation + 1} evolution")
+        keep = m_elitist(combined_fitness, mu, self.config.elite(mu), self.rng,
+                         f"generation {self.generation + 1} evolution")
         held = [members + [mu + i for i in brood] for members, brood in
                 zip(self.ranks.blocks(mu), self.ranks.blocks(self.config.offspring))]
         wanted = [keep[shard.rows].tolist() for shard in self.ranks.shards(mu)]
@@ -179,9 +180,21 @@ class ShardedPopulationBaseline(Sharded, PopulationBaseline):
 SHARDED = {"esgd": ShardedESGD, "no-evolution": ShardedNoEvolutionESGD, "population": ShardedPopulationBaseline}
 
 
-def build_sharded(name: str, settings, factory, train, valid, ranks: Ranks, device="cpu"):
-    """The trainer `name` with its members sharded over `ranks`; the algorithms that hold a model beside the
-    population (anchored, iterated, inserted) and the non-ESGD ones run in one process only."""
+def check_processes(config, processes: int) -> None:
+    if processes > min(config.mu, config.offspring):
+        raise EsgdError(f"distributed run: {processes} processes for mu {config.mu} and lambda {config.offspring}: "
+                        "each process needs at least one member and one offspring")
+
+
+def check_distributable(name: str, settings, processes: int) -> None:
+    """Refuse in one line a run of algorithm `name` that cannot be sharded over `processes`: the algorithms that
+    hold a model beside the population (anchored, iterated, inserted) and the non-ESGD ones run in one process."""
     if name not in SHARDED:
         raise EsgdError(f"--algorithm {name} runs in one process only (distributed: {', '.join(SHARDED)})")
+    check_processes(settings, processes)
+
+
+def build_sharded(name: str, settings, factory, train, valid, ranks: Ranks, device="cpu"):
+    """The trainer `name` with its members sharded over `ranks`."""
+    check_distributable(name, settings, ranks.size)
     return SHARDED[name](settings, factory, train, valid, device, ranks)

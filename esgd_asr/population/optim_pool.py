@@ -176,7 +176,8 @@ class UpdateRule:
         path_adam = paths.kind.cpu() == OPTIMIZER_KINDS.index("adam")
         self.any_adam = bool(path_adam.any())
         self.all_adam = bool(path_adam.all())
-        self.any_momentum = bool((torch.where(path_adam, 0.0, paths.momentum.cpu().float()) != 0).any()) or self.any_adam
+        path_momentum = torch.where(path_adam, 0.0, paths.momentum.cpu().float())
+        self.any_momentum = bool((path_momentum != 0).any()) or self.any_adam
         self.any_nesterov = bool((paths.nesterov.cpu() & ~path_adam).any())
         self.uniform_lr = float(paths.lr[0]) if bool((paths.lr == paths.lr[0]).all()) else None
         is_adam = hyper.kind.cpu() == OPTIMIZER_KINDS.index("adam")
