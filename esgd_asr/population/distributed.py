@@ -13,9 +13,11 @@ import time
 import torch
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.models.blstm import rename_legacy_keys
 from esgd_asr.population.baselines import NoEvolutionESGD, PopulationBaseline
 from esgd_asr.population.engine import Population
 from esgd_asr.population.esgd import ESGD
+from esgd_asr.population.memory import check_fits
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
 from esgd_asr.population.ranks import Ranks
 from esgd_asr.population.selection import living, m_elitist, make_offspring, mixing_matrix
@@ -30,12 +32,23 @@ class Sharded:
 
     def __init__(self, config, factory, train, valid, device, ranks: Ranks):
         check_processes(config, ranks.size)
-        super().__init__(config, factory, train, valid, device)
         self.ranks = ranks
         self.main_process = ranks.is_main
         self.members, self.brood = ranks.shard(config.mu), ranks.shard(config.offspring)
         self.whole = None
-        self.population = self.population.select(torch.tensor(self.members.indices()))
+        super().__init__(config, factory, train, valid, device)
+
+    def check_memory(self, module) -> None:
+        """memory.check_fits for this rank's block, with the parents and survivors it fetches."""
+        parents = min(self.config.mu, self.config.rho * self.brood.size)
+        check_fits(module, self.members.size, self.brood.size, max(self.config.pool.batch_sizes),
+                   self.config.fitness_members, self.config.fitness_chunk, self.device, parents + self.members.size)
+
+    def initial_population(self) -> Population:
+        """This rank's block of the members of generation 0 (all made in turn, the others dropped)."""
+        return Population.from_factory(self.factory, self.config.mu, self.rng, self.device,
+                                       precision=self.config.precision,
+                                       keep=range(self.members.start, self.members.stop))
 
     def gather(self, local: torch.Tensor, total: int) -> torch.Tensor:
         return self.ranks.gather_rows(local, total).cpu()
@@ -156,13 +169,19 @@ class Sharded:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from a checkpoint of any number of processes: keep this rank's block."""
-        ESGD.load_state_dict(self, state)
-        indices = torch.tensor(self.members.indices())
-        self.whole = self.population if self.ranks.is_main else None
-        self.population = self.population.select(indices)
-        if self.optimizer_state is not None:
-            self.optimizer_state = self.optimizer_state.select(indices)
+        """Resume from a checkpoint of any number of processes: this rank's block goes to its device, rank 0 keeps
+        the whole population where it was read (all_members)."""
+        rows = self.members.rows
+        saved = state["optimizer_state"]
+        ESGD.load_state_dict(self, {
+            **state, "params": {k: v[rows] for k, v in state["params"].items()},
+            "buffers": {k: v[rows] for k, v in state["buffers"].items()},
+            "optimizer_state": None if saved is None else {
+                **{part: {k: v[rows] for k, v in saved[part].items()} for part in ("first", "second")},
+                "steps": saved["steps"][rows]}})
+        self.whole = None if not self.ranks.is_main else Population(
+            self.population.template, rename_legacy_keys(state["params"]), state["buffers"],
+            self.population.path_choice, self.population.precision)
 
 
 class ShardedESGD(Sharded, ESGD):

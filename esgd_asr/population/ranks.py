@@ -68,45 +68,41 @@ class Ranks:
         """The global indices each rank holds of `total` members dealt out in shards."""
         return [shard.indices() for shard in self.shards(total)]
 
-    def fetch(self, stacks: Tensors, held: list[list[int]], wanted: list[list[int]]) -> Tensors:
+    def fetch(self, stacks: Tensors, held: list[list[int]], wanted: list[list[int]],
+              device: torch.device | None = None) -> Tensors:
         """Rows `wanted[rank]` of stacked tensors spread over the ranks, rank r holding rows `held[r]` (global
         indices, in the order of its local rows of `stacks`); every rank passes the same `held` and `wanted`. Rows
-        held elsewhere arrive point to point (one message per tensor and peer); returns this rank's rows in the order
-        asked, on the device of `stacks`."""
+        held elsewhere arrive point to point, one tensor at a time (one message per peer), so that only one tensor's
+        rows are in flight; returns this rank's rows in the order asked, on `device` (default: that of `stacks`)."""
         owner = {index: (rank, row) for rank, rows in enumerate(held) for row, index in enumerate(rows)}
         unheld = [index for rows in wanted for index in rows if index not in owner]
         if unheld:
             raise EsgdError(f"distributed run: row {unheld[0]} is held by no rank")
         mine = wanted[self.rank]
-        out = {name: stack.new_empty((len(mine), *stack.shape[1:])) for name, stack in stacks.items()}
         local = [pos for pos, index in enumerate(mine) if owner[index][0] == self.rank]
-        if local:
-            rows = torch.tensor([owner[mine[pos]][1] for pos in local], device=self.device)
-            for name, stack in stacks.items():
-                out[name][local] = stack[rows.to(stack.device)]
-        ops, arriving = [], []
-        for peer in range(self.size):
-            if peer == self.rank:
-                continue
-            sent = [owner[index][1] for index in wanted[peer] if owner[index][0] == self.rank]
-            if sent:
-                rows = torch.tensor(sent, device=self.device)
-                ops += [dist.P2POp(dist.isend, wire(stack[rows.to(stack.device)].to(self.device)), peer)
-                        for stack in stacks.values()]
-            coming = [pos for pos, index in enumerate(mine) if owner[index][0] == peer]
-            if coming:
-                for name, stack in stacks.items():
-                    buffer = wire(torch.empty((len(coming), *stack.shape[1:]), dtype=stack.dtype, device=self.device))
-                    ops.append(dist.P2POp(dist.irecv, buffer, peer))
-                    arriving.append((name, coming, buffer))
-        if ops:
-            try:
-                for request in dist.batch_isend_irecv(ops):
-                    request.wait()
-            except RuntimeError as err:  # gloo: the connection closed; NCCL: the communicator aborted
-                raise PeerLost(f"rank {self.rank}: a peer stopped answering ({str(err).splitlines()[0]})") from err
-        for name, positions, buffer in arriving:
-            out[name][positions] = buffer.view(out[name].dtype).to(out[name].device)
+        local_rows = [owner[mine[pos]][1] for pos in local]
+        sent = {peer: [owner[index][1] for index in wanted[peer] if owner[index][0] == self.rank]
+                for peer in range(self.size) if peer != self.rank}
+        coming = {peer: [pos for pos, index in enumerate(mine) if owner[index][0] == peer]
+                  for peer in range(self.size) if peer != self.rank}
+        out = {}
+        for name, stack in stacks.items():
+            out[name] = stack.new_empty((len(mine), *stack.shape[1:]), device=device or stack.device)
+            if local:
+                out[name][local] = stack[torch.tensor(local_rows, device=stack.device)].to(out[name].device)
+            ops = [dist.P2POp(dist.isend, wire(stack[torch.tensor(rows, device=stack.device)].to(self.device)), peer)
+                   for peer, rows in sent.items() if rows]
+            arriving = {peer: torch.empty((len(positions), *stack.shape[1:]), dtype=stack.dtype, device=self.device)
+                        for peer, positions in coming.items() if positions}
+            ops += [dist.P2POp(dist.irecv, wire(buffer), peer) for peer, buffer in arriving.items()]
+            if ops:
+                try:
+                    for request in dist.batch_isend_irecv(ops):
+                        request.wait()
+                except RuntimeError as err:  # gloo: the connection closed; NCCL: the communicator aborted
+                    raise PeerLost(f"rank {self.rank}: a peer stopped answering ({str(err).splitlines()[0]})") from err
+            for peer, buffer in arriving.items():
+                out[name][coming[peer]] = buffer.to(out[name].device)
         return out
 
     def gather_rows(self, local: torch.Tensor, total: int) -> torch.Tensor:
@@ -115,9 +111,9 @@ class Ranks:
         return self.fetch({"rows": local}, blocks, [list(range(total))] * self.size)["rows"]
 
     def gather_to_main(self, stacks: Tensors, total: int) -> Tensors | None:
-        """The whole stacked tensors on rank 0 (None elsewhere) from each rank's shard."""
+        """The whole stacked tensors on rank 0's CPU (None elsewhere) from each rank's shard."""
         wanted = [list(range(total)) if rank == 0 else [] for rank in range(self.size)]
-        whole = self.fetch(stacks, self.blocks(total), wanted)
+        whole = self.fetch(stacks, self.blocks(total), wanted, torch.device("cpu"))
         return whole if self.is_main else None
 
 
