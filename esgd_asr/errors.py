@@ -11,7 +11,10 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
 
 
 class EsgdError(Exception):
-    """Bad input or a failed precondition; the message names the file, line or option at fault."""
+    """Bad input or a failed precondition; the message names the file, line or option at fault. `status`: the exit
+    status of a command that stops on it."""
+
+    status = 1
 
 
 def os_error_message(err: OSError) -> str:
@@ -41,7 +44,8 @@ def writing(path):
 
 
 def cli_main(func):
-    """Decorate a console entry point: EsgdError or OSError -> 'prog: error: msg' on stderr and exit status 1."""
+    """Decorate a console entry point: EsgdError or OSError -> 'prog: error: msg' on stderr and exit status 1 (an
+    EsgdError's own status)."""
 
     @functools.wraps(func)
     def wrapper(argv=None):
@@ -50,7 +54,7 @@ def cli_main(func):
             return func(argv)
         except EsgdError as err:
             print(f"{prog}: error: {err}", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(err.status)
         except OSError as err:
             print(f"{prog}: error: {os_error_message(err)}", file=sys.stderr)
             sys.exit(1)

@@ -4,7 +4,10 @@
 # ESGD without evolution, Population Descent, OpenAI-ES. Reads the same data as steps/train_nnet.sh; the
 # validation set (held-out data dir aligned by the same system) gives the fitness. Settings: conf/esgd.yaml.
 # Writes <exp-dir>/{final.pt,final.mdl,checkpoint.pt,history.tsv,history.jsonl,fitness.png,tensorboard/} and
-# log/train.log; a checkpoint after every generation, so a killed run continues with --resume true.
+# log/train.log; a checkpoint after every generation, so a killed run continues with --resume true. --nproc N
+# (--ngpu N on GPUs) shards the members over N processes on this node, --nnodes M over M nodes (one $cmd task
+# each: with ESGD_QUEUE=slurm, ESGD_SRUN_OPTS="--nodes=M --ntasks-per-node=1 ..."; README "Populations on several
+# processes").
 set -euo pipefail
 cmd=${train_cmd:-esgd-queue}
 nj=1
@@ -24,6 +27,10 @@ device=cpu
 num_threads=0
 resume=false
 seed=
+nproc=1
+ngpu=0
+nnodes=1
+rdzv_endpoint=
 help_message="Usage: $0 [options] <train-data> <train-ali-dir> <valid-data> <valid-ali-dir> <exp-dir>
 e.g.: $0 --algorithm anchored --anchor exp/dnn/final.pt data/train exp/tri3_ali data/dev exp/tri3_ali_dev exp/esgd_dnn_anchored
 Options:
@@ -48,6 +55,11 @@ Options:
   --num-threads <n>            # torch threads, 0 = torch's default (default: $num_threads)
   --resume <bool>              # continue from <exp-dir>/checkpoint.pt (default: $resume)
   --seed <n>                   # seed of every random draw of the run (default: the setting 'seed' of the config)
+  --nproc <n>                  # processes on this node, the members sharded over them (esgd, no-evolution,
+                               # population; the run equals one process's) (default: $nproc)
+  --ngpu <n>                   # GPUs on this node, one process each: --nproc n --device cuda (default: $ngpu)
+  --nnodes <n>                 # nodes, each running --nproc processes (default: $nnodes)
+  --rdzv-endpoint <host:port>  # where the nodes meet (default under Slurm: the job's first node, port 29500)
   --nj <n>                     # accepted for uniformity; the population trains in one job (default: $nj)
   --cmd <cmd>                  # job runner (default: \$train_cmd from cmd.sh)"
 . "$(dirname "$0")/parse_options.sh"
@@ -66,6 +78,21 @@ case "$algorithm" in
   *) [ -z "$anchor" ] || { echo "$0: --anchor is for --algorithm anchored or iterated only" >&2; exit 1; } ;;
 esac
 [[ "$seed" =~ ^[0-9]*$ ]] || { echo "$0: --seed must be a non-negative integer, got '$seed'" >&2; exit 1; }
+for o in nproc nnodes; do
+  [[ "${!o}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --$o must be a positive integer, got '${!o}'" >&2; exit 1; }
+done
+[[ "$ngpu" =~ ^[0-9]+$ ]] || { echo "$0: --ngpu must be a non-negative integer, got '$ngpu'" >&2; exit 1; }
+if [ "$ngpu" -gt 0 ]; then
+  [ "$nproc" -eq 1 ] || [ "$nproc" -eq "$ngpu" ] || { echo "$0: --nproc $nproc and --ngpu $ngpu disagree" >&2; exit 1; }
+  nproc=$ngpu
+  device=cuda
+fi
+if [ $((nproc * nnodes)) -gt 1 ]; then
+  case "$algorithm" in
+    esgd|population|no-evolution) ;;
+    *) echo "$0: --algorithm $algorithm runs in one process only (--nproc/--ngpu/--nnodes: esgd, population, no-evolution)" >&2; exit 1 ;;
+  esac
+fi
 . "$(dirname "$0")/libs/nnet.sh"
 prepare_nnet_dir "$esgd_config" ${anchor:+"$anchor"}
 opts=(--algorithm "$algorithm" --esgd-config "$esgd_config" --nnet-config "$nnet_config" --model-type "$model_type"
@@ -75,6 +102,8 @@ for o in $esgd_opts; do opts+=(--esgd-opt "$o"); done
 [ -z "$seed" ] || opts+=(--esgd-opt "seed=$seed")
 [ -z "$anchor" ] || opts+=(--anchor "$anchor")
 [ -z "$egs" ] || opts+=(--egs "$egs")
+[ $((nproc * nnodes)) -eq 1 ] || opts+=(--nproc "$nproc" --nnodes "$nnodes")
+[ -z "$rdzv_endpoint" ] || opts+=(--rdzv-endpoint "$rdzv_endpoint")
 [ -z "$train_ivectors" ] || opts+=(--train-ivectors "$train_ivectors" --valid-ivectors "$valid_ivectors")
 $cmd "$dir/log/train.log" esgd-train-esgd "${opts[@]}" "$train" "$train_ali" "$valid" "$valid_ali" "$dir"
 cp "$train_ali/final.mdl" "$dir/final.mdl"  # the GMM system of the senones, once the model is trained

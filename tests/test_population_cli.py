@@ -1,6 +1,7 @@
 """esgd-train-esgd on the tiny hybrid task: every algorithm writes a decodable final.pt with its validation CE,
 anchored and iterated runs never end worse than their anchor, and bad input fails with one clear line."""
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst)
+import json
 import shutil
 from pathlib import Path
 
@@ -132,3 +133,24 @@ def test_resume_refuses_other_settings_and_bad_options_fail_clearly(task, tmp_pa
         assert message in capsys.readouterr().err
     with pytest.raises(EsgdError, match="iterated needs rounds >= 2"):
         load_settings("iterated", str(REPO / "conf/esgd.yaml"), "anchors")
+
+
+def test_two_processes_train_what_one_process_trains(task, tmp_path, capsys):
+    threads = torch.get_num_threads()   # the ranks run one thread each: so does the one-process run
+    try:
+        one = train(task, tmp_path / "one", "esgd", ["--num-threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    two = train(task, tmp_path / "two", "esgd", ["--num-threads", "1", "--nproc", "2"])
+    assert one["info"] == two["info"] and one["state_dict"].keys() == two["state_dict"].keys()
+    assert all(torch.equal(one["state_dict"][k], two["state_dict"][k]) for k in one["state_dict"])
+    histories = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in
+                  (tmp_path / run / "history.jsonl").read_text().splitlines()] for run in ("one", "two")]
+    assert histories[0] == histories[1] and len(histories[0]) == 3   # 2 generations and the fine-tune
+    with pytest.raises(SystemExit):
+        train(task, tmp_path / "bad", "esgd", ["--nproc", "6"])
+    assert "6 processes for mu 5 and lambda 8: each process needs at least one member" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_esgd.main(["--algorithm", "popdescent", *CONFIGS, *options({"mu": 3}), "--nproc", "2", *data_args(task),
+                         str(tmp_path / "bad")])
+    assert "--algorithm popdescent runs in one process only" in capsys.readouterr().err

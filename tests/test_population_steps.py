@@ -112,3 +112,52 @@ def test_train_esgd_sh_seed_repeats_a_run_exactly_and_another_seed_differs(task,
         weights[run] = load_hybrid_model(tmp_path / run / "final.pt").module.state_dict()
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
     assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started, directly or not, by process `pid`."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:   # it has just ended
+            pass
+    return children + [d for child in children for d in descendants(child)]
+
+
+def rank_of(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((v.decode()[len("RANK="):] for v in environ if v.startswith(b"RANK=")), None)
+
+
+def test_train_esgd_sh_on_two_processes_names_a_killed_rank_and_resumes_on_one(task, tmp_path):
+    values = {**TINY, "generations": 4, "finetune.max_epochs": 0}
+    opts = " ".join(f"{k}={v}".replace(" ", "") for k, v in values.items())
+    common = ["--algorithm", "esgd", "--esgd-opts", opts, "--cmvn", "true", "--nnet-config", tiny_dnn_config(tmp_path),
+              "--num-threads", 1]
+    data = [task["data"], task["train_ali"], task["data"], task["valid_ali"]]
+    whole = script("train_esgd.sh", *common, *data, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    run = subprocess.Popen(["bash", str(REPO / "steps/train_esgd.sh"), *map(str, common), "--nproc", "2",
+                            *map(str, data), str(tmp_path / "killed")], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    while not checkpoint.exists() and run.poll() is None:
+        time.sleep(0.01)
+    rank_one = [pid for pid in descendants(run.pid) if rank_of(pid) == "1"]
+    assert len(rank_one) == 1, "rank 1 has ended already"
+    os.kill(rank_one[0], signal.SIGKILL)
+    _, stderr = run.communicate()
+    assert run.returncode != 0
+    done = torch.load(checkpoint, weights_only=False)["algorithm"]["generation"]
+    assert 1 <= done < 4 and not (tmp_path / "killed" / "final.pt").exists()
+    line = (f"rank 1 (pid {rank_one[0]}) was killed by SIGKILL; resume from {checkpoint} (generation {done}) with "
+            "--resume true, on any number of processes")
+    assert line in stderr and f"esgd-train-esgd: error: {line}" in (tmp_path / "killed/log/train.log").read_text()
+    resumed = script("train_esgd.sh", *common, "--resume", "true", *data, tmp_path / "killed")   # on one process
+    assert resumed.returncode == 0, resumed.stderr
+    weights = [load_hybrid_model(tmp_path / d / "final.pt").module.state_dict() for d in ("whole", "killed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -7,6 +7,7 @@ Usage: esgd-train-esgd --algorithm esgd|anchored|iterated|population|no-evolutio
                        [--model-opt key=value ...] [--anchor PATH] [--cmvn true|false]
                        [--train-ivectors DIR --valid-ivectors DIR] [--egs FILE] [--device cpu|cuda]
                        [--num-threads N] [--resume true|false]
+                       [--nproc N [--nnodes M --rdzv-endpoint HOST:PORT --rdzv-id ID]]
                        <train-data> <train-ali> <valid-data> <valid-ali> <exp-dir>
 
 The data are read as by esgd-train-nnet (esgd_asr.hybrid.prepare.prepare_hybrid_sets), the model shape from
@@ -23,11 +24,20 @@ whole-set CE of the top quarter of the population (top_valid_ce, best first; the
 the budget (member_frames: SGD frames each member saw; sgd_frames: over all members; eval_frames: fitness
 evaluations; mu); no wall time, so that two runs on the same inputs write the same bytes (history.jsonl has the
 seconds of every generation). The other top-quarter models are written as top/rank<r>.pt (r >= 2).
+
+--nproc N (--nnodes M) runs esgd, no-evolution or population with the members sharded over N processes per node
+(esgd_asr.population.distributed; NCCL on --device cuda, one GPU each, gloo on the CPU), started through
+torch.distributed's launcher as torchrun would; the run, its files and its checkpoint are those of one process
+with the same seed, so it resumes on any number of processes. Started by torchrun itself (WORLD_SIZE set), the
+command is one of its ranks.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
@@ -40,8 +50,12 @@ from esgd_asr.hybrid.prepare import NnetInput, network_input, prepare_hybrid_set
 from esgd_asr.hybrid.sets import HybridSets
 from esgd_asr.models.config import build_model, load_model_config
 from esgd_asr.population.algorithms import ALGORITHMS, build_algorithm, check_anchor, load_settings
+from esgd_asr.population.checkpoint import CHECKPOINT_NAME
 from esgd_asr.population.data import data_digest
+from esgd_asr.population.distributed import build_sharded, check_distributable
 from esgd_asr.population.driver import run_algorithm
+from esgd_asr.population.launch import launch
+from esgd_asr.population.ranks import PeerLost, Ranks
 from esgd_asr.population.esgd import ESGD
 from esgd_asr.train.nnet import evaluate
 
@@ -74,6 +88,12 @@ def build_parser() -> KaldiArgumentParser:
     add_device_option(parser)
     parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--resume", type=parse_bool, default=False, help="continue from <exp-dir>/checkpoint.pt")
+    parser.add_argument("--nproc", type=int, default=1, help="processes per node, the members sharded over them "
+                                                               "(esgd, no-evolution, population; one GPU each)")
+    parser.add_argument("--nnodes", type=int, default=1, help="nodes of a multi-node run (each runs --nproc)")
+    parser.add_argument("--rdzv-endpoint", help="HOST:PORT where the nodes meet (default under Slurm: the job's "
+                                                "first node, port 29500)")
+    parser.add_argument("--rdzv-id", help="id of the run at the rendezvous (default: $SLURM_JOB_ID, else esgd)")
     parser.add_argument("--tensorboard", type=parse_bool, default=True)
     parser.add_argument("--plot", type=parse_bool, default=True, help="fitness.png")
     parser.add_argument("--progress", type=parse_bool, default=True, help="tqdm progress bar on stderr")
@@ -111,25 +131,47 @@ def top_quarter(settings) -> int:
     return max(1, settings.mu // 4)
 
 
+def start_processes(args, settings, argv: list[str]) -> None:
+    """The launcher's side of --nproc / --nnodes: check the run can be sharded, then start the ranks of this node."""
+    check_distributable(args.algorithm, settings, args.nproc * args.nnodes)
+    program = Path(sys.executable).parent / "esgd-train-esgd"
+    command = [sys.executable, *([str(program)] if program.is_file() else ["-m", __name__])]
+    launch(command + argv, args.nproc, Path(args.exp_dir) / CHECKPOINT_NAME, args.nnodes, args.rdzv_endpoint,
+           args.rdzv_id)
+
+
 @cli_main
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     check_anchor(args.algorithm, bool(args.anchor))
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
     settings = load_settings(args.algorithm, args.esgd_config, args.esgd_preset, dict(args.esgd_opt))
     nnet_config = args.nnet_config or f"conf/{args.model_type or 'dnn'}.yaml"
     config = load_model_config(nnet_config, args.preset, **dict(args.model_opt))
     if args.model_type and config_kind(config) != args.model_type:
         raise EsgdError(f"--model-type {args.model_type}, but {nnet_config} describes a {config_kind(config)}")
+    ranks = Ranks.from_environment(args.device) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
+    if ranks is None and args.nproc * args.nnodes > 1:
+        return start_processes(args, settings, argv)
+    if ranks is not None and not ranks.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    elif int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:   # the node's cores shared out among its processes
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
     config, nnet_input = network_input(config, args.train_data, args.train_ali, args.train_ivectors, args.cmvn,
                                        args.norm_vars, args.delta_order, args.anchor)
-    sets = hybrid_sets(args, config, nnet_input)
+    with ranks.main_first() if ranks is not None and args.egs else nullcontext():   # rank 0 writes the cache
+        sets = hybrid_sets(args, config, nnet_input)
     config = sets.fit_config(config)
     anchor = load_anchor(args.anchor, config, sets.nnet_input) if args.anchor else None
-    algorithm = build_algorithm(args.algorithm, settings, lambda: build_model(config), sets.train, sets.valid,
-                                anchor, args.device)
+    if ranks is None:
+        algorithm = build_algorithm(args.algorithm, settings, lambda: build_model(config), sets.train, sets.valid,
+                                    anchor, args.device)
+    else:
+        algorithm = build_sharded(args.algorithm, settings, lambda: build_model(config), sets.train, sets.valid,
+                                  ranks, ranks.device)
     log.info("%s on a %s of %d parameters (%s); %s", args.algorithm, config_kind(config),
              sum(p.numel() for p in build_model(config).parameters()), config, settings)
     fingerprint = {"algorithm": args.algorithm, "settings": dataclasses.asdict(settings),
@@ -162,9 +204,13 @@ def main(argv=None):
                  "top quarter CE %s; %s", path, info["valid_ce"], 100 * info["valid_acc"], info["fitness_ce"],
                  ", ".join(f"{ce:.4f}" for ce in info["top_valid_ce"]), budget)
 
-    history = run_algorithm(algorithm, args.exp_dir, args.resume, progress=args.progress,
-                            tensorboard=args.tensorboard, plot=args.plot, fingerprint=fingerprint,
-                            save_model=save_final)
+    try:
+        history = run_algorithm(algorithm, args.exp_dir, args.resume, progress=args.progress,
+                                tensorboard=args.tensorboard, plot=args.plot, fingerprint=fingerprint,
+                                save_model=save_final)
+    except PeerLost as err:   # not the cause: the launcher's line names the rank that stopped the run
+        log.warning("%s; stopping", err)
+        sys.exit(err.status)
     last = [r for r in history if "generation" in r][-1]
     log.info("%s: %d generations, best fitness %.4f%s", args.exp_dir, last["generation"], last["best"],
              "".join(f", after the fine-tune {r['best']:.4f}" for r in history if "finish" in r))

@@ -29,7 +29,7 @@ class PopulationBaseline(ESGD):
 
     def sgd_step(self, k: int) -> dict:
         if self.hyper is None:
-            self.hyper = self.config.pool.sample(self.population.size, 1, self.rng)
+            self.hyper = self.config.pool.sample(self.trainable_size, 1, self.rng)
             self.optimizer_state = OptimizerState.zeros_like(self.population.params)
         scheduled = HyperParams(**{**vars(self.hyper), "lr": self.hyper.lr * self.config.pool.lr_decay ** (k - 1)})
         return self.run_sgd(scheduled, self.optimizer_state)

@@ -64,10 +64,13 @@ def retract_outputs(out_dir: str | Path, resume: bool) -> None:
     (Path(out_dir) / FINAL_MODEL_NAME).unlink(missing_ok=True)
 
 
-def save_checkpoint(out_dir: str | Path, algorithm, history: list[dict], fingerprint: dict | None = None) -> Path:
-    """Write out_dir/checkpoint.pt atomically and return its path; `fingerprint`: the run's settings."""
+def save_checkpoint(out_dir: str | Path, algorithm, history: list[dict], fingerprint: dict | None = None,
+                    write: bool = True) -> Path:
+    """Write out_dir/checkpoint.pt atomically and return its path; `fingerprint`: the run's settings. Without
+    `write` (a distributed run's other ranks) the state is only collected: algorithm.state_dict() is a collective."""
     state = {"algorithm": algorithm.state_dict(), "history": history, "rng": rng_states(), "fingerprint": fingerprint}
-    return atomic_torch_save(state, Path(out_dir) / CHECKPOINT_NAME)
+    path = Path(out_dir) / CHECKPOINT_NAME
+    return atomic_torch_save(state, path) if write else path
 
 
 def load_checkpoint(out_dir: str | Path, algorithm, fingerprint: dict | None = None) -> list[dict]:

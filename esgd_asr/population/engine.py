@@ -111,15 +111,17 @@ class Population:
 
     @classmethod
     def from_factory(cls, factory: Callable[[], nn.Module], size: int, generator: torch.Generator,
-                     device: torch.device | str = "cpu", fast: bool | None = None, precision: str = "fp32"
-                     ) -> "Population":
-        """`size` freshly initialised members; the initialisation is seeded from `generator` (reproducible)."""
+                     device: torch.device | str = "cpu", fast: bool | None = None, precision: str = "fp32",
+                     keep: range | None = None) -> "Population":
+        """`size` freshly initialised members; the initialisation is seeded from `generator` (reproducible). `keep`:
+        only these of them (each made, the others dropped at once: a process's block of a population)."""
         if size < 1:
             raise EsgdError(f"population: size must be at least 1, got {size}")
+        keep = range(size) if keep is None else keep
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            modules = [factory() for _ in range(size)]
+            modules = [module for index in range(size) for module in [factory()] if index in keep]
         return cls.from_modules(modules, device, fast, precision)
 
     @property

@@ -45,11 +45,9 @@ class ESGD:
         self.rng = torch.Generator().manual_seed(config.seed)
         if self.device.type == "cuda":
             with torch.random.fork_rng(devices=[]):
-                check_fits(factory(), config.mu, config.offspring, max(config.pool.batch_sizes), config.fitness_members,
-                           config.fitness_chunk, self.device)
+                self.check_memory(factory())
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.population = Population.from_factory(factory, self.trainable_size, self.rng, self.device,
-                                                   precision=config.precision)
+        self.population = self.initial_population()
         self.fitness: torch.Tensor | None = None
         self.generation = 0
         self.member_frames = 0      # SGD frames one member saw (its lineage), the budget of Table 1
@@ -58,6 +56,16 @@ class ESGD:
         self.finished = False
         self.hyper: HyperParams | None = None
         self.optimizer_state: OptimizerState | None = None
+
+    def check_memory(self, module: nn.Module) -> None:
+        """Stop at once when a generation cannot fit on the GPU (memory.check_fits)."""
+        check_fits(module, self.config.mu, self.config.offspring, max(self.config.pool.batch_sizes),
+                   self.config.fitness_members, self.config.fitness_chunk, self.device)
+
+    def initial_population(self) -> Population:
+        """The members of generation 0, initialised from self.rng."""
+        return Population.from_factory(self.factory, self.trainable_size, self.rng, self.device,
+                                       precision=self.config.precision)
 
     @property
     def trainable_size(self) -> int:
@@ -98,7 +106,7 @@ class ESGD:
 
     def sgd_step(self, k: int) -> dict:
         """Ks epochs of every member with a freshly drawn optimizer, backing off members that get worse."""
-        self.hyper = self.config.pool.sample(self.population.size, k, self.rng)
+        self.hyper = self.config.pool.sample(self.trainable_size, k, self.rng)
         self.optimizer_state = OptimizerState.zeros_like(self.population.params)
         return self.run_sgd(self.hyper, self.optimizer_state)
 

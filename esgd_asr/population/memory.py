@@ -32,12 +32,14 @@ def _bytes_per_member_sample(config, training: bool) -> int:
 
 
 def generation_estimate(module: nn.Module, mu: int, offspring: int, max_batch: int, fitness_members: int,
-                        fitness_chunk: int) -> dict[str, float]:
-    """GiB of the weights and optimizer state, and of the largest training / fitness activations."""
+                        fitness_chunk: int, extra_copies: int = 0) -> dict[str, float]:
+    """GiB of the weights and optimizer state, and of the largest training / fitness activations; `extra_copies`:
+    member copies the evolution step holds beyond ESGD's own (a distributed rank's parents and survivors fetched
+    from other ranks)."""
     from esgd_asr.models.blstm import BiLSTM
 
     member = sum(p.numel() for p in module.parameters()) * 4
-    copies = max(7 * mu, 5 * mu + 2 * offspring)          # the SGD step's peak, the evolution step's peak
+    copies = max(7 * mu, 5 * mu + 2 * offspring + extra_copies)   # the SGD step's peak, the evolution step's peak
     config = getattr(module, "config", None)
     train = mu * max_batch * _bytes_per_member_sample(config, True) + mu * member // 2
     fitness = fitness_members * fitness_chunk * _bytes_per_member_sample(config, False) + fitness_members * member // 2
@@ -51,11 +53,11 @@ def generation_estimate(module: nn.Module, mu: int, offspring: int, max_batch: i
 
 
 def check_fits(module: nn.Module, mu: int, offspring: int, max_batch: int, fitness_members: int, fitness_chunk: int,
-               device: torch.device) -> None:
+               device: torch.device, extra_copies: int = 0) -> None:
     """Raise EsgdError (one line, naming the sizes) when the estimate exceeds the device's free memory."""
     if device.type != "cuda":
         return
-    estimate = generation_estimate(module, mu, offspring, max_batch, fitness_members, fitness_chunk)
+    estimate = generation_estimate(module, mu, offspring, max_batch, fitness_members, fitness_chunk, extra_copies)
     free, total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     needed = estimate["weights_gib"] + estimate["activations_gib"]

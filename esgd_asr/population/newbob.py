@@ -13,6 +13,7 @@ from esgd_asr.errors import EsgdError
 from esgd_asr.population.data import as_tensors, samples_for
 from esgd_asr.population.engine import Population
 from esgd_asr.population.optim_pool import HyperParams, OptimizerState
+from esgd_asr.population.shard import Shard
 from esgd_asr.population.sgd import train_epochs
 from esgd_asr.yaml_config import dataclass_from_dict, read_yaml, resolve
 
@@ -59,15 +60,20 @@ class NewBobResult:
 
 def newbob_epoch(population: Population, train, valid, config: NewBobConfig, generator: torch.Generator,
                  fitness: torch.Tensor, lr: torch.Tensor, epoch: int, chunk_size: int = 4096,
-                 samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                 samples: int | None = None, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """One new-bob epoch in place: SGD over `train` (`samples` samples per member, None: all) for the members whose
     lr is not below `min_lr`, then back off and halve the lr of each member whose validation CE rose. Returns the
-    new fitness, lr and the epoch record (with the frames each member trained on)."""
+    new fitness, lr and the epoch record (with the frames each member trained on). `shard`: the population holds
+    these members of a larger one (train_epochs); `fitness` and `lr` are then the whole one's, the results the
+    shard's."""
+    shard = shard or Shard.whole(population.size)
+    hyper = HyperParams.plain_sgd(shard.total, config.lr, config.batch_size)
+    hyper.lr = torch.where(lr >= config.min_lr, lr, 0.0)
+    fitness, lr = fitness[shard.rows], lr[shard.rows]
     active = lr >= config.min_lr
-    hyper = HyperParams.plain_sgd(population.size, config.lr, config.batch_size)
-    hyper.lr = torch.where(active, lr, 0.0)
     saved = population.clone()
-    frames = train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1, generator, samples)
+    frames = train_epochs(population, OptimizerState.zeros_like(population.params), hyper, train, 1, generator, samples,
+                          shard)
     new_fitness = population.fitness(valid, chunk_size).cpu()
     worse = active & ~(new_fitness <= fitness)
     population.restore(worse, saved)

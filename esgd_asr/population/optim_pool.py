@@ -169,17 +169,22 @@ class UpdateRule:
     the bf16 copies of the weights that the next pass computes with (`low`). Same formulas; float rounding only.
     """
 
-    def __init__(self, hyper: HyperParams, device: torch.device | str, fused: bool | None = None):
+    def __init__(self, hyper: HyperParams, device: torch.device | str, fused: bool | None = None,
+                 paths: HyperParams | None = None):
         device = torch.device(device)
-        kind = hyper.kind.cpu()
-        is_adam = kind == OPTIMIZER_KINDS.index("adam")
-        self.any_adam = bool(is_adam.any())
-        self.all_adam = bool(is_adam.all())
+        # which branches run is decided by `paths` (a group these members are part of), so that a member's
+        # arithmetic does not depend on the part of its group that a process holds
+        paths = hyper if paths is None else paths
+        path_adam = paths.kind.cpu() == OPTIMIZER_KINDS.index("adam")
+        self.any_adam = bool(path_adam.any())
+        self.all_adam = bool(path_adam.all())
+        path_momentum = torch.where(path_adam, 0.0, paths.momentum.cpu().float())
+        self.any_momentum = bool((path_momentum != 0).any()) or self.any_adam
+        self.any_nesterov = bool((paths.nesterov.cpu() & ~path_adam).any())
+        self.uniform_lr = float(paths.lr[0]) if bool((paths.lr == paths.lr[0]).all()) else None
+        is_adam = hyper.kind.cpu() == OPTIMIZER_KINDS.index("adam")
         momentum = torch.where(is_adam, 0.0, hyper.momentum.cpu().float())
         nesterov = hyper.nesterov.cpu() & ~is_adam
-        self.any_momentum = bool((momentum != 0).any()) or self.any_adam
-        self.any_nesterov = bool(nesterov.any())
-        self.uniform_lr = float(hyper.lr[0]) if bool((hyper.lr == hyper.lr[0]).all()) else None
         beta1, beta2 = hyper.beta1.cpu().float(), hyper.beta2.cpu().float()
         self.plain_sgd = not self.any_momentum   # every member plain SGD (no momentum, no Adam)
         # the fused step's calls: runs of members of one kind (plain SGD, momentum, Adam), each touching only the

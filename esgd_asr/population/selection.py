@@ -10,6 +10,7 @@ import torch
 
 from esgd_asr.errors import EsgdError
 from esgd_asr.population.engine import Population
+from esgd_asr.population.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +74,22 @@ def mixing_matrix(parent_indices: torch.Tensor, num_parents: int) -> torch.Tenso
     return weights
 
 
-def make_offspring(parents: Population, weights: torch.Tensor, sigma: float, generator: torch.Generator) -> Population:
+def make_offspring(parents: Population, weights: torch.Tensor, sigma: float, generator: torch.Generator,
+                   brood: Shard | None = None) -> Population:
     """Offspring = weighted mean of parents (rows of `weights`) + N(0, sigma^2) on every parameter.
 
-    Floating buffers are averaged without noise; integer buffers are taken from the heaviest parent.
+    Floating buffers are averaged without noise; integer buffers are taken from the heaviest parent. `brood`: the
+    offspring are these rows of a larger brood, whose noise is drawn whole so that each offspring's is the same
+    whichever process makes it.
     """
     weights = weights.to(parents.device)
     count = weights.shape[0]
+    rows = brood or Shard.whole(count)
     params = {}
     for name, stack in parents.params.items():
         mixed = (weights.to(stack.dtype) @ stack.reshape(stack.shape[0], -1)).reshape(count, *stack.shape[1:])
-        noise = torch.randn(mixed.shape, generator=generator, device=mixed.device, dtype=mixed.dtype)
+        noise = torch.randn((rows.total, *mixed.shape[1:]), generator=generator, device=mixed.device,
+                            dtype=mixed.dtype)[rows.rows]
         params[name] = mixed + sigma * noise
     buffers = {}
     heaviest = weights.argmax(dim=1)
