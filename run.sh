@@ -295,13 +295,25 @@ gmm_resume() {
   last=$(ls "$1" | sed -n 's/^\([0-9][0-9]*\)\.mdl$/\1/p' | sort -n | tail -n 1)
   if [ -n "$last" ] && [ "$last" -ge "$2" ]; then echo "--stage $last"; fi
 }
+# decode_resume DIR MODEL: how a stopped stage continues its decoding into DIR: "done" when DIR's best_wer is newer
+# than MODEL, "--stage 1" (score only) when its lattices are (num_jobs, written once all are in), else nothing
+decode_resume() {
+  $stage_resume || return 0
+  if [ "$1/best_wer" -nt "$2" ]; then echo done
+  elif [ "$1/num_jobs" -nt "$2" ]; then echo "--stage 1"
+  fi
+}
 gmm_graph_decode() {  # gmm_graph_decode SYSTEM [fmllr]: HCLG of exp/SYSTEM, then decode the eval sets
-  local sys=$1 decode=steps/decode.sh config x
+  local sys=$1 decode=steps/decode.sh config x resume
   [ "${2:-}" = fmllr ] && decode=steps/decode_fmllr.sh
   config=$(decode_config "$sys")
-  steps/mkgraph.sh --cmd "$train_cmd" data/lang_test "exp/$sys" "exp/$sys/graph" || return 1
+  if ! $stage_resume || [ ! "exp/$sys/graph/HCLG.fst" -nt "exp/$sys/final.mdl" ]; then
+    steps/mkgraph.sh --cmd "$train_cmd" data/lang_test "exp/$sys" "exp/$sys/graph" || return 1
+  fi
   for x in $(eval_sets); do
-    "$decode" --config "$config" --nj "$nj" --cmd "$decode_cmd" "exp/$sys/graph" "data/$x" \
+    resume=$(decode_resume "exp/$sys/decode_$x" "exp/$sys/final.mdl")
+    [ "$resume" = done ] && continue
+    "$decode" --config "$config" --nj "$nj" --cmd "$decode_cmd" $resume "exp/$sys/graph" "data/$x" \
       "exp/$sys/decode_$x" || return 1
   done
 }
@@ -338,7 +350,7 @@ stage_tri3() {
   done
 }
 stage_nnet() {  # stage_nnet TYPE: hybrid TYPE (dnn, blstm) on the senones of exp/$nnet_gmm; decode the eval sets
-  local type=$1 gmm=$nnet_gmm feats= cmvn=false x
+  local type=$1 gmm=$nnet_gmm feats= cmvn=false x resume
   case "$gmm" in
     mono) cmvn=true ;;  # PLP features as the monophone system sees them: per-speaker CMVN
     *) feats=_fmllr ;;  # speaker-adapted LDA features of the SAT system
@@ -357,8 +369,10 @@ stage_nnet() {  # stage_nnet TYPE: hybrid TYPE (dnn, blstm) on the senones of ex
     --seed "$seed" --resume "$stage_resume" "data/train$feats" "exp/${gmm}_ali" "data/dev$feats" "exp/${gmm}_ali_dev" \
     "exp/$type" || return 1
   for x in $(eval_sets); do
+    resume=$(decode_resume "exp/$type/decode_$x" "exp/$type/final.pt")
+    [ "$resume" = done ] && continue
     [ "$type" = blstm ] && decode_opts=(--ivectors "exp/ivectors_$x")
-    steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" "${decode_opts[@]}" \
+    steps/decode_nnet.sh --nj "$nj" --cmd "$decode_cmd" --device "$device" $resume "${decode_opts[@]}" \
       "exp/$gmm/graph" "data/$x$feats" "exp/$type/decode_$x" || return 1
   done
 }

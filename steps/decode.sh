@@ -3,6 +3,7 @@
 # <decode-dir>/../final.mdl. Writes <decode-dir>/lat.JOB.gz (Kaldi text lattices, acoustic costs unscaled),
 # timing.JOB, log/, and the real-time factor; then scores with steps/score.sh unless --skip-scoring true.
 set -euo pipefail
+stage=0
 nj=4
 cmd=${decode_cmd:-esgd-queue}
 beam=13.0
@@ -16,6 +17,8 @@ scoring_opts=
 help_message="Usage: $0 [options] <graph-dir> <data-dir> <decode-dir>
 e.g.: $0 --nj 4 exp/mono/graph data/test exp/mono/decode_test
 Options:
+  --stage <n>              # 0: decode, then score; 1: score the lattices of an earlier complete decoding of
+                           # the dir only (default: $stage)
   --nj <n>                 # parallel jobs (default: $nj)
   --cmd <cmd>              # job runner (default: \$decode_cmd from cmd.sh)
   --beam <b>               # decoding beam (default: $beam)
@@ -37,10 +40,14 @@ for f in "$graph/HCLG.fst" "$graph/words.txt" "$data/feats.scp" "$model"; do
 done
 mkdir -p "$dir/log"
 . "$(dirname "$0")/libs/decoding.sh"
-$cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-gmm --nj "$nj" --job JOB --beam "$beam" \
-  --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt" ${transforms:+--transforms "$transforms"} \
-  "$graph" "$data" "$model" "$(staging_dir "$dir")"
-finish_decoding "$dir" "$nj" likelihoods
+if [ "$stage" -le 0 ]; then
+  $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-gmm --nj "$nj" --job JOB --beam "$beam" \
+    --lattice-beam "$lattice_beam" --max-active "$max_active" --acwt "$acwt" ${transforms:+--transforms "$transforms"} \
+    "$graph" "$data" "$model" "$(staging_dir "$dir")"
+  finish_decoding "$dir" "$nj" likelihoods
+else
+  check_decoded "$dir" "$model"
+fi
 if ! $skip_scoring; then
   "$(dirname "$0")/score.sh" --nj "$nj" --cmd "$cmd" $scoring_opts "$data" "$graph" "$dir"
 fi

@@ -4,6 +4,7 @@
 # its lattices (silence frames weighted by --silence-weight), then the final pass on the adapted features
 # (<decode-dir>, with trans.JOB.ark), scored with steps/score.sh. The model is <decode-dir>/../final.mdl.
 set -euo pipefail
+stage=0
 nj=4
 cmd=${decode_cmd:-esgd-queue}
 beam=13.0
@@ -18,6 +19,8 @@ scoring_opts=
 help_message="Usage: $0 [options] <graph-dir> <data-dir> <decode-dir>
 e.g.: $0 --nj 4 exp/tri3/graph data/test exp/tri3/decode_test
 Options:
+  --stage <n>               # 0: both passes, then score; 1: score the lattices of an earlier complete decoding of
+                            # the dir only (default: $stage)
   --nj <n>                  # parallel jobs (default: $nj)
   --cmd <cmd>               # job runner (default: \$decode_cmd from cmd.sh)
   --beam <b>                # beam of the final pass (default: $beam)
@@ -40,15 +43,17 @@ for f in "$graph/HCLG.fst" "$graph/words.txt" "$graph/phones/silence.int" "$data
   [ -f "$f" ] || { echo "$0: no such file: $f" >&2; exit 1; }
 done
 mkdir -p "$dir/log"
-echo "$0: pass 1 (speaker-independent features) -> $dir.si"
-"$(dirname "$0")/decode.sh" --nj "$nj" --cmd "$cmd" --beam "$first_beam" --lattice-beam "$lattice_beam" \
-  --max-active "$max_active" --acwt "$acwt" --model "$srcdir/final.mdl" --skip-scoring true "$graph" "$data" "$dir.si"
-lmwt=$(awk -v a="$acwt" 'BEGIN {printf "%.6g", 1 / a}')
-echo "$0: fMLLR transforms from the first pass's best paths"
-$cmd JOB=1:"$nj" "$dir/log/fmllr.JOB.log" esgd-fmllr est --nj "$nj" --job JOB --lattices "$dir.si" \
-  --lm-weight "$lmwt" --silence-weight "$silence_weight" --silence-phones "$graph/phones/silence.int" \
-  --fmllr-update-type "$fmllr_update_type" "$data" "$srcdir/final.mdl" "$dir/trans.JOB.ark"
+if [ "$stage" -le 0 ]; then
+  echo "$0: pass 1 (speaker-independent features) -> $dir.si"
+  "$(dirname "$0")/decode.sh" --nj "$nj" --cmd "$cmd" --beam "$first_beam" --lattice-beam "$lattice_beam" \
+    --max-active "$max_active" --acwt "$acwt" --model "$srcdir/final.mdl" --skip-scoring true "$graph" "$data" "$dir.si"
+  lmwt=$(awk -v a="$acwt" 'BEGIN {printf "%.6g", 1 / a}')
+  echo "$0: fMLLR transforms from the first pass's best paths"
+  $cmd JOB=1:"$nj" "$dir/log/fmllr.JOB.log" esgd-fmllr est --nj "$nj" --job JOB --lattices "$dir.si" \
+    --lm-weight "$lmwt" --silence-weight "$silence_weight" --silence-phones "$graph/phones/silence.int" \
+    --fmllr-update-type "$fmllr_update_type" "$data" "$srcdir/final.mdl" "$dir/trans.JOB.ark"
+fi
 echo "$0: pass 2 (adapted features) -> $dir"
 "$(dirname "$0")/decode.sh" --nj "$nj" --cmd "$cmd" --beam "$beam" --lattice-beam "$lattice_beam" --acwt "$acwt" \
-  --max-active "$max_active" --model "$srcdir/final.mdl" --transforms "$dir/trans.JOB.ark" \
+  --max-active "$max_active" --model "$srcdir/final.mdl" --transforms "$dir/trans.JOB.ark" --stage "$stage" \
   --skip-scoring "$skip_scoring" --scoring-opts "$scoring_opts" "$graph" "$data" "$dir"

@@ -7,6 +7,7 @@
 # near the best scoring LM weight of these models (about 5); at Kaldi's 0.1 the same accuracy needs a much slower
 # search (bench/bench_nnet_decode.py).
 set -euo pipefail
+stage=0
 nj=4
 cmd=${decode_cmd:-esgd-queue}
 beam=13.0
@@ -24,6 +25,8 @@ scoring_opts="--min-lmwt 2 --max-lmwt 12"
 help_message="Usage: $0 [options] <graph-dir> <data-dir> <decode-dir>
 e.g.: $0 --nj 4 exp/tri3/graph data/test_fmllr exp/dnn/decode_test
 Options:
+  --stage <n>              # 0: decode, then score; 1: score the lattices of an earlier complete decoding of
+                           # the dir only (default: $stage)
   --nj <n>                 # parallel jobs, split by speaker (default: $nj)
   --cmd <cmd>              # job runner (default: \$decode_cmd from cmd.sh)
   --beam <b>               # decoding beam (default: $beam)
@@ -57,9 +60,13 @@ opts=(--beam "$beam" --lattice-beam "$lattice_beam" --max-active "$max_active" -
       --batch-size "$batch_size" --device "$device")
 [ -z "$ivectors" ] || opts+=(--ivectors "$ivectors")
 [ -z "$pdf_counts" ] || opts+=(--pdf-counts "$pdf_counts")
-$cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-nnet --nj "$nj" --job JOB "${opts[@]}" \
-  "$graph" "$data" "$model" "$trans_model" "$(staging_dir "$dir")"
-finish_decoding "$dir" "$nj" network
+if [ "$stage" -le 0 ]; then
+  $cmd JOB=1:"$nj" "$dir/log/decode.JOB.log" esgd-decode-nnet --nj "$nj" --job JOB "${opts[@]}" \
+    "$graph" "$data" "$model" "$trans_model" "$(staging_dir "$dir")"
+  finish_decoding "$dir" "$nj" network
+else
+  check_decoded "$dir" "$model"
+fi
 if ! $skip_scoring; then
   "$(dirname "$0")/score.sh" --nj "$nj" --cmd "$cmd" $scoring_opts "$data" "$graph" "$dir"
 fi

@@ -299,15 +299,25 @@ def test_a_failed_decoding_leaves_the_earlier_lattices_and_scores(system, tmp_pa
     exp, data = system["exp"], system["data"]
     env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
 
-    def decode(data_dir):
+    def decode(data_dir, *options):
         return subprocess.run([str(REPO / "steps" / "decode.sh"), "--nj", "2", "--cmd", "esgd-queue", "--model",
-                               str(exp / "final.mdl"), str(exp / "graph"), str(data_dir), str(tmp_path / "decode")],
-                              cwd=REPO, capture_output=True, text=True, env=env)
+                               str(exp / "final.mdl"), *options, str(exp / "graph"), str(data_dir),
+                               str(tmp_path / "decode")], cwd=REPO, capture_output=True, text=True, env=env)
 
+    # --stage 1 before any decoding: refused, naming what is missing
+    early = decode(data, "--stage", "1")
+    assert early.returncode == 1 and "--stage 1: no decoding in" in early.stderr
     assert decode(data).returncode == 0
     kept = sorted(p.name for p in (tmp_path / "decode").iterdir())
     assert {"lat.1.gz", "lat.2.gz", "timing.1", "num_jobs", "best_wer", "scoring"} <= set(kept)
     before = {p: p.read_bytes() for p in (tmp_path / "decode").iterdir() if p.is_file() and p.name != ".lock"}
+    # --stage 1 scores the lattices there again without decoding: the same best_wer, lattices and decoding logs
+    decode_logs = {p: p.read_bytes() for p in (tmp_path / "decode" / "log").glob("decode.*.log")}
+    (tmp_path / "decode" / "best_wer").unlink()
+    rescored = decode(data, "--stage", "1")
+    assert rescored.returncode == 0, rescored.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert decode_logs and {p: p.read_bytes() for p in decode_logs} == decode_logs
     bad = tmp_path / "bad"   # features of another dimension: every job fails
     shutil.copytree(data, bad)
     kaldiio.save_ark(str(bad / "f.ark"), {u: np.zeros((50, 20), np.float32) for u in read_table(data / "text")},

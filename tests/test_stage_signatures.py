@@ -1,6 +1,7 @@
 """run.sh's stage signatures: a stage is skipped only while every option, conf file and earlier stage's output it
 reads is unchanged; a change reruns exactly the stages that read it, with a line saying why; wall times are kept."""
 import fcntl
+import os
 import re
 import shutil
 
@@ -124,3 +125,60 @@ def test_feats_kaldi_takes_the_corpus_features_and_reruns_when_they_change(stub_
     (source / "dev" / "feats.scp").write_text("dev-utt1 mfcc/raw_dev.ark:99\n")
     ran, out = run(recipe, options)
     assert ran == list(range(6, 14)) and f"stage 6 (plp): {source}/dev/feats.scp changed, re-running" in out
+
+
+def stop_in(recipe, marker):
+    """Leave the finished stage of `marker` as a run stopped in it would: its .running signature, no marker."""
+    lines = (recipe / "exp" / ".stages" / marker).read_text().splitlines()
+    (recipe / "exp" / ".stages" / f"{marker}.running").write_text("\n".join(lines[:-2]) + "\n")
+    (recipe / "exp" / ".stages" / marker).unlink()
+
+
+def test_a_stopped_stage_continues_its_trainers_and_decodings(stub_steps_recipe):
+    """Continuing a stopped stage: the i-vector trainers from their newest models (the extractor only when begun on
+    the final UBM), the decodings not finished after the model (scored only when their lattices are complete),
+    the graph made again only when older than the model."""
+    recipe = stub_steps_recipe
+    run(recipe, "--stop-stage 8")
+    exp = recipe / "exp"
+
+    def make(path, age):  # a file `age` seconds old
+        (exp / path).parent.mkdir(parents=True, exist_ok=True)
+        (exp / path).write_text("x\n")
+        os.utime(exp / path, (1e9 - age, 1e9 - age))
+
+    calls = recipe / "calls.log"
+    # stage 8: the model, then a newer graph, a scored dev, complete test lattices
+    make("mono/final.mdl", 100)
+    make("mono/graph/HCLG.fst", 50)
+    make("mono/decode_dev/best_wer", 40)
+    make("mono/decode_test/num_jobs", 30)
+    stop_in(recipe, "8.mono")
+    calls.write_text("")
+    ran, _ = run(recipe, "--stage 8 --stop-stage 8")
+    steps = calls.read_text()
+    assert ran == [8] and "mkgraph.sh" not in steps and "decode_dev" not in steps
+    assert re.search(r"decode\.sh .*--stage 1 .*decode_test", steps)
+    # a fresh (not stopped) run of the stage decodes everything again
+    calls.write_text("")
+    run(recipe, "--stage 8 --stop-stage 8 --force")
+    assert "mkgraph.sh" in calls.read_text() and "--stage 1" not in calls.read_text()
+
+    # stage 7: the UBM finished and the extractor begun on it continue from their newest models
+    make("diag_ubm/4.dubm", 100)
+    make("diag_ubm/final.dubm", 90)
+    make("ivector_extractor/3.ie", 80)
+    stop_in(recipe, "7.ivector")
+    calls.write_text("")
+    run(recipe, "--stage 7 --stop-stage 7")
+    steps = calls.read_text()
+    assert "train_diag_ubm.sh" not in steps and re.search(r"train_ivector_extractor\.sh .*--stage 3", steps)
+    # an extractor model older than the final UBM is of another run: the UBM is finished from 4.dubm, the
+    # extractor starts afresh
+    make("ivector_extractor/3.ie", 95)
+    stop_in(recipe, "7.ivector")
+    calls.write_text("")
+    run(recipe, "--stage 7 --stop-stage 7")
+    steps = calls.read_text()
+    assert re.search(r"train_diag_ubm\.sh .*--stage 4", steps) and re.search(r"train_ivector_extractor\.sh .*--stage -1",
+                                                                               steps)

@@ -19,3 +19,14 @@ finish_decoding() {
     printf "real-time factor %.4f (%s %.4f, search %.4f) over %.1f s of audio, %d jobs\n",
            (l + s) / (f * 0.01), what, l / (f * 0.01), s / (f * 0.01), f * 0.01, NR }' | tee "$dir/log/rtf"
 }
+
+# check_decoded DIR MODEL: (--stage 1) DIR holds the lattices of a complete decoding with MODEL: num_jobs and every
+# lat.JOB.gz, newer than MODEL; else stop naming what is missing
+check_decoded() {
+  local dir=$1 model=$2 nj job
+  nj=$(cat "$dir/num_jobs" 2>/dev/null) || { echo "$0: --stage 1: no decoding in $dir (no num_jobs)" >&2; exit 1; }
+  for job in $(seq "$nj"); do
+    [ "$dir/lat.$job.gz" -nt "$model" ] \
+      || { echo "$0: --stage 1: $dir/lat.$job.gz missing or older than $model" >&2; exit 1; }
+  done
+}
