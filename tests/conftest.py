@@ -15,6 +15,11 @@ TINY_CORPUS = {"train-hours": "0.01", "dev-minutes": "0.3", "test-minutes": "0.3
 TINY_CORPUS_OPTIONS = [f"--{name}={value}" for name, value in TINY_CORPUS.items()] + ["--nj=2"]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "recipe: runs run.sh's 15 stages on a tiny corpus (most of the suite's time); "
+                                       "-m 'not recipe' leaves them out")
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A synthesised corpus of a few dozen utterances: (corpus_dir, manifest_dir, data_root)."""

@@ -153,9 +153,15 @@ def test_queue_runs_job_arrays_and_reports_failures(tmp_path):
     assert str(tmp_path / "log" / "bad.2.log") in bad.stderr
 
 
+# A minute of training speech trains triphone systems too sharp to align the unseen dev speakers, so the tiny
+# recipe's hybrid stages take the monophone system's senones (the recipe's default is tri3).
+TINY_RUN = "./run.sh --nj 2 --synth-config tiny.conf --ubm-gauss 8 --ivector-dim 10 --nnet-gmm mono"
+
+
 @pytest.fixture(scope="module")
-def recipe_dir(tmp_path_factory):
-    """A recipe directory linking the repository's scripts, with a tiny corpus configuration."""
+def finished_recipe(tmp_path_factory):
+    """A recipe directory linking the repository's scripts, with a tiny corpus configuration, after one run of all
+    15 stages: (the directory, that run's result)."""
     work = tmp_path_factory.mktemp("recipe")
     for name in ("run.sh", "path.sh", "cmd.sh", "steps", "local", "setup.py", ".venv", "conf"):
         (work / name).symlink_to(REPO / name)
@@ -163,16 +169,12 @@ def recipe_dir(tmp_path_factory):
     # that the hybrid stages take their senones from cannot align the unseen dev speakers
     settings = {**TINY_CORPUS, "train-hours": "0.03"}
     (work / "tiny.conf").write_text("".join(f"--{name}={value}\n" for name, value in settings.items()))
-    return work
+    return work, bash(TINY_RUN, cwd=work)
 
 
-# A minute of training speech trains triphone systems too sharp to align the unseen dev speakers, so the tiny
-# recipe's hybrid stages take the monophone system's senones (the recipe's default is tri3).
-TINY_RUN = "./run.sh --nj 2 --synth-config tiny.conf --ubm-gauss 8 --ivector-dim 10 --nnet-gmm mono"
-
-
-def test_run_sh_end_to_end_then_skips_finished_stages(recipe_dir):
-    first = bash(TINY_RUN, cwd=recipe_dir)
+@pytest.mark.recipe
+def test_run_sh_end_to_end_then_skips_finished_stages(finished_recipe):
+    recipe_dir, first = finished_recipe
     assert first.returncode == 0, first.stderr[-2000:]
     for stage in ("stage 1: data", "stage 5: lm", "stage 6: plp", "stage 7: ivector"):
         assert stage in first.stdout
@@ -193,7 +195,10 @@ def test_run_sh_end_to_end_then_skips_finished_stages(recipe_dir):
     assert second.stdout.count("finished before, skipped") == first.stdout.count("== stage ") >= 6
 
 
-def test_run_sh_stops_with_a_reason_and_keeps_earlier_outputs(recipe_dir):
+@pytest.mark.recipe
+def test_run_sh_stops_with_a_reason_and_keeps_earlier_outputs(finished_recipe):
+    recipe_dir, first = finished_recipe
+    assert first.returncode == 0, first.stderr[-2000:]
     text = recipe_dir / "data" / "dev" / "text"
     original = text.read_text()
     lines = original.splitlines()
