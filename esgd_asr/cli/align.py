@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import shutil
-import zlib
 from pathlib import Path
 
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
@@ -29,10 +28,10 @@ import numpy as np
 from esgd_asr.atomic import atomic_write_text
 from esgd_asr.cli.options import KaldiArgumentParser, add_dataclass_options, dataclass_from_args, run_job_command
 from esgd_asr.data.kaldi_dir import read_table
-from esgd_asr.errors import EsgdError, cli_main
+from esgd_asr.errors import cli_main
 from esgd_asr.features.feature_source import FeatureSource, FrontEnd
-from esgd_asr.gmm.align import (AlignOptions, GraphScorer, TrainingGraphCompiler, equal_align, pdf_counts,
-                                read_alignments, read_graphs, viterbi_align, write_alignments, write_graphs)
+from esgd_asr.gmm.align import (AlignOptions, TrainingGraphCompiler, align_job, pdf_counts, read_alignments,
+                                write_graphs)
 from esgd_asr.gmm.front_end import ModelFeatures
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm
@@ -88,36 +87,6 @@ def cmd_compile_graphs(args) -> None:
     log.info("job %d: compiled %d training graphs; %d utterances without transcript skipped%s; %d OOV words "
              "mapped to %s", args.job, count, len(skipped), f" (e.g. {skipped[0]})" if skipped else "", oov,
              lang.id2word()[lang.oov])
-
-
-def align_job(model: GmmHmm, source: FeatureSource, graph_dir: Path, job: int, opts: AlignOptions,
-              equal: bool = False, seed: int = 0) -> dict[str, list[int]]:
-    """Align one job's utterances (graph_dir/fsts.J.ark) and write graph_dir/ali.J.ark; failures are logged,
-    counted and left out."""
-    scorer = None if equal else GraphScorer(model, opts)
-    alignments, failed, retried, frames = {}, [], 0, 0
-    graphs = graph_dir / f"fsts.{job}.ark"
-    for utt, graph in read_graphs(graphs):
-        if utt not in source.feats:
-            raise EsgdError(f"{graphs}: utterance '{utt}' has no features in {source.data_dir / 'feats.scp'}")
-        feats = source.load(utt)
-        model.check_dim(feats, f"{source.data_dir}: utterance '{utt}'")
-        if equal:
-            ali = equal_align(graph, feats.shape[0], (zlib.crc32(utt.encode()) + seed) % 2**31)
-        else:
-            ali, was_retried = viterbi_align(graph, scorer(feats, graph), opts)
-            retried += was_retried
-        if ali is None:
-            failed.append(utt)
-            log.warning("utterance '%s' (%d frames) not aligned: %s", utt, feats.shape[0],
-                        "too short for its transcript" if equal else "beam search did not reach the end")
-            continue
-        alignments[utt] = ali
-        frames += len(ali)
-    write_alignments(graph_dir / f"ali.{job}.ark", alignments)
-    log.info("job %d: aligned %d utterances (%d frames), %d needed the retry beam, %d failed and are skipped",
-             job, len(alignments), frames, retried, len(failed))
-    return alignments
 
 
 def cmd_align(args) -> None:

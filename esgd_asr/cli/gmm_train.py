@@ -23,11 +23,10 @@ from pathlib import Path
 import kaldi_hmm_gmm  # noqa: F401  (before kaldifst: import-order trap)
 
 from esgd_asr.atomic import atomic_write_text
-from esgd_asr.cli.align import align_job
 from esgd_asr.cli.options import (
     KaldiArgumentParser, add_dataclass_options, dataclass_from_args, parse_bool, run_job_command)
 from esgd_asr.errors import EsgdError, cli_main
-from esgd_asr.gmm.align import AlignOptions, ali_to_pdf, read_alignments
+from esgd_asr.gmm.align import AlignOptions, ali_to_pdf, align_job, read_alignments
 from esgd_asr.gmm.front_end import ModelFeatures
 from esgd_asr.gmm.model import GmmHmm, PdfScorer
 from esgd_asr.gmm.stats import EstimateOptions, GmmStats, estimate

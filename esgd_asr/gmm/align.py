@@ -14,7 +14,9 @@ state is not reached. Alignments are transition-id sequences, one per utterance,
 from __future__ import annotations
 
 import gzip
+import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -27,11 +29,14 @@ import numpy as np
 import torch
 
 from esgd_asr.errors import EsgdError
+from esgd_asr.features.feature_source import FeatureSource
 from esgd_asr.gmm.fst_arrays import FstArrays, arrays_to_fst
 from esgd_asr.gmm.hmm_graph import HBuilder, compose_h
 from esgd_asr.gmm.lang_dir import LangDir
 from esgd_asr.gmm.model import GmmHmm, PdfScorer, TransitionInfo
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingGraph:
@@ -129,6 +134,36 @@ def equal_align(graph: TrainingGraph, num_frames: int, seed: int) -> list[int] |
         return None
     ok, labels, _, _ = kaldifst.get_linear_symbol_sequence(path)
     return graph.to_tids(labels) if ok and len(labels) == num_frames else None
+
+
+def align_job(model: GmmHmm, source: FeatureSource, graph_dir: Path, job: int, opts: AlignOptions,
+              equal: bool = False, seed: int = 0) -> dict[str, list[int]]:
+    """Align one job's utterances (graph_dir/fsts.J.ark) and write graph_dir/ali.J.ark; failures are logged,
+    counted and left out."""
+    scorer = None if equal else GraphScorer(model, opts)
+    alignments, failed, retried, frames = {}, [], 0, 0
+    graphs = graph_dir / f"fsts.{job}.ark"
+    for utt, graph in read_graphs(graphs):
+        if utt not in source.feats:
+            raise EsgdError(f"{graphs}: utterance '{utt}' has no features in {source.data_dir / 'feats.scp'}")
+        feats = source.load(utt)
+        model.check_dim(feats, f"{source.data_dir}: utterance '{utt}'")
+        if equal:
+            ali = equal_align(graph, feats.shape[0], (zlib.crc32(utt.encode()) + seed) % 2**31)
+        else:
+            ali, was_retried = viterbi_align(graph, scorer(feats, graph), opts)
+            retried += was_retried
+        if ali is None:
+            failed.append(utt)
+            log.warning("utterance '%s' (%d frames) not aligned: %s", utt, feats.shape[0],
+                        "too short for its transcript" if equal else "beam search did not reach the end")
+            continue
+        alignments[utt] = ali
+        frames += len(ali)
+    write_alignments(graph_dir / f"ali.{job}.ark", alignments)
+    log.info("job %d: aligned %d utterances (%d frames), %d needed the retry beam, %d failed and are skipped",
+             job, len(alignments), frames, retried, len(failed))
+    return alignments
 
 
 def ali_to_pdf(tids, info: TransitionInfo) -> np.ndarray:
