@@ -1,5 +1,5 @@
-"""Sufficient statistics of GMM-HMM training from alignments (Kaldi's gmm-acc-stats-ali), accumulated in torch,
-and the maximum-likelihood update with mixing-up (gmm-est) done by kaldi-hmm-gmm.
+"""Sufficient statistics of GMM-HMM training from alignments (Kaldi's gmm-acc-stats-ali), accumulated by a loop
+compiled with numba, and the maximum-likelihood update with mixing-up (gmm-est) done by kaldi-hmm-gmm.
 
 Per Gaussian (in `PdfScorer` order): occupancy, first- and second-order sums; per transition-id: counts; and the
 total log-likelihood of the aligned frames. Stats files are `.npz` written atomically; jobs' files are summed.
