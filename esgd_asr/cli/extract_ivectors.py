@@ -1,6 +1,6 @@
 """Extract i-vectors for a data dir (Kaldi's extract_ivectors_online.sh / extract_ivectors.sh).
 
-Usage: extract_ivectors.py [options] <data-dir> <extractor-dir|final.ie> <ivector-dir>
+Usage: esgd-extract-ivectors [options] <data-dir> <extractor-dir|final.ie> <ivector-dir>
 Features of <data-dir>/feats.scp go through the front end recorded in final.ie. Outputs in <ivector-dir>, with a
 `.JOB` infix when --nj > 1 (job --job of --nj, speakers split in contiguous blocks):
   ivector_online.{ark,scp}  per utterance, a matrix with an i-vector every --ivector-period frames, each from the
@@ -45,7 +45,7 @@ class ExtractOptions:
 
 @cli_main
 def main(argv=None):
-    parser = KaldiArgumentParser(prog="extract_ivectors.py", description=__doc__.splitlines()[0])
+    parser = KaldiArgumentParser(prog="esgd-extract-ivectors", description=__doc__.splitlines()[0])
     add_dataclass_options(parser, ExtractOptions)
     add_device_option(parser)
     parser.add_argument("data_dir")

@@ -1,6 +1,6 @@
 """Train the diagonal UBM of the i-vector extractor on a data dir's features, like Kaldi's train_diag_ubm.sh.
 
-Usage: train_diag_ubm.py [options] <data-dir> <exp-dir>
+Usage: esgd-train-diag-ubm [options] <data-dir> <exp-dir>
 Reads <data-dir>/feats.scp (with utt2spk and cmvn.scp for --cmvn=true), keeps every --subsample'th frame (at
 most --max-frames of them, a uniform random sample beyond that) in memory, and writes <exp-dir>/final.dubm,
 which records the front end (CMVN, deltas) for the later i-vector stages. The model after the initialisation
@@ -55,7 +55,7 @@ def collect_frames(source: FeatureSource, subsample: int, max_frames: int, seed:
 
 @cli_main
 def main(argv=None):
-    parser = KaldiArgumentParser(prog="train_diag_ubm.py", description=__doc__.splitlines()[0])
+    parser = KaldiArgumentParser(prog="esgd-train-diag-ubm", description=__doc__.splitlines()[0])
     add_dataclass_options(parser, UbmOptions)
     add_dataclass_options(parser, FrontEnd)
     parser.add_argument("--subsample", type=int, default=2, help="keep every n'th frame (default: 2)")

@@ -1,6 +1,6 @@
 """Train a total-variability i-vector extractor on a data dir, like Kaldi's train_ivector_extractor.sh.
 
-Usage: train_ivector_extractor.py [options] <data-dir> <ubm-dir|final.dubm> <exp-dir>
+Usage: esgd-train-ivector-extractor [options] <data-dir> <ubm-dir|final.dubm> <exp-dir>
 Computes the Baum-Welch stats of every utterance of <data-dir>/feats.scp once under the UBM, through the front
 end recorded in final.dubm (memory-mapped in <exp-dir>/stats.tmp/, deleted at the end); runs --num-iters EM
 passes logging the objective of each; writes <exp-dir>/final.ie (embedding UBM, front end, posterior options).
@@ -72,7 +72,7 @@ def load_training_stats(stats_dir: Path, num_utts: int, device) -> TrainingStats
 
 @cli_main
 def main(argv=None):
-    parser = KaldiArgumentParser(prog="train_ivector_extractor.py", description=__doc__.splitlines()[0])
+    parser = KaldiArgumentParser(prog="esgd-train-ivector-extractor", description=__doc__.splitlines()[0])
     add_dataclass_options(parser, IvectorTrainOptions)
     add_dataclass_options(parser, PosteriorOptions)
     add_device_option(parser)
