@@ -180,5 +180,5 @@ def test_a_stopped_stage_continues_its_trainers_and_decodings(stub_steps_recipe)
     calls.write_text("")
     run(recipe, "--stage 7 --stop-stage 7")
     steps = calls.read_text()
-    assert re.search(r"train_diag_ubm\.sh .*--stage 4", steps) and re.search(r"train_ivector_extractor\.sh .*--stage -1",
-                                                                               steps)
+    assert re.search(r"train_diag_ubm\.sh .*--stage 4", steps)
+    assert re.search(r"train_ivector_extractor\.sh .*--stage -1", steps)
