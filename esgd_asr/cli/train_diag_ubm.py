@@ -19,7 +19,7 @@ from tqdm import tqdm
 from esgd_asr.cli.options import KaldiArgumentParser, add_device_option, add_dataclass_options, dataclass_from_args
 from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.feature_source import FeatureSource, FrontEnd
-from esgd_asr.features.ubm import DiagGmm, UbmOptions, keep_newest, train_diag_ubm
+from esgd_asr.features.ubm import DiagGmm, NumberedModels, UbmOptions, train_diag_ubm
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +76,26 @@ def main(argv=None):
     front_end, opts = dataclass_from_args(FrontEnd, args), dataclass_from_args(UbmOptions, args)
     exp_dir = Path(args.exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
+    models = NumberedModels(exp_dir, ".dubm", lambda model, path: model.save(path, front_end))
     start = None
     if args.stage < 0:
-        for old in exp_dir.glob("[0-9]*.dubm"):
-            old.unlink()
+        models.clear()
     else:
-        gmm, saved_front_end = DiagGmm.load(exp_dir / f"{args.stage}.dubm")
+        gmm, saved_front_end = DiagGmm.load(models.path(args.stage))
         if saved_front_end != front_end:
-            raise EsgdError(f"--stage {args.stage}: {exp_dir / f'{args.stage}.dubm'} has another front end "
+            raise EsgdError(f"--stage {args.stage}: {models.path(args.stage)} has another front end "
                             f"({saved_front_end}) than the options ({front_end})")
         start = (args.stage, gmm)
-        log.info("continuing from %s", exp_dir / f"{args.stage}.dubm")
+        log.info("continuing from %s", models.path(args.stage))
     if start is None or args.stage < opts.num_iters:
         source = FeatureSource(args.data_dir, front_end)
         frames = collect_frames(source, args.subsample, args.max_frames, opts.srand)
         log.info("training a %d-Gaussian UBM on %d frames of dimension %d", opts.num_gauss, *frames.shape)
-        gmm = train_diag_ubm(torch.from_numpy(frames), opts, device, start=start,
-                             checkpoint=keep_newest(exp_dir, ".dubm", lambda model, path: model.save(path, front_end)))
+        gmm = train_diag_ubm(torch.from_numpy(frames), opts, device, start=start, checkpoint=models)
     out = exp_dir / "final.dubm"
     gmm.save(out, front_end)
     log.info("wrote %s (%d Gaussians)", out, gmm.num_gauss)
+
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ from esgd_asr.errors import EsgdError, cli_main
 from esgd_asr.features.ivector import (IvectorExtractor, IvectorTrainOptions, PosteriorOptions, TrainingStats,
                                        train_extractor, utterance_stats)
 from esgd_asr.features.feature_source import FeatureSource
-from esgd_asr.features.ubm import DiagGmm, keep_newest
+from esgd_asr.features.ubm import DiagGmm, NumberedModels
 
 log = logging.getLogger(__name__)
 
@@ -97,30 +97,30 @@ def main(argv=None):
         raise EsgdError(f"{source.feats.scp}: no utterances")
     exp_dir = Path(args.exp_dir)
     stats_dir = exp_dir / "stats.tmp"
-    save = keep_newest(exp_dir, ".ie", IvectorExtractor.save)
+    models = NumberedModels(exp_dir, ".ie", IvectorExtractor.save)
     if args.stage < 0:
-        for old in exp_dir.glob("[0-9]*.ie"):
-            old.unlink()
+        models.clear()
         ie = IvectorExtractor.initialize(ubm, front_end, opts.ivector_dim, post_opts, opts.srand)
-        save(0, ie)
+        models(0, ie)
     else:
-        ie = IvectorExtractor.load(exp_dir / f"{args.stage}.ie").to(device)
+        ie = IvectorExtractor.load(models.path(args.stage)).to(device)
         if not all(torch.equal(getattr(ie.ubm, k).cpu(), getattr(ubm, k).float().cpu())
                    for k in ("weights", "means", "variances")):
-            raise EsgdError(f"--stage {args.stage}: {exp_dir / f'{args.stage}.ie'} was trained on another UBM than "
+            raise EsgdError(f"--stage {args.stage}: {models.path(args.stage)} was trained on another UBM than "
                             f"{ubm_file}; start afresh (--stage -1)")
-        log.info("continuing from %s", exp_dir / f"{args.stage}.ie")
+        log.info("continuing from %s", models.path(args.stage))
     first = max(args.stage, 0)
     if first < opts.num_iters:
         stats = (load_training_stats(stats_dir, len(source), device) if args.stage >= 0 else None) \
             or compute_training_stats(source, ubm, post_opts, ubm_file, stats_dir)
         log.info("training a %d-dim extractor: %d Gaussians, feature dim %d, iterations %d..%d",
                  opts.ivector_dim, ie.num_gauss, ie.feat_dim, first, opts.num_iters - 1)
-        ie = train_extractor(ie, stats, opts, first_iter=first, checkpoint=save)
+        ie = train_extractor(ie, stats, opts, first_iter=first, checkpoint=models)
         del stats
     ie.save(exp_dir / "final.ie")
     log.info("wrote %s", exp_dir / "final.ie")
     shutil.rmtree(stats_dir, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

@@ -135,13 +135,24 @@ def load_state(path: str | Path, expected_format: str) -> dict:
     return state
 
 
-def keep_newest(exp_dir: Path, suffix: str, write: Callable[[object, Path], None]) -> Callable[[int, object], None]:
-    """A checkpoint callback of train_diag_ubm / train_extractor: writes the model after pass n with
-    `write(model, path)` as <exp_dir>/n<suffix> and removes n-1's."""
-    def save(n: int, model) -> None:
-        write(model, exp_dir / f"{n}{suffix}")
-        (exp_dir / f"{n - 1}{suffix}").unlink(missing_ok=True)
-    return save
+class NumberedModels:
+    """The checkpoints of train_diag_ubm / train_extractor: the model after pass n as <exp_dir>/n<suffix>, written
+    with `write(model, path)`, the newest only (what --stage n continues from)."""
+
+    def __init__(self, exp_dir: Path, suffix: str, write: Callable[[object, Path], None]):
+        self.exp_dir, self.suffix, self.write = exp_dir, suffix, write
+
+    def path(self, n: int) -> Path:
+        return self.exp_dir / f"{n}{self.suffix}"
+
+    def clear(self) -> None:
+        """Remove an earlier run's numbered models (a run afresh)."""
+        for old in self.exp_dir.glob(f"[0-9]*{self.suffix}"):
+            old.unlink()
+
+    def __call__(self, n: int, model) -> None:
+        self.write(model, self.path(n))
+        self.path(n - 1).unlink(missing_ok=True)
 
 
 @dataclass
