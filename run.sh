@@ -292,7 +292,7 @@ decode_config() {
 gmm_resume() {
   $stage_resume && [ "$(cat "$1/num_jobs" 2>/dev/null)" = "$nj" ] || return 0
   local last
-  last=$(ls "$1" | sed -n 's/^\([0-9][0-9]*\)\.mdl$/\1/p' | sort -n | tail -n 1)
+  last=$(newest_pass "$1" mdl)
   if [ -n "$last" ] && [ "$last" -ge "$2" ]; then echo "--stage $last"; fi
 }
 # decode_resume DIR MODEL: how a stopped stage continues its decoding into DIR: "done" when DIR's best_wer is newer
